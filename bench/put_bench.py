@@ -1,0 +1,195 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PUT throughput against calendar size: plain Radicale 3.9 storage versus Invito's indexed storage.
+
+Each case copies a prefilled calendar (N events, Radicale's item cache and per-item sync history
+already built, as on a server that clients sync with), makes one unmeasured warm-up PUT, then times
+PUTs of new events (each a fresh UID, ``If-None-Match: *``) through ``radicale.Application`` in-process,
+the same request path a client's PUT takes. Cases run in interleaved rounds so background load skews
+them alike. Usage: ``python bench/put_bench.py [--quick]``; see README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib
+import io
+import logging
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import radicale
+import radicale.config
+import radicale.item as radicale_item
+import radicale.storage
+
+logger = logging.getLogger("invito.bench")
+
+USER = "bench"
+CALENDAR = "/%s/calendar/" % USER
+AUTH = "Basic " + base64.b64encode(("%s:x" % USER).encode()).decode()
+GOAL_FLAT = 0.8     # Invito@largest / Invito@smallest
+GOAL_FASTER = 10.0  # Invito@largest / Radicale@largest
+
+
+def event(uid: str, day: int) -> str:
+    start = "2024%02d%02dT%02d0000Z" % (1 + day // 28 % 12, 1 + day % 28, 8 + day % 10)
+    return ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Invito//bench//EN\r\nBEGIN:VEVENT\r\n"
+            "UID:%s\r\nDTSTAMP:20240101T000000Z\r\nDTSTART:%s\r\nDURATION:PT1H\r\n"
+            "SUMMARY:Meeting %d\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n" % (uid, start, day))
+
+
+def invito_storage_type() -> tuple[str, str]:
+    """``invito.storage`` once the package exports Storage, else the index module alone; and why."""
+    try:
+        if hasattr(importlib.import_module("invito.storage"), "Storage"):
+            return "invito.storage", "invito.storage exports Storage"
+        reason = "invito.storage has no Storage yet"
+    except Exception as e:  # the package may be half-wired; say so and measure the index alone
+        reason = "invito.storage does not import (%s: %s)" % (type(e).__name__, e)
+    return "invito.storage.indexed", reason
+
+
+def configuration(folder: Path, storage_type: str, fsync: bool) -> radicale.config.Configuration:
+    config = radicale.config.load()
+    config.update({
+        "storage": {"type": storage_type, "filesystem_folder": str(folder),
+                    "_filesystem_fsync": str(fsync)},
+        "auth": {"type": "none"},
+        "rights": {"type": "owner_only"},
+    }, "bench", privileged=True)
+    return config
+
+
+def prefill(folder: Path, size: int, fsync: bool) -> None:
+    """A calendar of ``size`` events, written the fast way, with item cache and sync history."""
+    storage = radicale.storage.load(configuration(folder, "multifilesystem", fsync))
+    items = (radicale_item.Item(collection_path=CALENDAR.strip("/"), text=event("prefill-%d" % i, i))
+             for i in range(size))
+    with storage.acquire_lock("w"):
+        storage.create_collection("/%s/" % USER)
+        collection, _, _ = storage.create_collection(CALENDAR, items=items, props={"tag": "VCALENDAR"})
+        collection.sync()  # history entry per item, as once any client has synced
+
+
+class Client:
+    def __init__(self, app: radicale.Application) -> None:
+        self._app = app
+
+    def put(self, href: str, body: str) -> str:
+        data = body.encode()
+        environ = {
+            "REQUEST_METHOD": "PUT", "PATH_INFO": CALENDAR + href, "SCRIPT_NAME": "",
+            "CONTENT_TYPE": "text/calendar; charset=utf-8", "CONTENT_LENGTH": str(len(data)),
+            "HTTP_AUTHORIZATION": AUTH, "HTTP_IF_NONE_MATCH": "*",
+            "wsgi.input": io.BytesIO(data), "wsgi.errors": sys.stderr, "wsgi.url_scheme": "http",
+            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "5232", "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+        }
+        status: list[str] = []
+        for _ in self._app(environ, lambda s, headers, exc_info=None: status.append(s)):
+            pass
+        return status[0]
+
+
+@dataclass
+class Case:
+    """One (implementation, calendar size): its own copy of the calendar and its own Application."""
+    impl: str
+    size: int
+    client: Client
+    puts: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.puts / self.seconds
+
+    def expect(self, status: str, wanted: str, what: str) -> None:
+        if not status.startswith(wanted):
+            raise RuntimeError("%s@%d: %s answered %s, expected %s" % (self.impl, self.size, what, status,
+                                                                       wanted))
+
+    def run(self, puts: int, max_seconds: float) -> None:
+        """Up to ``puts`` new events, stopping early (after at least one) when ``max_seconds`` is over."""
+        start = time.perf_counter()
+        for _ in range(puts):
+            uid = uuid.uuid4().hex
+            self.expect(self.client.put(uid + ".ics", event(uid, self.puts)), "201", "PUT")
+            self.puts += 1
+            if time.perf_counter() - start > max_seconds:
+                break
+        self.seconds += time.perf_counter() - start
+
+
+def setup(template: Path, work: Path, impl: str, storage_type: str, size: int, fsync: bool) -> Case:
+    shutil.copytree(template, work)
+    case = Case(impl, size, Client(radicale.Application(configuration(work, storage_type, fsync))))
+    # Warm-up: first touch of the collection in this process (index load/verify, history cleaning).
+    case.expect(case.client.put("warmup.ics", event("warmup", 0)), "201", "warm-up PUT")
+    return case
+
+
+def report(cases: list[Case], sizes: list[int]) -> None:
+    print("%-9s %8s %6s %9s %9s" % ("impl", "events", "PUTs", "seconds", "PUT/s"))
+    for c in cases:
+        print("%-9s %8d %6d %9.2f %9.1f" % (c.impl, c.size, c.puts, c.seconds, c.rate))
+    rate = {(c.impl, c.size): c.rate for c in cases}
+    small, large = min(sizes), max(sizes)
+    if small != large:
+        flat = rate["invito", large] / rate["invito", small]
+        print("Invito@%d / Invito@%d = %.2f (goal >= %.1f: %s)"
+              % (large, small, flat, GOAL_FLAT, "met" if flat >= GOAL_FLAT else "NOT met"))
+    faster = rate["invito", large] / rate["radicale", large]
+    print("Invito@%d / Radicale@%d = %.1f (goal >= %.0f: %s)"
+          % (large, large, faster, GOAL_FASTER, "met" if faster >= GOAL_FASTER else "NOT met"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--puts", type=int, default=300, help="PUTs per case (default 300)")
+    parser.add_argument("--sizes", default="100,10000", help="calendar sizes (default 100,10000)")
+    parser.add_argument("--max-seconds", type=float, default=25.0,
+                        help="time budget per case, split over the rounds (default 25)")
+    parser.add_argument("--quick", action="store_true", help="100 PUTs, sizes 100,2000, 10 s per case")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--dir", help="where to put the calendars (default: the system temp folder)")
+    parser.add_argument("--fsync", action="store_true", help="fsync like a production server")
+    parser.add_argument("--invito-type", help="[storage] type for Invito (default: auto)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.puts, args.sizes, args.max_seconds = 100, "100,2000", 10.0
+    sizes = sorted({int(s) for s in args.sizes.split(",")})
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("radicale").setLevel(logging.ERROR)
+    invito_type, reason = ((args.invito_type, "--invito-type") if args.invito_type
+                           else invito_storage_type())
+    print("radicale %s; Invito storage: %s (%s); fsync %s"
+          % (radicale.VERSION, invito_type, reason, "on" if args.fsync else "off"))
+    cases = []
+    with tempfile.TemporaryDirectory(prefix="invito-put-bench-", dir=args.dir) as tmp:
+        for size in sizes:
+            template = Path(tmp, "template-%d" % size)
+            t0 = time.perf_counter()
+            prefill(template, size, args.fsync)
+            logger.info("prefilled %d events in %.1f s", size, time.perf_counter() - t0)
+            for impl, storage_type in (("radicale", "multifilesystem"), ("invito", invito_type)):
+                cases.append(setup(template, Path(tmp, "%s-%d" % (impl, size)), impl, storage_type, size,
+                                   args.fsync))
+        # Interleaved rounds, so a burst of background load hits every case alike.
+        for round_ in range(args.rounds):
+            for case in cases:
+                case.run(args.puts // args.rounds, args.max_seconds / args.rounds)
+            logger.info("round %d/%d done", round_ + 1, args.rounds)
+        for case in cases:  # the index must still refuse a UID that the calendar holds
+            case.expect(case.client.put("duplicate.ics", event("prefill-0", 0)), "409", "duplicate UID")
+    report(cases, sizes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

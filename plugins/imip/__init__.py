@@ -1,0 +1,1 @@
+"""iMIP: iTIP messages carried by email (RFC 6047)."""

@@ -1,0 +1,312 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Invito's configuration: one schema (Radicale's plus ours), checked precisely, loaded into Radicale's class.
+
+The result is a ``radicale.config.Configuration``, so ``Application(configuration)`` and every Radicale
+plugin read it unchanged. We validate the INI file ourselves first because Radicale stops at the first
+problem and does not say what would have been accepted; admins get every problem at once, each naming the
+file, section, key, the value and what is allowed.
+
+To add a section or key, add schema entries to ``INVITO_SCHEMA`` (each with "value", "help", "type" like
+Radicale's); a type may carry an ``expected`` attribute that error messages show (see ``one_of``).
+"""
+from __future__ import annotations
+
+import configparser
+import importlib.util
+import os
+import re
+from collections import OrderedDict
+from typing import Any, Callable
+
+from radicale import config as radicale_config
+from radicale import log, pathutils, types
+from radicale import storage as radicale_storage
+from radicale.app.base import USER_BLACKLIST_MINIMAL
+
+DEFAULT_DATA_FOLDER = "./invito-data"
+
+
+class ConfigError(Exception):
+    """Configuration problems, one line each, ready to show to the admin."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def one_of(*choices: str) -> Callable[[Any], str]:
+    """A schema type accepting exactly ``choices``."""
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError("not one of the allowed values")
+        return value
+    check.expected = "one of: " + ", ".join(choices)  # type: ignore[attr-defined]
+    return check
+
+
+def mail_domain(value: Any) -> str:
+    """A mail domain (``example.com``), lower-cased; empty means not configured."""
+    value = str(value).strip().lower()
+    if value and not all(re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", label) for label in value.split(".")):
+        raise ValueError("not a mail domain")
+    return value
+
+
+mail_domain.expected = (  # type: ignore[attr-defined]
+    "a mail domain such as example.com (no user part, no '@'), or empty")
+
+# Error-message wording for Radicale's own types; ours carry an ``expected`` attribute instead.
+_RADICALE_EXPECTED: dict[Any, str] = {
+    bool: "a boolean: true/false, yes/no, on/off or 1/0",
+    int: "a whole number",
+    str: "text",
+    radicale_config.positive_int: "a whole number, 0 or more",
+    radicale_config.positive_float: "a number, 0 or more",
+    radicale_config.port_int: "a port number (1-65534)",
+    radicale_config.filepath: "a file path",
+    radicale_config.list_of_ip_address: "comma-separated address:port pairs, e.g. 127.0.0.1:5232",
+    radicale_config.logging_level: "one of: " + ", ".join(log.LOG_LEVEL_OPTIONS),
+    radicale_config.validate_types: "one of: " + ", ".join(radicale_config.VALIDATE_TYPES),
+    radicale_config.profiling: "one of: " + ", ".join(radicale_config.PROFILING),
+    radicale_config.server_types: "one of: " + ", ".join(radicale_config.SERVER_TYPES),
+    radicale_config.imap_address: "address, address:port or [address]:port",
+    radicale_config.imap_security: "one of: tls, starttls, none",
+    radicale_config.json_str: "a JSON object",
+    radicale_config.json_str_condition: "a JSON object",
+    radicale_config.rights_permission: "permission letters",
+}
+
+INVITO_SCHEMA: types.CONFIG_SCHEMA = OrderedDict([
+    ("invito", OrderedDict([
+        ("data_folder", {
+            "value": DEFAULT_DATA_FOLDER,
+            "help": "folder for all of Invito's data (collections, users file, mail spool); "
+                    "a relative path starts at the current directory",
+            "type": radicale_config.filepath})])),
+    ("scheduling", OrderedDict([
+        ("domain", {
+            "value": "",
+            "help": "mail domain of the users: user NAME has the calendar address NAME@domain; "
+                    "empty: users have no address and nothing is scheduled",
+            "type": mail_domain}),
+        ("addresses", {
+            "value": "",
+            "help": "optional file giving users more addresses, lines 'user: addr1, addr2'",
+            "type": radicale_config.filepath})])),
+])
+
+
+def _in_data_folder(name: str) -> dict[str, Any]:
+    """A Radicale path that, unless the admin sets it, lives in ``[invito] data_folder``."""
+    return {"value": os.path.join(DEFAULT_DATA_FOLDER, name), "in_data_folder": name}
+
+
+# Where Invito's defaults differ from Radicale's.
+_RADICALE_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
+    ("server", "hosts"): {"value": "127.0.0.1:5232"},
+    ("storage", "type"): {"value": "invito.storage",
+                          "internal": (*radicale_storage.INTERNAL_TYPES, "invito.storage")},
+    ("storage", "filesystem_folder"): _in_data_folder("collections"),
+    ("auth", "type"): {"value": "htpasswd"},
+    # CalDAV clients send many requests; re-checking a bcrypt hash on each costs ~0.25 s of CPU.
+    ("auth", "cache_logins"): {"value": "true"},
+    ("auth", "htpasswd_filename"): _in_data_folder("users"),
+    ("auth", "htpasswd_encryption"): {
+        "value": "bcrypt",
+        "type": one_of("bcrypt", "autodetect", "argon2", "sha512", "sha256", "md5", "plain")},
+    ("rights", "type"): {"value": "owner_only"},
+}
+
+
+def _build_schema() -> types.CONFIG_SCHEMA:
+    schema: types.CONFIG_SCHEMA = OrderedDict(
+        (section, OrderedDict(options)) for section, options in radicale_config.DEFAULT_CONFIG_SCHEMA.items())
+    for (section, option), override in _RADICALE_OVERRIDES.items():
+        schema[section][option] = {**schema[section][option], **override}  # type: ignore[index]
+    schema.update(INVITO_SCHEMA)
+    return schema
+
+
+SCHEMA: types.CONFIG_SCHEMA = _build_schema()
+
+
+def load(path: str | None = None) -> radicale_config.Configuration:
+    """The configuration from ``path`` (None: defaults only); raises ``ConfigError`` listing every problem."""
+    configuration = radicale_config.Configuration(SCHEMA)
+    given: dict[str, dict[str, str]] = {}
+    if path is not None:
+        given = _read(path)
+        problems = _problems(given, path)
+        if problems:
+            raise ConfigError(problems)
+        configuration.update(given, "config file %r" % path)
+    data_folder = configuration.get("invito", "data_folder")
+    derived = {section: {option: os.path.join(data_folder, spec["in_data_folder"])
+                         for option, spec in options.items()
+                         if isinstance(spec, dict) and "in_data_folder" in spec
+                         and option not in given.get(section, {})}
+               for section, options in SCHEMA.items()}
+    configuration.update({s: o for s, o in derived.items() if o}, "[invito] data_folder")
+    addresses = configuration.get("scheduling", "addresses")
+    if addresses:
+        load_addresses(addresses)
+    return configuration
+
+
+def unconfigured(configuration: radicale_config.Configuration) -> list[str]:
+    """What the admin has not set up yet, as sentences for the start-up summary."""
+    notes = []
+    if not configuration.get("scheduling", "domain"):
+        addresses = configuration.get("scheduling", "addresses")
+        who = f"only users listed in {addresses} have" if addresses else "users have no"
+        notes.append(f"[scheduling] domain is empty: {who} calendar address; set it to your mail domain")
+    return notes
+
+
+def _read(path: str) -> dict[str, dict[str, str]]:
+    # No DEFAULT section: configparser would copy its keys into every section, which Radicale never meant.
+    parser = configparser.RawConfigParser(default_section="\0")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason})") from e
+    try:
+        parser.read_string(text, source=path)
+    except configparser.DuplicateSectionError as e:
+        raise ConfigError(f"{path}, line {e.lineno}: section [{e.section}] appears twice") from e
+    except configparser.DuplicateOptionError as e:
+        raise ConfigError(f"{path}, line {e.lineno}: [{e.section}] {e.option} is set twice") from e
+    except configparser.MissingSectionHeaderError as e:
+        raise ConfigError(f"{path}, line {e.lineno}: {e.line.strip()!r} comes before any [section]") from e
+    except configparser.ParsingError as e:
+        lines = text.splitlines()
+        raise ConfigError([f"{path}, line {lineno}: cannot parse {lines[lineno - 1].strip()!r}; "
+                           "expected 'key = value'" for lineno, _ in e.errors]) from e
+    return {section: dict(parser.items(section)) for section in parser.sections()}
+
+
+def _problems(given: dict[str, dict[str, str]], source: str) -> list[str]:
+    """Mirrors what ``Configuration.update`` accepts, but says what is allowed."""
+    problems = []
+    for section, options in given.items():
+        spec = SCHEMA.get(section)
+        if spec is None:
+            problems.append(f"{source}: unknown section [{section}]; allowed sections: {', '.join(SCHEMA)}")
+            continue
+        for key, raw in options.items():
+            option = spec.get(key) if not key.startswith("_") else None
+            if isinstance(option, dict):
+                problem = _value_problem(option, raw)
+                if problem:
+                    problems.append(f"{source}: [{section}] {key} = {raw!r} is invalid ({problem}); "
+                                    f"expected {_expected(option)} (option: {option['help']})")
+            elif key.startswith("_") or not _takes_extra_keys(spec, options):
+                allowed = ", ".join(k for k in spec if not k.startswith("_"))
+                problems.append(f"{source}: unknown key {key!r} in [{section}]; allowed keys: {allowed}")
+    return problems
+
+
+def _takes_extra_keys(spec: Any, options: dict[str, str]) -> bool:
+    """Radicale's rule: free-form sections, and plugin options when ``type`` names an external module."""
+    if "_allow_extra" in spec:
+        return True
+    return "type" in spec and options.get("type", spec["type"]["value"]) not in spec["type"]["internal"]
+
+
+def _value_problem(option: dict[str, Any], raw: str) -> str | None:
+    type_ = option["type"]
+    try:
+        value = _boolean(raw) if type_ is bool else type_(raw)
+    except Exception as e:  # the schema's type functions raise whatever their parsing raises
+        return str(e) or type(e).__name__
+    if "internal" in option and value not in option["internal"] and not _importable(value):
+        return f"no module named {value!r}"
+    return None
+
+
+def _boolean(raw: str) -> bool:
+    """Radicale's reading of booleans (configparser's words)."""
+    try:
+        return configparser.RawConfigParser.BOOLEAN_STATES[raw.lower()]
+    except KeyError:
+        raise ValueError("not a boolean") from None
+
+
+def _expected(option: dict[str, Any]) -> str:
+    if "internal" in option:
+        return "one of: " + ", ".join(option["internal"]) + ", or an importable Python module"
+    type_ = option["type"]
+    return getattr(type_, "expected", None) or _RADICALE_EXPECTED.get(type_) or type_.__name__
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def user_name_problem(name: str) -> str | None:
+    """Why Radicale would refuse ``name`` as a user (or the htpasswd file could not hold it); None if fine."""
+    if not pathutils.is_safe_filesystem_path_component(name):
+        return "it must be one path component: not empty, no '/', not starting with '.' or ending with '~'"
+    bad = sorted({c for c in name if c in USER_BLACKLIST_MINIMAL or not c.isprintable() or c.isspace()})
+    if bad:
+        return "it contains characters a user name cannot have: " + " ".join(repr(c) for c in bad)
+    if name.startswith("#") or name.startswith("@") or name.endswith("@") or name.count("@") > 1:
+        return "it cannot start with '#' or '@', end with '@', or hold more than one '@'"
+    return None
+
+
+def load_addresses(path: str) -> dict[str, list[str]]:
+    """Parse the ``[scheduling] addresses`` file: lines ``user: addr1, addr2``, ``#`` starts a comment line.
+
+    Returns each user's extra addresses (bare, as written, ``mailto:`` removed); raises ``ConfigError``
+    naming the file and line of every problem.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the [scheduling] addresses file: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason})") from e
+    addresses: dict[str, list[str]] = {}
+    owners: dict[str, tuple[str, int]] = {}
+    problems = []
+    for lineno, line in enumerate(lines, 1):
+        where = f"{path}, line {lineno}"
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        user, colon, rest = text.partition(":")
+        user = user.strip()
+        if not colon or not user:
+            problems.append(f"{where}: expected 'user: address, address', got {text!r}")
+            continue
+        problem = user_name_problem(user)
+        if problem:
+            problems.append(f"{where}: {user!r} is not a valid user name: {problem}")
+            continue
+        found = [a.strip() for a in rest.split(",") if a.strip()]
+        if not found:
+            problems.append(f"{where}: no address given for {user!r}")
+        for address in found:
+            if address.lower().startswith("mailto:"):
+                address = address[len("mailto:"):]
+            if not re.fullmatch(r"[^@\s]+@[^@\s]+", address):
+                problems.append(f"{where}: {address!r} is not a mail address (expected name@domain)")
+                continue
+            if address.lower() in owners:
+                owner, first = owners[address.lower()]
+                if owner != user:
+                    problems.append(f"{where}: {address!r} is also given to {owner!r} on line {first}")
+                continue
+            owners[address.lower()] = (user, lineno)
+            addresses.setdefault(user, []).append(address)
+    if problems:
+        raise ConfigError(problems)
+    return addresses

@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Invito's storage: Radicale's multifilesystem with a UID index and implicit scheduling.
+
+Radicale calls ``Collection.upload``/``delete`` for a client's PUT/DELETE with its single write lock held;
+that is where scheduling runs (``scheduling.Scheduler``), so the event change and every delivery it
+causes happen under one lock. Our own writes (deliveries, undo) use ``store``/``remove``, which bypass
+scheduling. Radicale loads this module by ``[storage] type = invito.storage`` and uses ``Storage``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import radicale.item as radicale_item
+from radicale import config
+
+from invito.plugins.directory import Directory, HtpasswdUsers
+from invito.plugins.imip.spool import OutboundSpool
+from invito.storage import layout, request
+from invito.storage.indexed import IndexedCollection, IndexedStorage
+from invito.storage.scheduling import Scheduler
+
+
+class Collection(IndexedCollection):
+
+    def get_item(self, href: str) -> radicale_item.Item | None:
+        return self._get(href)
+
+    def store(self, href: str, item: radicale_item.Item
+              ) -> tuple[radicale_item.Item, radicale_item.Item | None]:
+        """Write without scheduling (deliveries, undo)."""
+        return super().upload(href, item)
+
+    def remove(self, href: str) -> None:
+        """Delete without scheduling."""
+        super().delete(href)
+
+    def upload(self, href: str, item: radicale_item.Item
+               ) -> tuple[radicale_item.Item, radicale_item.Item | None]:
+        storage: Storage = self._storage  # type: ignore[assignment]
+        if not storage.schedules(self):
+            return self.store(href, item)
+        return storage.scheduler.put(self, href, item, request.current())
+
+    def delete(self, href: str | None = None) -> None:
+        storage: Storage = self._storage  # type: ignore[assignment]
+        if href is not None and storage.schedules(self):
+            storage.scheduler.delete(self, href)
+        else:
+            super().delete(href)
+
+
+class Storage(IndexedStorage):
+    _collection_class = Collection
+
+    def __init__(self, configuration: config.Configuration) -> None:
+        super().__init__(configuration)
+        self.scheduler = Scheduler(self, _directory(configuration, self._get_collection_root_folder()),
+                                   OutboundSpool(os.path.join(_data_folder(configuration), "spool", "outbound")))
+        self._ready_users: set[str] = set()
+
+    @property
+    def directory(self) -> Directory:
+        return self.scheduler.directory
+
+    def schedules(self, collection: Collection) -> bool:
+        """Only users' own calendars schedule; inbox items and plain setups without addresses do not."""
+        return (self.directory.configured and collection.tag == "VCALENDAR"
+                and not layout.is_inbox(collection.path)
+                and bool(self.directory.addresses_of(collection.owner)))
+
+    def ensure_scheduling_collections(self, user: str) -> None:
+        """Inbox and outbox for users who existed before Invito, once per process. No lock held."""
+        if not user or user in self._ready_users:
+            return
+        with self.acquire_lock("r", user):
+            present = all(layout.collection(self, p) is not None
+                          for p in (layout.inbox_path(user), layout.outbox_path(user)))
+        if not present:
+            with self.acquire_lock("w", user):
+                layout.ensure_collections(self, user)
+        self._ready_users.add(user)
+
+
+def _get(configuration: config.Configuration, section: str, option: str, default: str = "") -> str:
+    with contextlib.suppress(KeyError):
+        return configuration.get(section, option)
+    return default
+
+
+def _data_folder(configuration: config.Configuration) -> str:
+    """Invito's data folder; with a plain Radicale config, the folder that holds the collections."""
+    folder = _get(configuration, "invito", "data_folder")
+    return folder or os.path.dirname(os.path.abspath(configuration.get("storage", "filesystem_folder")))
+
+
+def _directory(configuration: config.Configuration, collection_root: str) -> Directory:
+    from invito.server.config import load_addresses  # the one parser of the addresses file
+
+    addresses_file = _get(configuration, "scheduling", "addresses")
+    aliases = load_addresses(addresses_file) if addresses_file else {}
+    if configuration.get("auth", "type") == "htpasswd":
+        is_user = HtpasswdUsers(configuration.get("auth", "htpasswd_filename"))
+    else:
+        def is_user(name: str) -> bool:  # auth cannot list users: known once they have a home
+            return os.path.isdir(os.path.join(collection_root, name))
+    return Directory(_get(configuration, "scheduling", "domain"), aliases, is_user)

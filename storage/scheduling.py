@@ -1,0 +1,180 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Implicit scheduling inside Radicale's write lock (RFC 6638 §3.2).
+
+A client's PUT or DELETE of a calendar object arrives here with the write lock held. We ask the pure iTIP
+core for a plan (old object, new object → messages + the copy to store), deliver each message (internal
+users: their inbox and calendar, in this same storage and lock; external addresses: the outbound mail
+spool), stamp SCHEDULE-STATUS on the organizer's copy and store it. Everything goes through one
+Transaction, so a failure anywhere leaves the stored data as it was.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import icalendar
+import radicale.item as radicale_item
+
+from invito.plugins.directory import Directory
+from invito.plugins.imip.spool import OutboundSpool
+from invito.plugins.itip import (Applied, ITipMessage, Plan, Role, SchedulingError, apply, plan,
+                                 schedule_tag, with_schedule_status)
+from invito.storage import layout
+from invito.storage.request import SchedulingRefused, WriteRequest
+from invito.storage.transaction import Transaction
+
+if TYPE_CHECKING:
+    from invito.storage import Collection, Storage
+
+logger = logging.getLogger("invito.scheduling")
+
+DELIVERED = "1.2"   # RFC 6638 §7.3: delivered to the recipient's scheduling inbox
+PENDING = "1.0"     # queued for the outbound mail sender
+NO_ADDRESS = "3.7"  # invalid calendar user
+
+
+def parse(text: str) -> icalendar.Calendar:
+    return icalendar.Calendar.from_ical(text)
+
+
+def now_utc() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class Scheduler:
+    def __init__(self, storage: "Storage", directory: Directory, spool: OutboundSpool) -> None:
+        self._storage = storage
+        self.directory = directory
+        self.spool = spool
+
+    # -- entry points (called by Collection with the write lock held) -------------------------------
+
+    def put(self, collection: "Collection", href: str, item: radicale_item.Item,
+            request: WriteRequest | None) -> tuple[radicale_item.Item, radicale_item.Item | None]:
+        owner = self.directory.addresses_of(collection.owner)
+        old_item = collection.get_item(href)
+        old = parse(old_item.serialize()) if old_item else None
+        try:
+            new = parse(item.serialize())
+        except ValueError as e:
+            raise SchedulingRefused(400, "valid-calendar-data", "invalid iCalendar: %s" % e) from e
+        self._check_schedule_tag(old, request)
+        self._check_unique_uid(collection, href, item.uid)
+        the_plan = self._plan(old, new, owner)
+        tx = Transaction(self.spool)
+        try:
+            stored = self._deliver_and_stamp(the_plan, tx)
+            rewritten = the_plan.changed or stored is not the_plan.stored
+            to_store = (radicale_item.Item(collection_path=collection.path, text=stored.to_ical().decode())
+                        if rewritten else item)
+            uploaded = tx.store(collection, href, to_store)
+            tx.commit()
+        except BaseException:
+            tx.rollback()
+            raise
+        if request is not None:
+            request.rewritten = rewritten
+            request.schedule_tag = schedule_tag(stored) if the_plan.role is not Role.NONE else None
+        return uploaded, old_item
+
+    def delete(self, collection: "Collection", href: str) -> None:
+        old_item = collection.get_item(href)
+        if old_item is None:
+            collection.remove(href)  # raises Radicale's ComponentNotFoundError
+            return
+        the_plan = self._plan(parse(old_item.serialize()), None, self.directory.addresses_of(collection.owner))
+        tx = Transaction(self.spool)
+        try:
+            self._deliver_and_stamp(the_plan, tx)
+            tx.remove(collection, href, old_item)
+            tx.commit()
+        except BaseException:
+            tx.rollback()
+            raise
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_schedule_tag(old: icalendar.Calendar | None, request: WriteRequest | None) -> None:
+        """RFC 6638 §3.2.10: a PUT based on a stale Schedule-Tag would overwrite a merged reply."""
+        if request is None or request.if_schedule_tag_match is None:
+            return
+        wanted = request.if_schedule_tag_match.strip().strip('"')
+        current = schedule_tag(old) if old is not None else None
+        if current != wanted:
+            raise SchedulingRefused(412, None, "If-Schedule-Tag-Match %r does not match %r" % (wanted, current))
+
+    def _check_unique_uid(self, collection: "Collection", href: str, uid: str) -> None:
+        """RFC 6638 §3.2.4.1: one scheduling object per UID across all of the owner's calendars."""
+        for path, other_href in self._storage.find_uid("/%s/" % collection.owner, uid):
+            if layout.is_inbox(path):
+                continue
+            if (path.strip("/"), other_href) != (collection.path.strip("/"), href):
+                raise SchedulingRefused(403, "unique-scheduling-object-resource",
+                                        "UID %s already exists in %s" % (uid, path))
+
+    @staticmethod
+    def _plan(old: icalendar.Calendar | None, new: icalendar.Calendar | None, owner: frozenset[str]) -> Plan:
+        try:
+            return plan(old, new, owner, now_utc())
+        except SchedulingError as e:
+            raise SchedulingRefused(403, e.precondition, e.reason) from e
+
+    def _deliver_and_stamp(self, the_plan: Plan, tx: Transaction) -> icalendar.Calendar | None:
+        """Deliver every message; return the copy to store with each recipient's SCHEDULE-STATUS."""
+        statuses: dict[str, str] = {}
+        for message in the_plan.messages:
+            for recipient in message.recipients:
+                statuses[recipient] = self._deliver(message, recipient, tx)
+        if the_plan.stored is None or not statuses:
+            return the_plan.stored
+        return with_schedule_status(the_plan.stored, statuses)
+
+    def _deliver(self, message: ITipMessage, recipient: str, tx: Transaction) -> str:
+        user = self.directory.user_for(recipient)
+        if user is None:
+            tx.spool(self.spool.prepare(message, recipient))
+            logger.info("%s %s uid=%s to=%s: queued for mail", message.method,
+                        "significant" if message.significant else "minor", message.uid, recipient)
+            return PENDING
+        self.deliver_local(message, user, recipient, tx)
+        return DELIVERED
+
+    def deliver_local(self, message: ITipMessage, user: str, recipient: str, tx: Transaction) -> None:
+        """Put the message in ``user``'s inbox and apply it to their calendar copy."""
+        inbox = layout.ensure_inbox(self._storage, user)
+        tx.store(inbox, "%d-%s.ics" % (time.time_ns(), uuid.uuid4().hex[:12]),  # names sort by arrival
+                 radicale_item.Item(collection_path=inbox.path, text=message.calendar.to_ical().decode()))
+        target, href, stored_item = self._find_copy(user, message.uid)
+        stored = parse(stored_item.serialize()) if stored_item else None
+        result = apply(message.calendar, stored, recipient, now_utc())
+        if not isinstance(result, Applied):
+            logger.info("%s uid=%s to=%s: delivered to inbox, not applied: %s",
+                        message.method, message.uid, recipient, result.reason)
+            return
+        if result.calendar is None:
+            logger.info("%s uid=%s to=%s: delivered to inbox, nothing to update",
+                        message.method, message.uid, recipient)
+            return
+        if target is None:
+            target = layout.default_calendar(self._storage, user)
+            href = layout.href_for_uid(target, message.uid)
+        assert href is not None
+        tx.store(target, href, radicale_item.Item(collection_path=target.path,
+                                                  text=result.calendar.to_ical().decode()))
+        logger.info("%s uid=%s to=%s: delivered and applied in /%s/%s", message.method, message.uid,
+                    recipient, target.path, href)
+
+    def _find_copy(self, user: str, uid: str
+                   ) -> tuple["Collection | None", str | None, radicale_item.Item | None]:
+        for path, href in self._storage.find_uid("/%s/" % user, uid):
+            if layout.is_inbox(path):
+                continue
+            collection = layout.collection(self._storage, path)
+            item = collection.get_item(href) if collection else None
+            if item is not None:
+                return collection, href, item
+        return None, None, None

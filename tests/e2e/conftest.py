@@ -1,0 +1,103 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A real Invito server for end-to-end tests: `invito serve` on 127.0.0.1, real files, real users."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import caldav
+import pytest
+
+INVITO = [str(Path(sys.executable).parent / "invito")]  # the console script a user runs
+USERS = ("alice", "bob", "carol")
+PASSWORD = "secret-pw-123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    data: Path
+    config: Path
+    log: Path
+
+    def client(self, user: str) -> caldav.DAVClient:
+        return caldav.DAVClient(url=self.url, username=user, password=PASSWORD)
+
+    def principal(self, user: str) -> caldav.Principal:
+        return self.client(user).principal()
+
+
+def write_config(tmp: Path, port: int, extra: str = "") -> Path:
+    config = tmp / "invito.conf"
+    config.write_text(textwrap.dedent(f"""\
+        [invito]
+        data_folder = {tmp / 'data'}
+
+        [server]
+        hosts = 127.0.0.1:{port}
+
+        [scheduling]
+        domain = example.com
+
+        [logging]
+        level = info
+        """) + extra)
+    return config
+
+
+def start(tmp: Path, extra_config: str = "") -> tuple[subprocess.Popen, Server]:
+    port = free_port()
+    config = write_config(tmp, port, extra_config)
+    password_file = tmp / "password"
+    password_file.write_text(PASSWORD + "\n")
+    for user in USERS:
+        subprocess.run([*INVITO, "user", "add", user, "--password-file", str(password_file),
+                        "--config", str(config)], check=True, capture_output=True)
+    log = tmp / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*INVITO, "serve", "--config", str(config)], stdout=out,
+                                stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if "ready" in log.read_text(errors="replace").lower():
+            break
+        if proc.poll() is not None:
+            raise RuntimeError("invito serve exited:\n" + log.read_text(errors="replace"))
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError("invito serve did not become ready:\n" + log.read_text(errors="replace"))
+    return proc, Server(url=f"http://127.0.0.1:{port}/", data=tmp / "data", config=config, log=log)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    proc, srv = start(tmp_path)
+    try:
+        yield srv
+    finally:
+        stop(proc)
