@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""PUT throughput against calendar size: plain Radicale 3.9 storage versus Invito's indexed storage.
+"""PUT throughput against calendar size: plain Radicale 3.9 versus Invito (indexed storage, scheduling on).
 
 Each case copies a prefilled calendar (N events, Radicale's item cache and per-item sync history
 already built, as on a server that clients sync with), makes one unmeasured warm-up PUT, then times
-PUTs of new events (each a fresh UID, ``If-None-Match: *``) through ``radicale.Application`` in-process,
+PUTs of new events (each a fresh UID, ``If-None-Match: *``) through the WSGI application in-process,
 the same request path a client's PUT takes. Cases run in interleaved rounds so background load skews
 them alike. Usage: ``python bench/put_bench.py [--quick]``; see README.md.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import importlib
 import io
 import logging
 import shutil
@@ -26,6 +25,9 @@ import radicale
 import radicale.config
 import radicale.item as radicale_item
 import radicale.storage
+
+from invito.server import config as invito_config
+from invito.server.app import InvitoApplication
 
 logger = logging.getLogger("invito.bench")
 
@@ -43,31 +45,27 @@ def event(uid: str, day: int) -> str:
             "SUMMARY:Meeting %d\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n" % (uid, start, day))
 
 
-def invito_storage_type() -> tuple[str, str]:
-    """``invito.storage`` once the package exports Storage, else the index module alone; and why."""
-    try:
-        if hasattr(importlib.import_module("invito.storage"), "Storage"):
-            return "invito.storage", "invito.storage exports Storage"
-        reason = "invito.storage has no Storage yet"
-    except Exception as e:  # the package may be half-wired; say so and measure the index alone
-        reason = "invito.storage does not import (%s: %s)" % (type(e).__name__, e)
-    return "invito.storage.indexed", reason
-
-
-def configuration(folder: Path, storage_type: str, fsync: bool) -> radicale.config.Configuration:
-    config = radicale.config.load()
+def configuration(folder: Path, impl: str, fsync: bool) -> radicale.config.Configuration:
+    """Plain Radicale's defaults, or Invito as shipped (its schema, storage and a scheduling domain)."""
+    config = radicale.config.load() if impl == "radicale" else invito_config.load(None)
     config.update({
-        "storage": {"type": storage_type, "filesystem_folder": str(folder),
-                    "_filesystem_fsync": str(fsync)},
+        "storage": {"type": "multifilesystem" if impl == "radicale" else "invito.storage",
+                    "filesystem_folder": str(folder), "_filesystem_fsync": str(fsync)},
         "auth": {"type": "none"},
         "rights": {"type": "owner_only"},
+        **({} if impl == "radicale" else {"scheduling": {"domain": "example.com"}}),
     }, "bench", privileged=True)
     return config
 
 
+def application(folder: Path, impl: str, fsync: bool) -> radicale.Application:
+    config = configuration(folder, impl, fsync)
+    return radicale.Application(config) if impl == "radicale" else InvitoApplication(config)
+
+
 def prefill(folder: Path, size: int, fsync: bool) -> None:
     """A calendar of ``size`` events, written the fast way, with item cache and sync history."""
-    storage = radicale.storage.load(configuration(folder, "multifilesystem", fsync))
+    storage = radicale.storage.load(configuration(folder, "radicale", fsync))
     items = (radicale_item.Item(collection_path=CALENDAR.strip("/"), text=event("prefill-%d" % i, i))
              for i in range(size))
     with storage.acquire_lock("w"):
@@ -126,9 +124,9 @@ class Case:
         self.seconds += time.perf_counter() - start
 
 
-def setup(template: Path, work: Path, impl: str, storage_type: str, size: int, fsync: bool) -> Case:
+def setup(template: Path, work: Path, impl: str, size: int, fsync: bool) -> Case:
     shutil.copytree(template, work)
-    case = Case(impl, size, Client(radicale.Application(configuration(work, storage_type, fsync))))
+    case = Case(impl, size, Client(application(work, impl, fsync)))
     # Warm-up: first touch of the collection in this process (index load/verify, history cleaning).
     case.expect(case.client.put("warmup.ics", event("warmup", 0)), "201", "warm-up PUT")
     return case
@@ -159,17 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--dir", help="where to put the calendars (default: the system temp folder)")
     parser.add_argument("--fsync", action="store_true", help="fsync like a production server")
-    parser.add_argument("--invito-type", help="[storage] type for Invito (default: auto)")
     args = parser.parse_args(argv)
     if args.quick:
         args.puts, args.sizes, args.max_seconds = 100, "100,2000", 10.0
     sizes = sorted({int(s) for s in args.sizes.split(",")})
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("radicale").setLevel(logging.ERROR)
-    invito_type, reason = ((args.invito_type, "--invito-type") if args.invito_type
-                           else invito_storage_type())
-    print("radicale %s; Invito storage: %s (%s); fsync %s"
-          % (radicale.VERSION, invito_type, reason, "on" if args.fsync else "off"))
+    print("radicale %s; Invito: InvitoApplication + invito.storage, scheduling on; fsync %s"
+          % (radicale.VERSION, "on" if args.fsync else "off"))
     cases = []
     with tempfile.TemporaryDirectory(prefix="invito-put-bench-", dir=args.dir) as tmp:
         for size in sizes:
@@ -177,9 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             prefill(template, size, args.fsync)
             logger.info("prefilled %d events in %.1f s", size, time.perf_counter() - t0)
-            for impl, storage_type in (("radicale", "multifilesystem"), ("invito", invito_type)):
-                cases.append(setup(template, Path(tmp, "%s-%d" % (impl, size)), impl, storage_type, size,
-                                   args.fsync))
+            for impl in ("radicale", "invito"):
+                cases.append(setup(template, Path(tmp, "%s-%d" % (impl, size)), impl, size, args.fsync))
         # Interleaved rounds, so a burst of background load hits every case alike.
         for round_ in range(args.rounds):
             for case in cases:

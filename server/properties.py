@@ -53,7 +53,7 @@ def _value(tag: str, path: str, base_prefix: str, storage: "Storage") -> list[ET
             return "INDIVIDUAL"
     if kind == "inbox" and tag == _("C:schedule-default-calendar-URL"):
         calendar = layout.find_default_calendar(storage, layout.owner_of(path))
-        return _hrefs(base_prefix, calendar.path) if calendar is not None else None
+        return _hrefs(base_prefix, pathutils.unstrip_path(calendar.path, True)) if calendar is not None else None
     return None
 
 

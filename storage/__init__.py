@@ -43,11 +43,16 @@ class Collection(IndexedCollection):
         return storage.scheduler.put(self, href, item, request.current())
 
     def delete(self, href: str | None = None) -> None:
+        """Deleting an event, or a whole calendar of them, cancels (organizer) or declines (attendee)."""
         storage: Storage = self._storage  # type: ignore[assignment]
-        if href is not None and storage.schedules(self):
+        if not storage.schedules(self):
+            super().delete(href)
+        elif href is not None:
             storage.scheduler.delete(self, href)
         else:
-            super().delete(href)
+            for item_href in list(self._list()):
+                storage.scheduler.delete(self, item_href)
+            super().delete()
 
 
 class Storage(IndexedStorage):

@@ -8,7 +8,6 @@ that receives invitations is the user's first VEVENT calendar, or ``/NAME/calend
 """
 from __future__ import annotations
 
-import posixpath
 import uuid
 from typing import TYPE_CHECKING
 
@@ -132,7 +131,3 @@ def href_for_uid(target: "Collection", uid: str) -> str:
 def owner_of(path: str) -> str:
     parts = _parts(path)
     return parts[0] if parts else ""
-
-
-def parent(path: str) -> str:
-    return pathutils.unstrip_path(posixpath.dirname(pathutils.strip_path(path)), True)

@@ -7,6 +7,7 @@ updates only that attendee's answer in the organizer's copy. Messages that would
 """
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from typing import Callable
 
@@ -15,8 +16,8 @@ import icalendar
 from invito.plugins.itip.address import normalize
 from invito.plugins.itip.components import (NEEDS_ACTION, REPLY_COMMENT, REPLY_DTSTAMP, Component, answer,
                                             attendees, decoded, find_attendee, in_zone_of, instance_key,
-                                            new_calendar, organizer, param, replace, scheduled, sequence, set_answer,
-                                            utc_stamp, values)
+                                            new_calendar, organizer, param, replace, scheduled, sequence,
+                                            set_answer, utc_stamp, values)
 from invito.plugins.itip.model import Applied, Refused
 from invito.plugins.itip.view import SchedulingObject, derive_instance, instance_view, is_occurrence
 
@@ -86,7 +87,7 @@ def _received(comp: Component, previous: Component | None, recipient: str) -> Co
         out.subcomponents = [s for s in out.subcomponents if s.name != "VALARM"] + \
             [s.copy(recursive=True) for s in previous.subcomponents if s.name == "VALARM"]
         if "TRANSP" in previous:
-            replace(out, "TRANSP", previous["TRANSP"])
+            replace(out, "TRANSP", copy.deepcopy(previous["TRANSP"]))
     mine = find_attendee(out, recipient)
     if mine is None:
         return out
@@ -181,7 +182,7 @@ def _record_reply(cal: icalendar.Calendar, current: SchedulingObject, comp: Comp
     wanted = {k: v for k, v in answer(known).items() if k not in ("RSVP", "DELEGATED-TO", REPLY_COMMENT)}
     wanted["PARTSTAT"] = param(replied, "PARTSTAT", NEEDS_ACTION)
     if "DELEGATED-TO" in replied.params:
-        wanted["DELEGATED-TO"] = str(replied.params["DELEGATED-TO"])
+        wanted["DELEGATED-TO"] = copy.deepcopy(replied.params["DELEGATED-TO"])
     comment = "\n".join(str(c) for c in values(comp, "COMMENT"))
     if comment:
         wanted[REPLY_COMMENT] = comment
@@ -195,7 +196,7 @@ def _record_reply(cal: icalendar.Calendar, current: SchedulingObject, comp: Comp
     return None
 
 
-def _same_answer(a: dict[str, str], b: dict[str, str]) -> bool:
+def _same_answer(a: dict[str, object], b: dict[str, object]) -> bool:
     meaningful = ("PARTSTAT", "DELEGATED-TO", REPLY_COMMENT)
     return all(a.get(k) == b.get(k) for k in meaningful)
 

@@ -174,13 +174,13 @@ def new_calendar(method: str | None, components: list[Component], sources: Itera
     return cal
 
 
-def answer(prop: object) -> dict[str, str]:
+def answer(prop: object) -> dict[str, object]:
     """The parameters that carry an attendee's answer, as the attendee (or our merge of it) left them."""
-    return {k.upper(): str(v) for k, v in prop.params.items()
+    return {k.upper(): v for k, v in prop.params.items()
             if k.upper() in REPLY_PARAMS or k.upper().startswith(PRIVATE_PREFIX)}
 
 
-def set_answer(prop: object, wanted: dict[str, str]) -> bool:
+def set_answer(prop: object, wanted: dict[str, object]) -> bool:
     """Replace the answer parameters of ``prop``; False (and untouched) when they already are ``wanted``."""
     if answer(prop) == wanted:
         return False

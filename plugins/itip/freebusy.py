@@ -13,17 +13,12 @@ from typing import Iterable, Iterator
 import icalendar
 import recurring_ical_events
 
+from invito.plugins.itip.address import normalize
+from invito.plugins.itip.components import values
+
 Period = tuple[datetime, datetime, str]
 
 _PRODID = "-//Invito//Free-busy//EN"
-
-
-def _normalize(address: str) -> str:
-    """E-mail addresses compare as lower-case ``mailto:`` URIs; other URIs (urn:uuid:…) stay as given."""
-    scheme, colon, rest = address.strip().partition(":")
-    if colon and scheme.lower() != "mailto":
-        return address.strip()
-    return "mailto:" + (rest if colon else scheme).lower()
 
 
 @dataclass(frozen=True)
@@ -52,9 +47,9 @@ def parse_request(cal: icalendar.Calendar) -> FreeBusyRequest:
     start, end = _utc(fb["DTSTART"].dt), _utc(fb["DTEND"].dt)
     if end <= start:
         raise ValueError(f"DTEND {end:%Y%m%dT%H%M%SZ} is not after DTSTART {start:%Y%m%dT%H%M%SZ}")
-    attendees = tuple(dict.fromkeys(_normalize(str(a)) for a in _as_list(fb["ATTENDEE"])))
+    attendees = tuple(dict.fromkeys(normalize(str(a)) for a in values(fb, "ATTENDEE")))
     uid = str(fb["UID"]) if "UID" in fb else None
-    return FreeBusyRequest(uid, _normalize(str(fb["ORGANIZER"])), attendees, start, end)
+    return FreeBusyRequest(uid, normalize(str(fb["ORGANIZER"])), attendees, start, end)
 
 
 def busy_periods(calendars: Iterable[icalendar.Calendar], start: datetime, end: datetime,
@@ -118,7 +113,7 @@ def _event_fbtype(event: icalendar.Event, owner: frozenset[str]) -> str | None:
     if status == "CANCELLED":
         return None
     partstats = {str(a.params.get("PARTSTAT", "NEEDS-ACTION")).upper()
-                 for a in _as_list(event.get("ATTENDEE")) if _normalize(str(a)) in owner}
+                 for a in values(event, "ATTENDEE") if normalize(str(a)) in owner}
     if "DECLINED" in partstats:
         return None
     if status == "TENTATIVE" or "TENTATIVE" in partstats:
@@ -129,7 +124,7 @@ def _event_fbtype(event: icalendar.Event, owner: frozenset[str]) -> str | None:
 def _published_periods(cal: icalendar.Calendar) -> Iterator[Period]:
     """FREEBUSY periods of stored VFREEBUSY components; FBTYPE=FREE ones are not busy time."""
     for fb in cal.walk("VFREEBUSY"):
-        for period in _as_list(fb.get("FREEBUSY")):  # icalendar splits multi-valued lines
+        for period in values(fb, "FREEBUSY"):  # icalendar splits multi-valued lines
             fbtype = str(period.params.get("FBTYPE", "BUSY")).upper()
             if fbtype == "FREE":
                 continue
@@ -166,9 +161,3 @@ def _utc(value: date | datetime) -> datetime:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
 
-
-def _as_list(value: object) -> list:
-    """icalendar gives one value or a list depending on how often a property occurs."""
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The values the iTIP core hands to the storage layer: who the owner is in an object, what to send, what to store."""
+"""What the iTIP core hands to the storage layer: the owner's role, what to send, what to store."""
 from __future__ import annotations
 
 import enum

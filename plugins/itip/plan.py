@@ -23,8 +23,6 @@ from invito.plugins.itip.view import (InstanceKeys, SchedulingObject, derive_ins
                                       is_plain_instance)
 
 _NOT_SENT_PARAMS = (*SERVER_PARAMS, "SCHEDULE-AGENT")  # meaningful only in the stored copy
-_TIMING_NAMES = ("DTSTART", "DTEND", "DUE", "RRULE", "RDATE")
-_DETAIL_NAMES = ("SUMMARY", "LOCATION", "DESCRIPTION", "STATUS")
 
 
 def plan(old: icalendar.Calendar | None, new: icalendar.Calendar | None, owner: frozenset[str],
@@ -359,14 +357,9 @@ def _check_attendee_change(before: SchedulingObject, after: SchedulingObject, or
         va, vb = before.view(key, rid), after.view(key, rid)
         if vb is not None and va is None and key in before.excluded:
             raise refuse(f"the instances (instance {key} was removed)")
-        if va is None or vb is None:
-            continue
-        diff = [n for n, x, y in zip(_TIMING_NAMES + _DETAIL_NAMES, va.timing + va.details, vb.timing + vb.details)
-                if x != y]
-        if va.exdates - vb.exdates:
-            diff.append("EXDATE")
-        if diff:
-            raise refuse(", ".join(diff))
+        edits = va.edits(vb) if va is not None and vb is not None else []
+        if edits:
+            raise refuse(", ".join(edits))
 
 
 def _answered(before: SchedulingObject, after: SchedulingObject, me: str, existed: bool, forced: bool,

@@ -20,6 +20,7 @@ from invito.plugins.itip.components import (PRIVATE_PREFIX, REPLY_PARAMS, SCHEDU
                                             replace, scheduled, values)
 
 _RECURRENCE = ("RRULE", "RDATE", "EXDATE", "EXRULE")
+_TIMING = ("DTSTART", "DTEND", "DUE", "RRULE", "RDATE")
 _DETAILS = ("SUMMARY", "LOCATION", "DESCRIPTION", "STATUS")
 _VOLATILE_PROPS = ("DTSTAMP", "LAST-MODIFIED")
 # Parameters changed by answers and deliveries: merging them keeps the Schedule-Tag (RFC 6638 §3.2.10).
@@ -30,8 +31,8 @@ _VOLATILE_PARAMS = (*REPLY_PARAMS, "SCHEDULE-STATUS")
 class Instance:
     """The significant content of one instance (RFC 5546 §2.1.4); PARTSTAT and alarms are not in it."""
 
-    timing: tuple[str, ...]  # start, end, due, recurrence rules and dates
-    details: tuple[str, ...]  # SUMMARY, LOCATION, DESCRIPTION, STATUS
+    timing: tuple[str, ...]  # _TIMING: start, end (also from DURATION), due, recurrence rules and dates
+    details: tuple[str, ...]  # _DETAILS
     attendees: frozenset[str]
     exdates: frozenset[str]
 
@@ -43,6 +44,12 @@ class Instance:
         """Whether attendees must see ``newer``; newly excluded dates are sent as CANCELs instead."""
         return (self.timing != newer.timing or self.details != newer.details
                 or self.attendees != newer.attendees or bool(self.exdates - newer.exdates))
+
+    def edits(self, newer: "Instance") -> list[str]:
+        """The properties an attendee may not change that ``newer`` changes (adding EXDATEs is allowed)."""
+        pairs = zip(_TIMING + _DETAILS, self.timing + self.details, newer.timing + newer.details)
+        names = [name for name, a, b in pairs if a != b]
+        return names + (["EXDATE"] if self.exdates - newer.exdates else [])
 
 
 def _text(value: object) -> str:
@@ -62,7 +69,7 @@ def instance_view(comp: Component) -> Instance:
         "|".join(sorted(r.to_ical().decode() for r in values(comp, "RRULE"))),
         "|".join(sorted({key_of(d) for d in date_values(comp, "RDATE")})),
     )
-    details = tuple(_text(comp.get(name, "")) for name in _DETAILS[:-1]) + (_text(comp.get("STATUS", "")).upper(),)
+    details = (*(_text(comp.get(name, "")) for name in _DETAILS[:-1]), _text(comp.get("STATUS", "")).upper())
     return Instance(timing, details, frozenset(addresses(comp)),
                     frozenset(key_of(d) for d in date_values(comp, "EXDATE")))
 
@@ -91,6 +98,10 @@ def derive_instance(master: Component, rid: date | datetime, shared: bool = Fals
     return inst
 
 
+def _as_datetime(value: date | datetime) -> datetime:
+    return value if isinstance(value, datetime) else datetime(value.year, value.month, value.day)
+
+
 def is_occurrence(master: Component, rid: date | datetime) -> bool:
     """Whether the series ``master`` has an instance at ``rid`` (its start, an RDATE or an RRULE date)."""
     start = decoded(master, "DTSTART")
@@ -98,8 +109,7 @@ def is_occurrence(master: Component, rid: date | datetime) -> bool:
         return False
     if key_of(rid) in {key_of(start), *(key_of(d) for d in date_values(master, "RDATE"))}:
         return True
-    as_datetime = (lambda d: d if isinstance(d, datetime) else datetime(d.year, d.month, d.day))
-    first, wanted = as_datetime(start), as_datetime(in_zone_of(rid, start))
+    first, wanted = _as_datetime(start), _as_datetime(in_zone_of(rid, start))
     for rule in values(master, "RRULE"):
         try:
             found = rrulestr(rule.to_ical().decode(), dtstart=first).after(wanted, inc=True)
@@ -186,7 +196,8 @@ def instance_keys(*objects: SchedulingObject) -> InstanceKeys:
 def significant_change(old: icalendar.Calendar, new: icalendar.Calendar) -> bool:
     """True if any instance differs in what attendees must be told about."""
     before, after = SchedulingObject(old), SchedulingObject(new)
-    return any(before.view(key, rid) != after.view(key, rid) for key, rid in instance_keys(before, after).items())
+    keys = instance_keys(before, after)
+    return any(before.view(key, rid) != after.view(key, rid) for key, rid in keys.items())
 
 
 def _without_answers(prop: object) -> icalendar.vCalAddress:
@@ -196,24 +207,21 @@ def _without_answers(prop: object) -> icalendar.vCalAddress:
     return out
 
 
-def _lines(comp: Component, stable: bool) -> list[str]:
+def _stable_lines(comp: Component) -> list[str]:
     lines = []
     for name, value in comp.property_items(recursive=False, sorted=False):
-        if name in ("BEGIN", "END") or (stable and name in _VOLATILE_PROPS):
+        if name in ("BEGIN", "END") or name in _VOLATILE_PROPS:
             continue
-        if stable and name in ("ATTENDEE", "ORGANIZER"):
+        if name in ("ATTENDEE", "ORGANIZER"):
             value = _without_answers(value)
         lines.append(comp.content_line(name, value).to_ical().decode())
     return sorted(lines)
 
 
-def canonical(comp: Component, stable: bool = False) -> str:
-    """Order-independent text of a component: the same content always gives the same text.
-
-    ``stable``: leave out what replies and deliveries change (stamps, attendees' answers).
-    """
-    subs = sorted(canonical(sub, stable) for sub in comp.subcomponents)
-    return "\n".join([f"BEGIN:{comp.name}", *_lines(comp, stable), *subs, f"END:{comp.name}"])
+def _stable_text(comp: Component) -> str:
+    """Order-independent text of a component without what replies and deliveries change (stamps, answers)."""
+    subs = sorted(_stable_text(sub) for sub in comp.subcomponents)
+    return "\n".join([f"BEGIN:{comp.name}", *_stable_lines(comp), *subs, f"END:{comp.name}"])
 
 
 def is_plain_instance(master: Component | None, override: Component) -> bool:
@@ -221,14 +229,14 @@ def is_plain_instance(master: Component | None, override: Component) -> bool:
     rid = decoded(override, "RECURRENCE-ID")
     if master is None or rid is None:
         return False
-    return canonical(override, stable=True) == canonical(derive_instance(master, rid, shared=True), stable=True)
+    return _stable_text(override) == _stable_text(derive_instance(master, rid, shared=True))
 
 
 def schedule_tag(cal: icalendar.Calendar) -> str:
     """RFC 6638 §3.2.10: changes with every change except attendees' answers merged into the object."""
     master = SchedulingObject(cal).master
-    parts = sorted(canonical(comp, stable=True) for comp in cal.subcomponents
+    parts = sorted(_stable_text(comp) for comp in cal.subcomponents
                    if comp.name not in SCHEDULED or not is_plain_instance(master, comp))
-    text = "\n".join([*_lines(cal, stable=False), *parts])
+    text = "\n".join([*_stable_lines(cal), *parts])
     return "st-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 

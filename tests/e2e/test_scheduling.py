@@ -90,8 +90,15 @@ def test_discovery_advertises_scheduling(server: Server) -> None:
     assert principal.schedule_inbox().url.path.endswith("/alice/schedule-inbox/")
     assert principal.schedule_outbox().url.path.endswith("/alice/schedule-outbox/")
     assert principal.get_vcal_address().params["cutype"] == "INDIVIDUAL"
-    # The inbox is not offered as a calendar to sync.
+    # The inbox is not offered as a calendar to sync, and names where invitations land.
     assert all("schedule-" not in str(c.url) for c in principal.calendars())
+    calendar(server, "alice", "work")
+    answer = requests.request(
+        "PROPFIND", str(principal.schedule_inbox().url), auth=("alice", PASSWORD), timeout=10,
+        headers={"Depth": "0"}, data='<propfind xmlns="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><prop>'
+                                    '<resourcetype/><C:schedule-default-calendar-URL/></prop></propfind>')
+    assert "schedule-inbox" in answer.text
+    assert "/alice/work/</" in answer.text.replace("<D:href>", "").replace("<href>", "")
 
 
 # -- organizer → internal attendees ------------------------------------------------------------
@@ -297,3 +304,12 @@ def test_failed_scheduling_leaves_nothing_half_written(server: Server) -> None:
         other.save_event(event(uid, summary="Duplicate"))
     assert inbox_methods(server, "bob", uid) == ["REQUEST"]
     assert str(next(iter(copy_of(server, "bob", uid).walk("VEVENT")))["SUMMARY"]) == "Planning"
+
+
+def test_deleting_a_whole_calendar_cancels_its_meetings(server: Server) -> None:
+    uid = str(uuid.uuid4())
+    cal = calendar(server, "alice", "projects")
+    cal.save_event(event(uid))
+    cal.delete()
+    assert str(next(iter(copy_of(server, "bob", uid).walk("VEVENT")))["STATUS"]) == "CANCELLED"
+    assert inbox_methods(server, "carol", uid) == ["REQUEST", "CANCEL"]

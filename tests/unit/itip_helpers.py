@@ -35,8 +35,14 @@ END:VTIMEZONE
 
 
 def calendar(*components: str, method: str | None = None) -> icalendar.Calendar:
-    head = "BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:-//Invito tests//EN\n" + (f"METHOD:{method}\n" if method else "")
+    head = "BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:-//Invito tests//EN\n"
+    head += f"METHOD:{method}\n" if method else ""
     return icalendar.Calendar.from_ical(head + "".join(components) + "END:VCALENDAR\n")
+
+
+def in_rome(text: str) -> str:
+    """DTSTART and DTEND written as local time in Europe/Rome (include ROME in the calendar)."""
+    return text.replace("DTSTART:", "DTSTART;TZID=Europe/Rome:").replace("DTEND:", "DTEND;TZID=Europe/Rome:")
 
 
 def attendee_line(name: str, partstat: str = "NEEDS-ACTION", extra: str = "") -> str:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 import icalendar
 import pytest
 
+from tests.unit.itip_helpers import ROME as ROME_VTIMEZONE
 from invito.plugins.itip.freebusy import FreeBusyRequest, busy_periods, parse_request, response_calendar
 
 UTC = timezone.utc
@@ -14,24 +15,7 @@ BOB = frozenset({"mailto:bob@example.com"})
 # Monday 7 to Monday 28 October 2030; Rome switches from CEST (+2) to CET (+1) on Sunday 27 October.
 RANGE = (datetime(2030, 10, 7, tzinfo=UTC), datetime(2030, 10, 28, tzinfo=UTC))
 
-ROME = """BEGIN:VTIMEZONE
-TZID:{tzid}
-BEGIN:DAYLIGHT
-TZOFFSETFROM:+0100
-TZOFFSETTO:+0200
-TZNAME:CEST
-DTSTART:19700329T020000
-RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU
-END:DAYLIGHT
-BEGIN:STANDARD
-TZOFFSETFROM:+0200
-TZOFFSETTO:+0100
-TZNAME:CET
-DTSTART:19701025T030000
-RRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU
-END:STANDARD
-END:VTIMEZONE
-"""
+ROME = ROME_VTIMEZONE.replace("TZID:Europe/Rome", "TZID:{tzid}")
 
 
 def calendar(body: str) -> icalendar.Calendar:
