@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import uuid
 
 import caldav
@@ -313,3 +314,17 @@ def test_deleting_a_whole_calendar_cancels_its_meetings(server: Server) -> None:
     cal.delete()
     assert str(next(iter(copy_of(server, "bob", uid).walk("VEVENT")))["STATUS"]) == "CANCELLED"
     assert inbox_methods(server, "carol", uid) == ["REQUEST", "CANCEL"]
+
+
+def test_external_guests_go_to_the_mail_spool(server: Server) -> None:
+    uid = str(uuid.uuid4())
+    guest = "mailto:Guest@Partner.example.org"
+    calendar(server, "alice").save_event(event(uid, extra=f"ATTENDEE;CN=Guest;PARTSTAT=NEEDS-ACTION:{guest}"))
+    queue = server.data / "spool" / "outbound" / "queue"
+    entries = [json.loads(p.read_text()) for p in queue.glob("*.json")]
+    assert [(e["method"], e["uid"], e["recipient"]) for e in entries] == [
+        ("REQUEST", uid, "mailto:guest@partner.example.org")]
+    assert "METHOD:REQUEST" in entries[0]["ics"]
+    organizer_copy = copy_of(server, "alice", uid)
+    assert attendee(organizer_copy, guest).params["SCHEDULE-STATUS"] == "1.0"  # queued for mail
+    assert not (server.data / "collections" / "collection-root" / "guest").exists()  # never a user
