@@ -62,7 +62,8 @@ class InvitoApplication(app.Application):
         if layout.is_outbox(path) or layout.scheduling_collection(path) or layout.is_inbox(path):
             return errors.refusal(403, "Clients cannot write into a scheduling inbox or outbox.")
         body = _buffer_body(environ)
-        request = WriteRequest(user=user, if_schedule_tag_match=environ.get("HTTP_IF_SCHEDULE_TAG_MATCH"))
+        request = WriteRequest(user=user, user_groups=frozenset(user_groups),
+                               if_schedule_tag_match=environ.get("HTTP_IF_SCHEDULE_TAG_MATCH"))
         try:
             with write_request(request):
                 status, headers, answer, xml_request = super().do_PUT(
@@ -83,7 +84,7 @@ class InvitoApplication(app.Application):
         if layout.scheduling_collection(path):
             return errors.refusal(403, "The scheduling inbox and outbox cannot be deleted.")
         try:
-            with write_request(WriteRequest(user=user)):
+            with write_request(WriteRequest(user=user, user_groups=frozenset(user_groups))):
                 return super().do_DELETE(environ, base_prefix, path, user, user_groups, request_info)
         except SchedulingRefused as refusal:
             return self._refused(refusal, path)

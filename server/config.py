@@ -44,6 +44,32 @@ def one_of(*choices: str) -> Callable[[Any], str]:
     return check
 
 
+def reply_address(value: Any) -> str:
+    """``local+{token}@domain``: where guests' replies come back; empty keeps the organizer's address."""
+    value = str(value).strip()
+    if value and (value.count("{token}") != 1 or not re.fullmatch(r"[^@\s]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", value)
+                  or "{token}" not in value.split("@")[0]):
+        raise ValueError("not an address with {token} in its local part")
+    return value
+
+
+reply_address.expected = (  # type: ignore[attr-defined]
+    "an address with {token} in its local part, e.g. invito+{token}@cal.example.com, or empty")
+
+
+def invite_policy(value: Any) -> list[str]:
+    """Who may invite external guests: ``*``, user names and ``@group``s, comma separated; empty: nobody."""
+    entries = [v.strip() for v in str(value).split(",") if v.strip()]
+    for entry in entries:
+        name = entry[1:] if entry.startswith("@") else entry
+        if entry != "*" and (not name or user_name_problem(name)):
+            raise ValueError("%r is not *, a user name or @group" % entry)
+    return entries
+
+
+invite_policy.expected = "*, or user names and @groups separated by commas, or empty for nobody"  # type: ignore[attr-defined]
+
+
 def mail_domain(value: Any) -> str:
     """A mail domain (``example.com``), lower-cased; empty means not configured."""
     value = str(value).strip().lower()
@@ -92,7 +118,64 @@ INVITO_SCHEMA: types.CONFIG_SCHEMA = OrderedDict([
         ("addresses", {
             "value": "",
             "help": "optional file giving users more addresses, lines 'user: addr1, addr2'",
-            "type": radicale_config.filepath})])),
+            "type": radicale_config.filepath}),
+        ("external_invites", {
+            "value": "*",
+            "help": "who may invite external guests by email: * (everybody), user names and @groups "
+                    "separated by commas; empty: nobody (refused guests get SCHEDULE-STATUS 3.8, no mail)",
+            "type": invite_policy}),
+        ("hide_attendees", {
+            "value": "false",
+            "help": "each external guest's invitation lists only the organizer and that guest",
+            "type": bool}),
+        ("language", {
+            "value": "en",
+            "help": "language of emails when the guest's ATTENDEE has no LANGUAGE parameter",
+            "type": one_of("en", "it")})])),
+    ("smtp", OrderedDict([
+        ("host", {
+            "value": "",
+            "help": "relay for outgoing invitations; empty: messages wait in the spool until it is set",
+            "type": str}),
+        ("port", {
+            "value": "587",
+            "help": "relay port (587 submission with starttls, 465 with tls, 25 without)",
+            "type": radicale_config.port_int}),
+        ("security", {
+            "value": "starttls",
+            "help": "connection security; certificates are verified",
+            "type": one_of("none", "starttls", "tls")}),
+        ("cafile", {
+            "value": "",
+            "help": "CA bundle to verify the relay's certificate with (empty: the system's)",
+            "type": radicale_config.filepath}),
+        ("username", {
+            "value": "",
+            "help": "login at the relay (empty: no login)",
+            "type": str}),
+        ("password_file", {
+            "value": "",
+            "help": "file whose first line is the relay password (kept out of this file and of logs)",
+            "type": radicale_config.filepath}),
+        ("sender", {
+            "value": "",
+            "help": "envelope and From address of invitations, e.g. invito@cal.example.com",
+            "type": str}),
+        ("timeout", {
+            "value": "30",
+            "help": "seconds to wait for the relay",
+            "type": radicale_config.positive_float}),
+        ("give_up_days", {
+            "value": "4",
+            "help": "days to keep retrying a temporary failure before reporting it as failed",
+            "type": radicale_config.positive_float})])),
+    ("imip", OrderedDict([
+        ("reply_address", {
+            "value": "",
+            "help": "ORGANIZER address in outgoing invitations, with a per-guest token, e.g. "
+                    "invito+{token}@cal.example.com, so any mail client's reply returns to Invito; "
+                    "empty: the organizer's own address (the site's mail server must hand replies to Invito)",
+            "type": reply_address})])),
 ])
 
 
@@ -160,6 +243,14 @@ def unconfigured(configuration: radicale_config.Configuration) -> list[str]:
         addresses = configuration.get("scheduling", "addresses")
         who = f"only users listed in {addresses} have" if addresses else "users have no"
         notes.append(f"[scheduling] domain is empty: {who} calendar address; set it to your mail domain")
+    if not configuration.get("smtp", "host"):
+        notes.append("[smtp] host is empty: invitations to external guests wait in the spool; "
+                     "set [smtp] host, port, security, sender (and username, password_file) to send them")
+    elif not configuration.get("smtp", "sender"):
+        notes.append("[smtp] sender is empty: set the address invitations are sent from")
+    if not configuration.get("imip", "reply_address"):
+        notes.append("[imip] reply_address is empty: guests reply to the organizer's own address, so your "
+                     "mail server must hand those replies to Invito")
     return notes
 
 

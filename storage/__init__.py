@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Any
 
 import radicale.item as radicale_item
 from radicale import config
@@ -61,7 +62,8 @@ class Storage(IndexedStorage):
     def __init__(self, configuration: config.Configuration) -> None:
         super().__init__(configuration)
         self.scheduler = Scheduler(self, _directory(configuration, self._get_collection_root_folder()),
-                                   OutboundSpool(os.path.join(_data_folder(configuration), "spool", "outbound")))
+                                   OutboundSpool(os.path.join(_data_folder(configuration), "spool", "outbound")),
+                                   _get(configuration, "scheduling", "external_invites", ["*"]))
         self._ready_users: set[str] = set()
 
     @property
@@ -87,7 +89,7 @@ class Storage(IndexedStorage):
         self._ready_users.add(user)
 
 
-def _get(configuration: config.Configuration, section: str, option: str, default: str = "") -> str:
+def _get(configuration: config.Configuration, section: str, option: str, default: Any = "") -> Any:
     with contextlib.suppress(KeyError):
         return configuration.get(section, option)
     return default

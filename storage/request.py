@@ -16,6 +16,7 @@ from typing import Iterator
 @dataclass
 class WriteRequest:
     user: str
+    user_groups: frozenset[str] = frozenset()
     if_schedule_tag_match: str | None = None
     # Filled in by the storage layer:
     schedule_tag: str | None = None

@@ -13,17 +13,19 @@ import datetime
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import icalendar
 import radicale.item as radicale_item
 
 from invito.plugins.directory import Directory
+from invito.plugins.imip import policy
 from invito.plugins.imip.spool import OutboundSpool
 from invito.plugins.itip import (Applied, ITipMessage, Plan, Role, SchedulingError, apply, plan,
                                  schedule_tag, with_schedule_status)
 from invito.storage import layout
-from invito.storage.request import SchedulingRefused, WriteRequest
+from invito.storage.request import SchedulingRefused, WriteRequest, current
 from invito.storage.transaction import Transaction
 
 if TYPE_CHECKING:
@@ -32,8 +34,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("invito.scheduling")
 
 DELIVERED = "1.2"   # RFC 6638 §7.3: delivered to the recipient's scheduling inbox
-PENDING = "1.0"     # queued for the outbound mail sender
-NO_ADDRESS = "3.7"  # invalid calendar user
 
 
 def parse(text: str) -> icalendar.Calendar:
@@ -44,11 +44,26 @@ def now_utc() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+@dataclass
+class Write:
+    """One client write being scheduled: who writes, and what the mail policy needs to know of it."""
+    owner: str
+    groups: frozenset[str]
+    item: radicale_item.Item  # the event as stored before (DELETE) or as written (PUT)
+
+    @property
+    def over(self) -> bool:
+        """Entirely in the past (Radicale's cached time range covers every recurrence)."""
+        return self.item.time_range[1] < time.time()
+
+
 class Scheduler:
-    def __init__(self, storage: "Storage", directory: Directory, spool: OutboundSpool) -> None:
+    def __init__(self, storage: "Storage", directory: Directory, spool: OutboundSpool,
+                 external_invites: list[str]) -> None:
         self._storage = storage
         self.directory = directory
         self.spool = spool
+        self.external_invites = external_invites
 
     # -- entry points (called by Collection with the write lock held) -------------------------------
 
@@ -65,8 +80,9 @@ class Scheduler:
         self._check_unique_uid(collection, href, item.uid)
         the_plan = self._plan(old, new, owner)
         tx = Transaction(self.spool)
+        write = Write(collection.owner, request.user_groups if request else frozenset(), item)
         try:
-            stored = self._deliver_and_stamp(the_plan, tx)
+            stored = self._deliver_and_stamp(the_plan, write, tx)
             rewritten = the_plan.changed or stored is not the_plan.stored
             to_store = (radicale_item.Item(collection_path=collection.path, text=stored.to_ical().decode())
                         if rewritten else item)
@@ -87,8 +103,10 @@ class Scheduler:
             return
         the_plan = self._plan(parse(old_item.serialize()), None, self.directory.addresses_of(collection.owner))
         tx = Transaction(self.spool)
+        request = current()
+        write = Write(collection.owner, request.user_groups if request else frozenset(), old_item)
         try:
-            self._deliver_and_stamp(the_plan, tx)
+            self._deliver_and_stamp(the_plan, write, tx)
             tx.remove(collection, href, old_item)
             tx.commit()
         except BaseException:
@@ -123,25 +141,29 @@ class Scheduler:
         except SchedulingError as e:
             raise SchedulingRefused(403, e.precondition, e.reason) from e
 
-    def _deliver_and_stamp(self, the_plan: Plan, tx: Transaction) -> icalendar.Calendar | None:
+    def _deliver_and_stamp(self, the_plan: Plan, write: Write, tx: Transaction) -> icalendar.Calendar | None:
         """Deliver every message; return the copy to store with each recipient's SCHEDULE-STATUS."""
         statuses: dict[str, str] = {}
         for message in the_plan.messages:
             for recipient in message.recipients:
-                statuses[recipient] = self._deliver(message, recipient, tx)
+                status = self._deliver(message, recipient, write, tx)
+                if status is not None:
+                    statuses[recipient] = status
         if the_plan.stored is None or not statuses:
             return the_plan.stored
         return with_schedule_status(the_plan.stored, statuses)
 
-    def _deliver(self, message: ITipMessage, recipient: str, tx: Transaction) -> str:
+    def _deliver(self, message: ITipMessage, recipient: str, write: Write, tx: Transaction) -> str | None:
         user = self.directory.user_for(recipient)
-        if user is None:
+        if user is not None:
+            self.deliver_local(message, user, recipient, tx)
+            return DELIVERED
+        may_invite = policy.may_invite_externals(write.owner, write.groups, self.external_invites)
+        decision = policy.decide(message, recipient, may_invite=may_invite, event_over=write.over)
+        if decision.send:
             tx.spool(self.spool.prepare(message, recipient))
-            logger.info("%s %s uid=%s to=%s: queued for mail", message.method,
-                        "significant" if message.significant else "minor", message.uid, recipient)
-            return PENDING
-        self.deliver_local(message, user, recipient, tx)
-        return DELIVERED
+        logger.info("%s uid=%s to=%s: %s", message.method, message.uid, recipient, decision.reason)
+        return decision.status
 
     def deliver_local(self, message: ITipMessage, user: str, recipient: str, tx: Transaction) -> None:
         """Put the message in ``user``'s inbox and apply it to their calendar copy."""

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,27 +40,25 @@ class Server:
         return self.client(user).principal()
 
 
-def write_config(tmp: Path, port: int, extra: str = "") -> Path:
+def write_config(tmp: Path, port: int, settings: dict[str, dict[str, str]] | None = None) -> Path:
+    """The test server's config file: data under ``tmp``, CalDAV on ``port``, plus ``settings``."""
+    sections: dict[str, dict[str, str]] = {
+        "invito": {"data_folder": str(tmp / "data")},
+        "server": {"hosts": f"127.0.0.1:{port}"},
+        "scheduling": {"domain": "example.com"},
+        "logging": {"level": "info"},
+    }
+    for section, values in (settings or {}).items():
+        sections.setdefault(section, {}).update(values)
     config = tmp / "invito.conf"
-    config.write_text(textwrap.dedent(f"""\
-        [invito]
-        data_folder = {tmp / 'data'}
-
-        [server]
-        hosts = 127.0.0.1:{port}
-
-        [scheduling]
-        domain = example.com
-
-        [logging]
-        level = info
-        """) + extra)
+    config.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "\n"
+                              for name, values in sections.items()))
     return config
 
 
-def start(tmp: Path, extra_config: str = "") -> tuple[subprocess.Popen, Server]:
+def start(tmp: Path, settings: dict[str, dict[str, str]] | None = None) -> tuple[subprocess.Popen, Server]:
     port = free_port()
-    config = write_config(tmp, port, extra_config)
+    config = write_config(tmp, port, settings)
     password_file = tmp / "password"
     password_file.write_text(PASSWORD + "\n")
     for user in USERS:

@@ -148,7 +148,7 @@ def test_unknown_key_names_file_section_key_and_allowed_keys(tmp_path: Path) -> 
     [problem] = problems(path)
     assert problem.startswith(path + ":")
     assert "unknown key 'domian' in [scheduling]" in problem
-    assert problem.endswith("allowed keys: domain, addresses")
+    assert problem.endswith("allowed keys: domain, addresses, external_invites, hide_attendees, language")
 
 
 def test_unknown_key_in_our_storage_section(tmp_path: Path) -> None:
@@ -191,10 +191,12 @@ def test_every_problem_is_reported_one_per_line(tmp_path: Path) -> None:
         [scheduling]
         domain = a@b
         [smtp]
-        host = mail
+        hots = mail
+        security = ssl
         """))
-    assert len(found) == 4
-    assert [re.search(r"\[(\w+)\]", p)[1] for p in found] == ["server", "server", "scheduling", "smtp"]
+    assert len(found) == 5
+    assert [re.search(r"\[(\w+)\]", p)[1] for p in found] == ["server", "server", "scheduling", "smtp", "smtp"]
+    assert found[-1].endswith("expected one of: none, starttls, tls (option: connection security; certificates are verified)")
 
 
 def test_syntax_errors_name_the_line(tmp_path: Path) -> None:
@@ -214,15 +216,38 @@ def test_missing_config_file(tmp_path: Path) -> None:
 # -- what is not configured yet ------------------------------------------------------------------------
 
 
+MAIL_SET_UP = "[smtp]\nhost = mail.example.com\nsender = invito@example.com\n" \
+              "[imip]\nreply_address = invito+{token}@cal.example.com\n"
+
+
 def test_unconfigured_domain_is_reported_until_set(tmp_path: Path) -> None:
-    assert unconfigured(load(None)) == [
+    assert unconfigured(load(write(tmp_path, MAIL_SET_UP))) == [
         "[scheduling] domain is empty: users have no calendar address; set it to your mail domain"]
-    assert unconfigured(load(write(tmp_path, "[scheduling]\ndomain = example.com\n"))) == []
+    assert unconfigured(load(write(tmp_path, "[scheduling]\ndomain = example.com\n" + MAIL_SET_UP))) == []
+
+
+def test_unconfigured_mail_names_the_keys_to_set(tmp_path: Path) -> None:
+    notes = unconfigured(load(write(tmp_path, "[scheduling]\ndomain = example.com\n")))
+    assert notes[0].startswith("[smtp] host is empty: invitations to external guests wait in the spool; "
+                               "set [smtp] host, port, security, sender")
+    assert notes[1].startswith("[imip] reply_address is empty")
+    assert unconfigured(load(write(tmp_path, "[scheduling]\ndomain = example.com\n[smtp]\nhost = m\n"
+                                   "[imip]\nreply_address = invito+{token}@cal.example.com\n"))) == [
+        "[smtp] sender is empty: set the address invitations are sent from"]
+
+
+def test_reply_address_and_invite_policy_values(tmp_path: Path) -> None:
+    [problem] = problems(write(tmp_path, "[imip]\nreply_address = invito@cal.example.com\n"))
+    assert "expected an address with {token} in its local part" in problem
+    [problem] = problems(write(tmp_path, "[scheduling]\nexternal_invites = alice, @, b:c\n"))
+    assert "[scheduling] external_invites" in problem
+    loaded = load(write(tmp_path, "[scheduling]\nexternal_invites = alice, @sales\n"))
+    assert loaded.get("scheduling", "external_invites") == ["alice", "@sales"]
 
 
 def test_unconfigured_domain_with_an_addresses_file(tmp_path: Path) -> None:
     aliases = write(tmp_path, "alice: alice@example.org\n", "addresses")
-    [note] = unconfigured(load(write(tmp_path, f"[scheduling]\naddresses = {aliases}\n")))
+    [note] = unconfigured(load(write(tmp_path, f"[scheduling]\naddresses = {aliases}\n" + MAIL_SET_UP)))
     assert f"only users listed in {aliases} have calendar address" in note
 
 

@@ -1,0 +1,105 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Reply tokens: the ORGANIZER address a guest replies to names the organizer, the event and the guest.
+
+A token is HMAC-SHA256(secret, organizer, UID, guest) cut to 160 bits and written in lower-case base32, so
+it survives mail systems that change the case of local parts, and the same guest of the same event always
+gets the same token (updates and cancellations keep one reply address). Each issued token is recorded in
+its own file (written once, atomically), so the inbound listener can map it back without the secret
+and a forged token maps to nothing.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass
+
+import icalendar
+
+from invito.plugins.itip.components import values
+
+TOKEN_BYTES = 20  # 160 bits
+_TOKEN = re.compile(r"[a-z2-7]{32}")
+
+
+@dataclass(frozen=True)
+class ReplyToken:
+    token: str
+    organizer: str
+    uid: str
+    guest: str
+
+
+class ReplyTokens:
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def issue(self, organizer: str, uid: str, guest: str) -> ReplyToken:
+        digest = hmac.new(self._secret(), "\0".join((organizer, uid, guest)).encode(), hashlib.sha256).digest()
+        token = base64.b32encode(digest[:TOKEN_BYTES]).decode().lower()
+        record = ReplyToken(token, organizer, uid, guest)
+        path = self._path(token)
+        if not os.path.exists(path):
+            _write_once(path, json.dumps(record.__dict__).encode())
+        return record
+
+    def lookup(self, token: str) -> ReplyToken | None:
+        token = token.lower()
+        if not _TOKEN.fullmatch(token):
+            return None
+        try:
+            with open(self._path(token), encoding="utf-8") as f:
+                return ReplyToken(**json.load(f))
+        except FileNotFoundError:
+            return None
+
+    def _path(self, token: str) -> str:
+        return os.path.join(self.folder, token + ".json")
+
+    def _secret(self) -> bytes:
+        path = os.path.join(self.folder, "secret")
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            os.makedirs(self.folder, mode=0o700, exist_ok=True)
+            _write_once(path, os.urandom(32))
+            with open(path, "rb") as f:  # another thread may have won the race: use what is on disk
+                return f.read()
+
+
+def reply_address(template: str, token: str) -> str:
+    """``invito+{token}@cal.example.com`` → ``mailto:invito+<token>@cal.example.com``."""
+    return "mailto:" + template.replace("{token}", token)
+
+
+def with_organizer_address(calendar: icalendar.Calendar, address: str) -> icalendar.Calendar:
+    """A copy whose ORGANIZER (in every component) is ``address``, display name and parameters kept."""
+    copy = icalendar.Calendar.from_ical(calendar.to_ical())
+    for component in copy.subcomponents:
+        for organizer in values(component, "ORGANIZER"):
+            replaced = icalendar.vCalAddress(address)
+            replaced.params.update(organizer.params)
+            component["ORGANIZER"] = replaced
+    return copy
+
+
+def _write_once(path: str, data: bytes) -> None:
+    """Atomic create: the file appears whole or not at all, and an existing one is never replaced."""
+    tmp = "%s.%s.tmp" % (path, uuid.uuid4().hex)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.remove(tmp)
