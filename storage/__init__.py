@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any
+from typing import Any, Callable
 
+import icalendar
 import radicale.item as radicale_item
 from radicale import config
 
@@ -75,6 +76,24 @@ class Storage(IndexedStorage):
         return (self.directory.configured and collection.tag == "VCALENDAR"
                 and not layout.is_inbox(collection.path)
                 and bool(self.directory.addresses_of(collection.owner)))
+
+    def update_event(self, user: str, uid: str,
+                     change: Callable[[icalendar.Calendar], icalendar.Calendar | None]) -> bool:
+        """The one way into stored events from outside HTTP (mail delivery status, inbound replies).
+
+        Takes the write lock, finds the user's copy by UID through the index, applies ``change`` (None:
+        leave it) and stores the result without scheduling. False when there is no such event.
+        """
+        with self.acquire_lock("w", user):
+            collection, href, item = self.scheduler.find_copy(user, uid)
+            if collection is None or href is None or item is None:
+                return False
+            updated = change(icalendar.Calendar.from_ical(item.serialize()))
+            if updated is None:
+                return False
+            collection.store(href, radicale_item.Item(collection_path=collection.path,
+                                                      text=updated.to_ical().decode()))
+            return True
 
     def ensure_scheduling_collections(self, user: str) -> None:
         """Inbox and outbox for users who existed before Invito, once per process. No lock held."""

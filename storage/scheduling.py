@@ -170,7 +170,7 @@ class Scheduler:
         inbox = layout.ensure_inbox(self._storage, user)
         tx.store(inbox, "%d-%s.ics" % (time.time_ns(), uuid.uuid4().hex[:12]),  # names sort by arrival
                  radicale_item.Item(collection_path=inbox.path, text=message.calendar.to_ical().decode()))
-        target, href, stored_item = self._find_copy(user, message.uid)
+        target, href, stored_item = self.find_copy(user, message.uid)
         stored = parse(stored_item.serialize()) if stored_item else None
         result = apply(message.calendar, stored, recipient, now_utc())
         if not isinstance(result, Applied):
@@ -190,8 +190,9 @@ class Scheduler:
         logger.info("%s uid=%s to=%s: delivered and applied in /%s/%s", message.method, message.uid,
                     recipient, target.path, href)
 
-    def _find_copy(self, user: str, uid: str
-                   ) -> tuple["Collection | None", str | None, radicale_item.Item | None]:
+    def find_copy(self, user: str, uid: str
+                  ) -> tuple["Collection | None", str | None, radicale_item.Item | None]:
+        """The user's stored copy of event ``uid`` (not inbox messages), via the UID index. Lock held."""
         for path, href in self._storage.find_uid("/%s/" % user, uid):
             if layout.is_inbox(path):
                 continue

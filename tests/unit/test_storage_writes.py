@@ -1,15 +1,16 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""A scheduling write that fails half-way leaves every file as it was (real storage on disk)."""
+"""Scheduling writes on real storage (no HTTP): all-or-nothing, and status write-back."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import icalendar
 import pytest
 import radicale.item as radicale_item
-import radicale.storage
 
-from invito.server import config as invito_config
-from invito.storage import Collection
+from invito.plugins.itip import schedule_tag, with_schedule_status
+from invito.plugins.itip.components import find_attendee
+from invito.storage import Collection, Storage
 
 EVENT = "\r\n".join([
     "BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//t//EN", "BEGIN:VEVENT", "UID:meeting-1",
@@ -23,16 +24,8 @@ def files_under(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and ".Radicale" not in str(p)}
 
 
-def test_failed_delivery_rolls_back_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    configuration = invito_config.load(None)
-    configuration.update({"invito": {"data_folder": str(tmp_path)}, "auth": {"type": "none"},
-                          "storage": {"filesystem_folder": str(tmp_path / "collections")},
-                          "scheduling": {"domain": "example.com"}}, "test", privileged=True)
-    storage = radicale.storage.load(configuration)
-    with storage.acquire_lock("w"):
-        for user in ("alice", "bob", "carol"):
-            storage.create_collection("/%s/" % user)
-            storage.create_collection("/%s/calendar/" % user, props={"tag": "VCALENDAR"})
+def test_failed_delivery_rolls_back_everything(tmp_path: Path, storage: Storage,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     before = files_under(tmp_path)
 
     real_store = Collection.store
@@ -53,3 +46,19 @@ def test_failed_delivery_rolls_back_everything(tmp_path: Path, monkeypatch: pyte
     after = files_under(tmp_path)
     assert sorted(after - before) == [], after - before
     assert not list((tmp_path / "spool" / "outbound").rglob("*.json"))
+
+
+def test_status_write_back_keeps_the_schedule_tag(storage: Storage) -> None:
+    with storage.acquire_lock("w"):
+        alice = next(iter(storage.discover("/alice/calendar/")))
+        alice.upload("meeting.ics", radicale_item.Item(collection_path="alice/calendar", text=EVENT))
+    def stored() -> icalendar.Calendar:
+        with storage.acquire_lock("r"):
+            return icalendar.Calendar.from_ical(next(iter(storage.discover("/alice/calendar/meeting.ics"))).serialize())
+    before = stored()
+    guest = "mailto:guest@partner.example.org"
+    assert storage.update_event("alice", "meeting-1", lambda cal: with_schedule_status(cal, {guest: "1.1"}))
+    after = stored()
+    assert find_attendee(next(iter(after.walk("VEVENT"))), guest).params["SCHEDULE-STATUS"] == "1.1"
+    assert schedule_tag(after) == schedule_tag(before)
+    assert not storage.update_event("alice", "no-such-uid", lambda cal: cal)

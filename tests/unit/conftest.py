@@ -1,0 +1,26 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A real Invito storage on disk (no HTTP): users alice, bob, carol at example.com, each with a calendar."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import radicale.storage
+
+from invito.server import config as invito_config
+from invito.storage import Storage
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Storage:
+    configuration = invito_config.load(None)
+    configuration.update({"invito": {"data_folder": str(tmp_path)}, "auth": {"type": "none"},
+                          "storage": {"filesystem_folder": str(tmp_path / "collections")},
+                          "scheduling": {"domain": "example.com"}}, "test", privileged=True)
+    loaded = radicale.storage.load(configuration)
+    assert isinstance(loaded, Storage)
+    with loaded.acquire_lock("w"):
+        for user in ("alice", "bob", "carol"):
+            loaded.create_collection("/%s/" % user)
+            loaded.create_collection("/%s/calendar/" % user, props={"tag": "VCALENDAR"})
+    return loaded
