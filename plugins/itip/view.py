@@ -193,11 +193,35 @@ def instance_keys(*objects: SchedulingObject) -> InstanceKeys:
     return keys
 
 
+# What an update tells guests changed, in the order an invitation shows them.
+ASPECTS = ("time", "recurrence", "title", "location", "description", "status", "participants")
+_ASPECT_OF = {"DTSTART": "time", "DTEND": "time", "DUE": "time", "RRULE": "recurrence", "RDATE": "recurrence",
+              "SUMMARY": "title", "LOCATION": "location", "DESCRIPTION": "description", "STATUS": "status"}
+
+
+def changed_aspects(old: icalendar.Calendar, new: icalendar.Calendar) -> tuple[str, ...]:
+    """Which of :data:`ASPECTS` differ in any instance; empty when nothing significant changed."""
+    before, after = SchedulingObject(old), SchedulingObject(new)
+    found: set[str] = set()
+    for key, rid in instance_keys(before, after).items():
+        a, b = before.view(key, rid), after.view(key, rid)
+        if a == b:
+            continue
+        if a is None or b is None:  # an occurrence appeared or was excluded
+            found.add("recurrence")
+            continue
+        pairs = zip(_TIMING + _DETAILS, a.timing + a.details, b.timing + b.details)
+        found.update(_ASPECT_OF[name] for name, x, y in pairs if x != y)
+        if a.exdates != b.exdates:
+            found.add("recurrence")
+        if a.attendees != b.attendees:
+            found.add("participants")
+    return tuple(aspect for aspect in ASPECTS if aspect in found)
+
+
 def significant_change(old: icalendar.Calendar, new: icalendar.Calendar) -> bool:
     """True if any instance differs in what attendees must be told about."""
-    before, after = SchedulingObject(old), SchedulingObject(new)
-    keys = instance_keys(before, after)
-    return any(before.view(key, rid) != after.view(key, rid) for key, rid in keys.items())
+    return bool(changed_aspects(old, new))
 
 
 def _without_answers(prop: object) -> icalendar.vCalAddress:

@@ -7,7 +7,7 @@ import re
 import icalendar
 import pytest
 
-from invito.plugins.itip import schedule_tag, significant_change
+from invito.plugins.itip import changed_aspects, schedule_tag, significant_change
 from tests.unit.itip_helpers import ROME, calendar, in_rome, vevent
 
 WEEKLY = "RRULE:FREQ=WEEKLY;COUNT=5"
@@ -17,39 +17,46 @@ OVERRIDE = vevent(rid="20301017T090000Z", start="20301017T140000Z", end="2030101
 
 
 SIGNIFICANCE = {
-    # name: (changed object, significant?)
-    "identical": (BASE, False),
-    "start": (vevent(WEEKLY, sequence=1, start="20301010T080000Z"), True),
-    "end": (vevent(WEEKLY, sequence=1, end="20301010T110000Z"), True),
-    "DURATION for the same end": (BASE.replace("DTEND:20301010T100000Z", "DURATION:PT1H"), False),
-    "DURATION for another end": (BASE.replace("DTEND:20301010T100000Z", "DURATION:PT2H"), True),
+    # name: (changed object, what an update says changed; empty: not significant)
+    "identical": (BASE, ()),
+    "start": (vevent(WEEKLY, sequence=1, start="20301010T080000Z"), ("time",)),
+    "end": (vevent(WEEKLY, sequence=1, end="20301010T110000Z"), ("time",)),
+    "DURATION for the same end": (BASE.replace("DTEND:20301010T100000Z", "DURATION:PT1H"), ()),
+    "DURATION for another end": (BASE.replace("DTEND:20301010T100000Z", "DURATION:PT2H"), ("time",)),
     "same instant in another zone": (ROME + in_rome(vevent(WEEKLY, sequence=1, start="20301010T110000",
-                                                        end="20301010T120000")), False),
-    "recurrence rule": (BASE.replace("COUNT=5", "COUNT=6"), True),
-    "added RDATE": (vevent(WEEKLY, "RDATE:20301101T090000Z", sequence=1), True),
-    "added EXDATE": (vevent(WEEKLY, "EXDATE:20301017T090000Z", sequence=1), True),
-    "title": (vevent(WEEKLY, sequence=1, summary="Other"), True),
-    "location": (vevent(WEEKLY, "LOCATION:Room 1", sequence=1), True),
-    "description": (vevent(WEEKLY, "DESCRIPTION:Agenda", sequence=1), True),
-    "status": (vevent(WEEKLY, "STATUS:CANCELLED", sequence=1), True),
-    "attendee added": (vevent(WEEKLY, sequence=1, attendees=("bob", "carol", "dave")), True),
-    "attendee answer": (vevent(WEEKLY, sequence=1, partstat={"bob": "ACCEPTED"}), False),
-    "attendee address case": (BASE.replace("mailto:bob@", "MAILTO:BOB@"), False),
-    "alarm": (vevent(WEEKLY, ALARM, sequence=1), False),
+                                                        end="20301010T120000")), ()),
+    "recurrence rule": (BASE.replace("COUNT=5", "COUNT=6"), ("recurrence",)),
+    "added RDATE": (vevent(WEEKLY, "RDATE:20301101T090000Z", sequence=1), ("recurrence",)),
+    "added EXDATE": (vevent(WEEKLY, "EXDATE:20301017T090000Z", sequence=1), ("recurrence",)),
+    "title": (vevent(WEEKLY, sequence=1, summary="Other"), ("title",)),
+    "location": (vevent(WEEKLY, "LOCATION:Room 1", sequence=1), ("location",)),
+    "description": (vevent(WEEKLY, "DESCRIPTION:Agenda", sequence=1), ("description",)),
+    "status": (vevent(WEEKLY, "STATUS:CANCELLED", sequence=1), ("status",)),
+    "attendee added": (vevent(WEEKLY, sequence=1, attendees=("bob", "carol", "dave")), ("participants",)),
+    "attendee answer": (vevent(WEEKLY, sequence=1, partstat={"bob": "ACCEPTED"}), ()),
+    "attendee address case": (BASE.replace("mailto:bob@", "MAILTO:BOB@"), ()),
+    "alarm": (vevent(WEEKLY, ALARM, sequence=1), ()),
     "transparency, categories, X- properties": (vevent(WEEKLY, "TRANSP:TRANSPARENT", "CATEGORIES:x", "X-A:b",
-                                                       sequence=1), False),
-    "sequence and stamp": (vevent(WEEKLY, sequence=4, stamp="20300505T000000Z"), False),
-    "override moved": (BASE + OVERRIDE, True),
+                                                       sequence=1), ()),
+    "sequence and stamp": (vevent(WEEKLY, sequence=4, stamp="20300505T000000Z"), ()),
+    "override moved": (BASE + OVERRIDE, ("time",)),
     "override identical to its occurrence": (BASE + vevent(rid="20301017T090000Z", start="20301017T090000Z",
                                                            end="20301017T100000Z", sequence=1,
-                                                           partstat={"bob": "DECLINED"}), False),
+                                                           partstat={"bob": "DECLINED"}), ()),
 }
 
 
-@pytest.mark.parametrize("changed,significant", SIGNIFICANCE.values(), ids=SIGNIFICANCE.keys())
-def test_significant_change(changed: str, significant: bool) -> None:
-    assert significant_change(calendar(BASE), calendar(changed)) is significant
-    assert significant_change(calendar(changed), calendar(BASE)) is significant
+@pytest.mark.parametrize("changed,aspects", SIGNIFICANCE.values(), ids=SIGNIFICANCE.keys())
+def test_significant_change(changed: str, aspects: tuple[str, ...]) -> None:
+    assert changed_aspects(calendar(BASE), calendar(changed)) == aspects
+    assert changed_aspects(calendar(changed), calendar(BASE)) == aspects
+    assert significant_change(calendar(BASE), calendar(changed)) is bool(aspects)
+    assert significant_change(calendar(changed), calendar(BASE)) is bool(aspects)
+
+
+def test_several_aspects_in_display_order() -> None:
+    moved = vevent(WEEKLY, "LOCATION:Room 1", sequence=1, start="20301010T080000Z", attendees=("bob",))
+    assert changed_aspects(calendar(BASE), calendar(moved)) == ("time", "location", "participants")
 
 
 def test_blanks_around_text_are_not_significant() -> None:
