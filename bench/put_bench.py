@@ -53,7 +53,8 @@ def configuration(folder: Path, impl: str, fsync: bool) -> radicale.config.Confi
                     "filesystem_folder": str(folder), "_filesystem_fsync": str(fsync)},
         "auth": {"type": "none"},
         "rights": {"type": "owner_only"},
-        **({} if impl == "radicale" else {"scheduling": {"domain": "example.com"}}),
+        **({} if impl == "radicale" else {"scheduling": {"domain": "example.com"},
+                                          "invito": {"data_folder": str(folder.parent)}}),
     }, "bench", privileged=True)
     return config
 

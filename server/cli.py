@@ -139,7 +139,7 @@ def _run(configuration: Configuration) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
     stopping = threading.Event()
-    threads = [_start(part, configuration, stopping) for part in background]
+    threads = [_start(part, configuration, stopping) for part in (*_own_parts(), *background)]
     try:
         # radicale.server.serve() instantiates its module-global `Application`, with no parameter to pass
         # another class; replacing that name for the call runs our application in Radicale's own loop
@@ -156,6 +156,11 @@ def _run(configuration: Configuration) -> int:
             if thread.is_alive():
                 logger.warning("%s did not stop within %d s", thread.name, BACKGROUND_STOP_SECONDS)
     return 0
+
+
+def _own_parts() -> list[BackgroundPart]:
+    from invito.server.mail import send_outbound  # late: only `serve` needs the mail stack
+    return [send_outbound]
 
 
 def _application_class() -> type:

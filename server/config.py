@@ -165,6 +165,10 @@ INVITO_SCHEMA: types.CONFIG_SCHEMA = OrderedDict([
             "value": "30",
             "help": "seconds to wait for the relay",
             "type": radicale_config.positive_float}),
+        ("retry_seconds", {
+            "value": "60",
+            "help": "first retry after a temporary failure, in seconds; doubled each time up to one hour",
+            "type": radicale_config.positive_float}),
         ("give_up_days", {
             "value": "4",
             "help": "days to keep retrying a temporary failure before reporting it as failed",

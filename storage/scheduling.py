@@ -21,9 +21,10 @@ import radicale.item as radicale_item
 
 from invito.plugins.directory import Directory
 from invito.plugins.imip import policy
+from invito.plugins.itip.components import addresses, scheduled
 from invito.plugins.imip.spool import OutboundSpool
-from invito.plugins.itip import (Applied, ITipMessage, Plan, Role, SchedulingError, apply, plan,
-                                 schedule_tag, with_schedule_status)
+from invito.plugins.itip import (Applied, ITipMessage, Plan, Role, SchedulingError, apply, changed_aspects,
+                                 plan, schedule_tag, with_schedule_status)
 from invito.storage import layout
 from invito.storage.request import SchedulingRefused, WriteRequest, current
 from invito.storage.transaction import Transaction
@@ -50,6 +51,8 @@ class Write:
     owner: str
     groups: frozenset[str]
     item: radicale_item.Item  # the event as stored before (DELETE) or as written (PUT)
+    changes: tuple[str, ...] = ()  # what an update changed, for the guests' emails
+    invited_before: frozenset[str] = frozenset()  # they get the update; newly added guests an invitation
 
     @property
     def over(self) -> bool:
@@ -80,7 +83,9 @@ class Scheduler:
         self._check_unique_uid(collection, href, item.uid)
         the_plan = self._plan(old, new, owner)
         tx = Transaction(self.spool)
-        write = Write(collection.owner, request.user_groups if request else frozenset(), item)
+        changes = changed_aspects(old, the_plan.stored) if old is not None and the_plan.stored is not None else ()
+        invited = frozenset(a for c in scheduled(old) for a in addresses(c)) if old is not None else frozenset()
+        write = Write(collection.owner, request.user_groups if request else frozenset(), item, changes, invited)
         try:
             stored = self._deliver_and_stamp(the_plan, write, tx)
             rewritten = the_plan.changed or stored is not the_plan.stored
@@ -145,25 +150,33 @@ class Scheduler:
         """Deliver every message; return the copy to store with each recipient's SCHEDULE-STATUS."""
         statuses: dict[str, str] = {}
         for message in the_plan.messages:
+            mail_to = []
             for recipient in message.recipients:
-                status = self._deliver(message, recipient, write, tx)
+                status, mail = self._deliver(message, recipient, write, tx)
                 if status is not None:
                     statuses[recipient] = status
+                if mail:
+                    mail_to.append(recipient)
+            # One spool file per message however many guests it goes to (two when some are new to it).
+            updated = [r for r in mail_to if r in write.invited_before]
+            for guests, changes in ((updated, write.changes), ([r for r in mail_to if r not in updated], ())):
+                if guests:
+                    tx.spool(self.spool.prepare(message, guests, changes))
         if the_plan.stored is None or not statuses:
             return the_plan.stored
         return with_schedule_status(the_plan.stored, statuses)
 
-    def _deliver(self, message: ITipMessage, recipient: str, write: Write, tx: Transaction) -> str | None:
+    def _deliver(self, message: ITipMessage, recipient: str, write: Write, tx: Transaction
+                 ) -> tuple[str | None, bool]:
+        """Deliver to an internal user now, or decide on mail; (SCHEDULE-STATUS or None, mail it?)."""
         user = self.directory.user_for(recipient)
         if user is not None:
             self.deliver_local(message, user, recipient, tx)
-            return DELIVERED
+            return DELIVERED, False
         may_invite = policy.may_invite_externals(write.owner, write.groups, self.external_invites)
         decision = policy.decide(message, recipient, may_invite=may_invite, event_over=write.over)
-        if decision.send:
-            tx.spool(self.spool.prepare(message, recipient))
         logger.info("%s uid=%s to=%s: %s", message.method, message.uid, recipient, decision.reason)
-        return decision.status
+        return decision.status, decision.send
 
     def deliver_local(self, message: ITipMessage, user: str, recipient: str, tx: Transaction) -> None:
         """Put the message in ``user``'s inbox and apply it to their calendar copy."""

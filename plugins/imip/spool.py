@@ -1,31 +1,59 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The outbound spool: one file per (message, recipient), written inside the storage write.
+"""The outbound spool: one file per iTIP message, written inside the storage write.
 
 Two phases keep the spool and the stored events in step: ``prepare`` writes the file under ``tmp/``
 (fsynced) before the event is stored; ``commit`` renames it into ``queue/`` once the event write
 succeeded, ``discard`` removes it when the write failed. A committed change therefore always has its
-messages and a rejected one never does. The sender (outbound mail) reads ``queue/``.
+messages and a rejected one never does. A message to 50 guests is one file (its calendar serialized once,
+one fsync): the PUT that invites them stays cheap.
+
+The file keeps each recipient's delivery state (attempts, next try, last error). The sender works on
+:class:`SpoolEntry` values, one per (message, recipient): it rewrites a recipient's state by atomic
+replace, so a restart resumes exactly where it stopped; it drops a recipient the relay accepted (the
+organizer's SCHEDULE-STATUS and the log are the record of it) and deletes the file when none is left;
+and it moves a recipient that will never be reached to ``failed/<id>-<address>.json``, next to a ``.reason``
+file saying why, where an admin can read it or move it back into ``queue/`` to try again.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 
 from invito.plugins.itip.model import ITipMessage
 
+logger = logging.getLogger("invito.imip")
+
+
+# One event per queue folder and process: the storage layer's spool object and the sender's may differ.
+_ARRIVED: dict[str, threading.Event] = {}
+_ARRIVED_LOCK = threading.Lock()
+
 
 @dataclass(frozen=True)
 class SpoolEntry:
-    id: str
+    """One recipient of one queued message, with that recipient's delivery state."""
+    id: str                  # the message file's id
     method: str
     uid: str
     sender: str
     recipient: str
     ics: str
     created: float
+    changes: tuple[str, ...] = ()  # what an update changed (time, location...), for the email body
+    attempts: int = 0        # delivery attempts that failed temporarily
+    next_try: float = 0.0    # epoch seconds; 0: as soon as possible
+    last_error: str = ""
+
+
+_STATE = ("attempts", "next_try", "last_error")
+_NEW_STATE = {"attempts": 0, "next_try": 0.0, "last_error": ""}
 
 
 class OutboundSpool:
@@ -33,27 +61,33 @@ class OutboundSpool:
         self.folder = folder
         self._tmp = os.path.join(folder, "tmp")
         self.queue = os.path.join(folder, "queue")
+        self.failed = os.path.join(folder, "failed")
 
-    def prepare(self, message: ITipMessage, recipient: str) -> str:
-        os.makedirs(self._tmp, exist_ok=True)
+    # -- the storage layer's side ------------------------------------------------------------------
+
+    def prepare(self, message: ITipMessage, recipients: list[str], changes: tuple[str, ...] = ()) -> str:
         entry_id = "%d-%s" % (time.time_ns(), uuid.uuid4().hex)
         record = {"id": entry_id, "method": message.method, "uid": message.uid, "sender": message.sender,
-                  "recipient": recipient, "ics": message.calendar.to_ical().decode("utf-8"),
-                  "created": time.time()}
-        path = os.path.join(self._tmp, entry_id + ".json")
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(record, f)
-            f.flush()
-            os.fsync(f.fileno())
+                  "ics": message.calendar.to_ical().decode("utf-8"), "created": time.time(),
+                  "changes": list(changes), "recipients": {r: dict(_NEW_STATE) for r in recipients}}
+        os.makedirs(self._tmp, exist_ok=True)
+        _write_synced(os.path.join(self._tmp, entry_id + ".json"), _encode(record))
         return entry_id
+
+    @property
+    def arrived(self) -> threading.Event:
+        """Set whenever messages are committed, so the sender in this process wakes at once."""
+        with _ARRIVED_LOCK:
+            return _ARRIVED.setdefault(os.path.abspath(self.queue), threading.Event())
 
     def commit(self, ids: list[str]) -> None:
         if not ids:
             return
         os.makedirs(self.queue, exist_ok=True)
         for entry_id in ids:
-            os.rename(os.path.join(self._tmp, entry_id + ".json"), os.path.join(self.queue, entry_id + ".json"))
+            os.rename(os.path.join(self._tmp, entry_id + ".json"), self._queued(entry_id))
         _fsync_dir(self.queue)
+        self.arrived.set()
 
     def discard(self, ids: list[str]) -> None:
         for entry_id in ids:
@@ -62,17 +96,124 @@ class OutboundSpool:
             except FileNotFoundError:
                 pass
 
+    # -- the sender's side -------------------------------------------------------------------------
+
     def queued(self) -> list[SpoolEntry]:
-        """Entries waiting to be sent, oldest first."""
+        """Entries waiting to be sent, oldest message first. An unreadable file is moved to ``failed/``."""
         try:
             names = sorted(n for n in os.listdir(self.queue) if n.endswith(".json"))
         except FileNotFoundError:
             return []
         entries = []
         for name in names:
-            with open(os.path.join(self.queue, name), encoding="utf-8") as f:
-                entries.append(SpoolEntry(**json.load(f)))
+            entry_id = name[:-len(".json")]
+            try:
+                record = self._read(entry_id)
+                entries.extend(_entries(record))
+            except FileNotFoundError:  # sent or moved aside meanwhile
+                continue
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                reason = "unreadable spool file: %s" % e
+                logger.error("outbound spool %s: %s", name, reason)
+                self._move_aside(entry_id, entry_id, reason)
         return entries
+
+    def due(self, now: float) -> list[SpoolEntry]:
+        return [entry for entry in self.queued() if entry.next_try <= now]
+
+    def update(self, entry: SpoolEntry) -> None:
+        """Persist one recipient's new delivery state: atomic replace, fsynced, so restarts resume."""
+        record = self._read(entry.id)
+        record["recipients"][entry.recipient] = {key: getattr(entry, key) for key in _STATE}
+        self._rewrite(record, sync=True)
+
+    def remove(self, entry: SpoolEntry) -> None:
+        """Forget a recipient the relay accepted. Not synced one by one: ``sync`` once after a batch."""
+        try:
+            record = self._read(entry.id)
+        except FileNotFoundError:
+            return
+        record["recipients"].pop(entry.recipient, None)
+        self._rewrite(record, sync=False)
+
+    def sync(self) -> None:
+        if os.path.isdir(self.queue):
+            _fsync_dir(self.queue)
+
+    def fail(self, entry: SpoolEntry, reason: str) -> None:
+        """Move a recipient that will never be reached to ``failed/``, with a ``.reason`` file beside it."""
+        try:
+            record = self._read(entry.id)
+        except FileNotFoundError:
+            return
+        single = dict(record, recipients={entry.recipient: record["recipients"].get(entry.recipient, _NEW_STATE)})
+        failed_id = "%s-%s" % (entry.id, _file_safe(entry.recipient))
+        os.makedirs(self.failed, exist_ok=True)
+        # The reason first: a crash in between leaves the recipient queued (tried again), never reasonless.
+        _write_synced(os.path.join(self.failed, failed_id + ".reason"), (reason + "\n").encode("utf-8"))
+        _write_synced(os.path.join(self.failed, failed_id + ".json"), _encode(single))
+        _fsync_dir(self.failed)
+        record["recipients"].pop(entry.recipient, None)
+        self._rewrite(record, sync=True)
+
+    def _read(self, entry_id: str) -> dict:
+        with open(self._queued(entry_id), encoding="utf-8") as f:
+            record = json.load(f)
+        if not isinstance(record.get("recipients"), dict):
+            raise ValueError("no recipients")
+        return record
+
+    def _rewrite(self, record: dict, *, sync: bool) -> None:
+        path = self._queued(record["id"])
+        if not record["recipients"]:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        else:
+            tmp = os.path.join(self.queue, ".%s.tmp" % record["id"])  # not *.json: never listed as an entry
+            (_write_synced if sync else _write)(tmp, _encode(record))
+            os.replace(tmp, path)
+        if sync:
+            _fsync_dir(self.queue)
+
+    def _move_aside(self, entry_id: str, failed_id: str, reason: str) -> None:
+        os.makedirs(self.failed, exist_ok=True)
+        _write_synced(os.path.join(self.failed, failed_id + ".reason"), (reason + "\n").encode("utf-8"))
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self._queued(entry_id), os.path.join(self.failed, failed_id + ".json"))
+        _fsync_dir(self.failed)
+        _fsync_dir(self.queue)
+
+    def _queued(self, entry_id: str) -> str:
+        return os.path.join(self.queue, entry_id + ".json")
+
+
+def _entries(record: dict) -> list[SpoolEntry]:
+    common = {key: record[key] for key in ("id", "method", "uid", "sender", "ics", "created")}
+    return [SpoolEntry(**common, recipient=recipient, changes=tuple(record.get("changes", ())),
+                       **{key: state[key] for key in _STATE})
+            for recipient, state in record["recipients"].items()]
+
+
+def _file_safe(recipient: str) -> str:
+    """``mailto:Guest@x.org`` → ``guest@x.org``: readable in failed/, never a path."""
+    address = recipient[len("mailto:"):] if recipient.lower().startswith("mailto:") else recipient
+    return re.sub(r"[^a-z0-9@._+-]", "_", address.lower())[:200]
+
+
+def _encode(record: dict) -> bytes:
+    return json.dumps(record).encode("utf-8")
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _write_synced(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _fsync_dir(path: str) -> None:

@@ -38,7 +38,7 @@ def test_only_allowed_organizers_invite_externals(restricted: Server) -> None:
 
     calendar(restricted, "bob").save_event(event(str(uuid.uuid4()), organizer="bob", attendees=("carol",),
                                                  extra=f"ATTENDEE:{GUEST}"))
-    assert [e["recipient"] for e in queued(restricted)] == ["mailto:guest@partner.example.org"]
+    assert [list(e["recipients"]) for e in queued(restricted)] == [["mailto:guest@partner.example.org"]]
 
 
 def test_rooms_and_past_events_get_no_mail(server: Server) -> None:

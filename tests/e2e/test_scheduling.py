@@ -322,8 +322,8 @@ def test_external_guests_go_to_the_mail_spool(server: Server) -> None:
     calendar(server, "alice").save_event(event(uid, extra=f"ATTENDEE;CN=Guest;PARTSTAT=NEEDS-ACTION:{guest}"))
     queue = server.data / "spool" / "outbound" / "queue"
     entries = [json.loads(p.read_text()) for p in queue.glob("*.json")]
-    assert [(e["method"], e["uid"], e["recipient"]) for e in entries] == [
-        ("REQUEST", uid, "mailto:guest@partner.example.org")]
+    assert [(e["method"], e["uid"], list(e["recipients"])) for e in entries] == [
+        ("REQUEST", uid, ["mailto:guest@partner.example.org"])]
     assert "METHOD:REQUEST" in entries[0]["ics"]
     organizer_copy = copy_of(server, "alice", uid)
     assert attendee(organizer_copy, guest).params["SCHEDULE-STATUS"] == "1.0"  # queued for mail

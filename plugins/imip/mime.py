@@ -1,0 +1,534 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The email that carries one iTIP message to one guest outside the server (iMIP, RFC 6047).
+
+Mail programs offer Accept/Decline only for messages shaped like the ones Google and Outlook send:
+``multipart/alternative`` with a readable text and HTML body and the calendar itself as
+``text/calendar; method=…``, then the same calendar as an ``invite.ics`` attachment for programs that only
+look at attachments. The calendar is the guest's copy: one METHOD, every VTIMEZONE it needs, nothing
+private to the organizer (alarms, server bookkeeping, other programs' private X- properties) and, when the
+organizer hides the guest list, no other guest. Binary ATTACH values travel as ordinary mail attachments
+instead of inflating the calendar, which mail programs and relays handle badly.
+
+Every string from the event is untrusted: header values lose control characters and are length-capped
+before the ``email`` package encodes them, and the HTML body is rendered with autoescaping.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import mimetypes
+import os
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from email.headerregistry import Address
+from email.message import EmailMessage, MIMEPart
+from email.utils import format_datetime
+from typing import Sequence
+
+import icalendar
+import jinja2
+from markupsafe import Markup, escape
+
+from invito.plugins.imip.i18n import Localizer
+from invito.plugins.itip.address import normalize
+from invito.plugins.itip.components import (SERVER_PARAMS, Component, decoded, key_of, param, scheduled,
+                                            sequence, strip_params, tzids, values)
+
+logger = logging.getLogger("invito.imip")
+
+METHODS = ("REQUEST", "CANCEL", "REPLY")
+ICS_NAME = "invite.ics"
+# Parameters meaningful only on the server (RFC 6638 §7.1-7.3) or to Invito itself; PRIVATE_PREFIX too.
+_NOT_SENT_PARAMS = (*SERVER_PARAMS, "SCHEDULE-AGENT")
+# X- properties that describe the event for every participant (Outlook's busy status and HTML description,
+# meeting links, structured location) rather than one program's private state (X-MOZ-SNOOZE-TIME,
+# X-APPLE-TRAVEL-*, X-WR-CALNAME…): these are sent, every other X- property is not.
+_SHARED_X_PREFIXES = ("X-MICROSOFT-", "X-ALT-DESC", "X-GOOGLE-CONFERENCE", "X-APPLE-STRUCTURED-LOCATION")
+_FILENAME_PARAMS = ("FILENAME", "X-FILENAME", "X-APPLE-FILENAME")
+_CONFERENCE_PROPS = ("CONFERENCE", "X-GOOGLE-CONFERENCE", "X-MICROSOFT-SKYPETEAMSMEETINGURL")
+_LINK_SCHEMES = ("http", "https", "mailto", "tel")  # others (javascript:, data:…) are shown, never linked
+# A mail program must never take an event's attachment for the invitation itself.
+_NOT_ATTACHABLE = ("text/calendar", "application/ics", "text/x-vcalendar")
+_MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+_MAILBOX = re.compile(r"[^\s<>()\[\],;:\\\"@]+@[^\s<>()\[\],;:\\\"@]+\.[^\s<>()\[\],;:\\\"@]+")
+# C0/C1 controls, zero-width and bidirectional formatting characters, line and paragraph separators.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+_NAME_LIMIT = 80
+_TITLE_LIMIT = 150
+_TEXT_LIMIT = 500
+_VTIMEZONE_YEARS = 10  # generated VTIMEZONEs cover this long after the start of an open-ended series
+
+_TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who the mail comes from (``[smtp] sender``), e.g. ``invito@cal.example.com``."""
+
+    address: str
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """An ATTACH;VALUE=BINARY taken out of the calendar, to travel as a MIME part."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass
+class _Person:
+    name: str
+    email: str
+    status: str = ""
+
+    @property
+    def display(self) -> str:
+        return self.name or self.email
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} <{self.email}>" if self.name and self.name != self.email else self.email
+
+
+@dataclass
+class _Event:
+    """What the body and the headers say about the message, read from the calendar that is sent."""
+
+    method: str
+    title: str
+    primary: Component
+    instances: list[Component]  # the components whose dates are shown: the master, or every instance
+    organizer: _Person | None
+    organizer_addresses: frozenset[str]  # ORGANIZER and the organizer's own address when that differs
+    people: list[tuple[str, _Person, object]]  # (address, person, ATTENDEE), every attendee once
+
+
+def compose(calendar: icalendar.Calendar, recipient: str, *, sender: Sender, language: str = "en",
+            hide_attendees: bool = False, changes: Sequence[str] = (), organizer_address: str | None = None,
+            message_date: datetime | None = None) -> EmailMessage:
+    """The iMIP message that brings ``calendar`` (one iTIP message) to ``recipient`` (``mailto:…``).
+
+    ``changes``: what an update changed (see ``itip.changed_aspects``); empty for a first invitation.
+    ``organizer_address``: the organizer's own address for Reply-To and the body, when the calendar's
+    ORGANIZER is a reply-token address. ``hide_attendees`` does not apply to REPLY, which names only the
+    replying attendee anyway.
+    """
+    method = method_of(calendar)
+    guest = normalize(recipient)
+    hidden = hide_attendees and method != "REPLY"
+    sent, files = mail_calendar(calendar, guest, hide_attendees=hidden)
+    ics = sent.to_ical()
+    loc = Localizer(language)
+    event = _read_event(sent, method, loc, organizer_address)
+
+    msg = EmailMessage()
+    msg.make_mixed()  # first: it would move Content-* headers set before it into a part
+    _set_headers(msg, event, guest, sender, loc, changes, message_date)
+    msg["Message-ID"] = message_id(sent, guest, sender)
+    text, html = _render(_body(event, guest, loc, changes, hidden, files))
+    body = MIMEPart()
+    body.set_content(text, cte="quoted-printable")
+    body.add_alternative(html, subtype="html", cte="quoted-printable")
+    # Bytes, base64: the CRLF line ends of iCalendar survive any relay and any 8-bit-unsafe hop.
+    body.add_alternative(ics, maintype="text", subtype="calendar", cte="base64",
+                         params={"method": method, "charset": "utf-8"})
+    msg.attach(body)
+    ics_part = MIMEPart()
+    ics_part.set_content(ics, maintype="application", subtype="ics", disposition="attachment",
+                         filename=ICS_NAME, params={"name": ICS_NAME})
+    msg.attach(ics_part)
+    for item in files:
+        part = MIMEPart()
+        maintype, subtype = item.content_type.split("/", 1)
+        part.set_content(item.data, maintype=maintype, subtype=subtype, disposition="attachment",
+                         filename=item.filename)
+        msg.attach(part)
+    return msg
+
+
+def method_of(calendar: icalendar.Calendar) -> str:
+    """The calendar's one METHOD; ValueError if it has none, several, or one that iMIP here does not send."""
+    found = {str(m).strip().upper() for m in values(calendar, "METHOD")}
+    if len(found) != 1 or next(iter(found)) not in METHODS:
+        raise ValueError(f"cannot mail an iTIP calendar with METHOD {sorted(found) or 'missing'}")
+    return found.pop()
+
+
+def mail_calendar(calendar: icalendar.Calendar, recipient: str, *,
+                  hide_attendees: bool = False) -> tuple[icalendar.Calendar, list[Attachment]]:
+    """The guest's copy of ``calendar`` and the binary attachments taken out of it (see the module doc)."""
+    method = method_of(calendar)
+    cal = icalendar.Calendar.from_ical(calendar.to_ical())  # a deep copy we are free to change
+    _drop_private(cal)
+    cal.pop("METHOD", None)
+    cal.add("METHOD", method)
+    files: list[Attachment] = []
+    for comp in scheduled(cal):
+        comp.subcomponents = [s for s in comp.subcomponents if s.name != "VALARM"]
+        _drop_private(comp)
+        if hide_attendees:
+            _keep_attendees(comp, recipient)
+        for item in _take_binary_attachments(comp):
+            if item not in files:  # the same file on the master and its overrides travels once
+                files.append(item)
+    _fit_timezones(cal)
+    return cal, files
+
+
+def message_id(calendar: icalendar.Calendar, recipient: str, sender: Sender) -> str:
+    """``<hash@sender-domain>``, the same whenever this very message is built again (a retry from the spool).
+
+    Besides UID, SEQUENCE, recipient and METHOD the hash covers DTSTAMP, the time the iTIP message was made:
+    an organizer who adds a guest, or an attendee who changes an answer, sends again with the same
+    SEQUENCE, and mail systems that drop duplicate Message-IDs must not drop that.
+    """
+    comps = scheduled(calendar)
+    stamps = sorted(key_of(d) for c in comps if (d := decoded(c, "DTSTAMP")) is not None)
+    parts = (str(comps[0].get("UID", "")) if comps else "", str(max((sequence(c) for c in comps), default=0)),
+             normalize(recipient), method_of(calendar), stamps[-1] if stamps else "")
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
+    return f"<{digest}@{_mailbox(sender.address).domain}>"
+
+
+# --- the calendar that is sent ----------------------------------------------------------------------------
+
+def _drop_private(comp: Component) -> None:
+    """Remove X- properties that are not :data:`_SHARED_X_PREFIXES` and server-only parameters."""
+    for name in list(comp.keys()):
+        if name.startswith("X-") and not name.startswith(_SHARED_X_PREFIXES):
+            del comp[name]
+            continue
+        for prop in values(comp, name):
+            strip_params(prop, _NOT_SENT_PARAMS)
+
+
+def _keep_attendees(comp: Component, recipient: str) -> None:
+    mine = [a for a in values(comp, "ATTENDEE") if normalize(str(a)) == recipient]
+    comp.pop("ATTENDEE", None)
+    for prop in mine:
+        comp.add("ATTENDEE", prop)
+
+
+def _take_binary_attachments(comp: Component) -> list[Attachment]:
+    kept, taken = [], []
+    for prop in values(comp, "ATTACH"):
+        if isinstance(prop, icalendar.vBinary):
+            taken.append(Attachment(_filename(prop, len(taken) + 1), _content_type(prop), prop.bytes))
+        else:
+            kept.append(prop)
+    if taken:
+        comp.pop("ATTACH")
+        for prop in kept:
+            comp.add("ATTACH", prop)
+    return taken
+
+
+def _filename(prop: object, number: int) -> str:
+    for name in _FILENAME_PARAMS:
+        given = getattr(prop, "params", {}).get(name)
+        if given:
+            base = re.split(r"[/\\]", _one_line(str(given), _NAME_LIMIT))[-1].strip(". ")
+            if base:
+                return base
+    extension = mimetypes.guess_extension(_content_type(prop)) or ""
+    return f"attachment-{number}{extension}"
+
+
+def _content_type(prop: object) -> str:
+    given = str(getattr(prop, "params", {}).get("FMTTYPE", "")).strip().lower()
+    if _MIME_TYPE.fullmatch(given) and given not in _NOT_ATTACHABLE \
+            and given.split("/")[0] not in ("multipart", "message"):
+        return given
+    for name in _FILENAME_PARAMS:
+        guessed = mimetypes.guess_type(str(getattr(prop, "params", {}).get(name, "")))[0]
+        if guessed and guessed not in _NOT_ATTACHABLE:
+            return guessed
+    return "application/octet-stream"
+
+
+def _fit_timezones(cal: icalendar.Calendar) -> None:
+    """Keep the VTIMEZONEs the events use, and generate those missing for IANA zones (others stay as is)."""
+    used = list(dict.fromkeys(t for comp in scheduled(cal) for t in tzids(comp) if t.upper() != "UTC"))
+    known = {str(tz.get("TZID")): tz for tz in cal.walk("VTIMEZONE")}
+    first, last = _span(scheduled(cal))
+    zones = []
+    for tzid in used:
+        if tzid in known:
+            zones.append(known[tzid])
+            continue
+        try:
+            zones.append(icalendar.Timezone.from_tzid(tzid, first_date=first, last_date=last))
+        except ValueError:
+            logger.info("no VTIMEZONE for TZID %r: an unknown zone, sent without one", tzid)
+    others = [c for c in cal.subcomponents if c.name != "VTIMEZONE"]
+    cal.subcomponents = zones + others
+
+
+def _span(comps: list[Component]) -> tuple[date, date]:
+    """The dates a generated VTIMEZONE must cover: all of a bounded event, years ahead of a series."""
+    found: list[date] = []
+    open_ended = False
+    for comp in comps:
+        for name in ("DTSTART", "DTEND", "DUE", "RECURRENCE-ID"):
+            value = decoded(comp, name)
+            if isinstance(value, date):
+                found.append(value.date() if isinstance(value, datetime) else value)
+        for rule in values(comp, "RRULE"):
+            until = rule.get("UNTIL", [None])[0]
+            if isinstance(until, date):
+                found.append(until.date() if isinstance(until, datetime) else until)
+            else:  # endless, or COUNT: where it ends depends on the rule
+                open_ended = True
+    if not found:
+        found = [datetime.now(timezone.utc).date()]
+    first, last = min(found) - timedelta(days=1), max(found) + timedelta(days=2)
+    if open_ended:
+        last = max(last, first + timedelta(days=366 * _VTIMEZONE_YEARS))
+    return first, last
+
+
+# --- what the message says ----------------------------------------------------------------------------------
+
+def _read_event(cal: icalendar.Calendar, method: str, loc: Localizer, organizer_address: str | None) -> _Event:
+    comps = scheduled(cal)
+    if not comps:
+        raise ValueError("the iTIP calendar has no VEVENT or VTODO")
+    masters = [c for c in comps if "RECURRENCE-ID" not in c]
+    primary = masters[0] if masters else comps[0]
+    title = _one_line(str(primary.get("SUMMARY", "")), _TITLE_LIMIT) or loc.text("untitled")
+    org = primary.get("ORGANIZER") or next((c["ORGANIZER"] for c in comps if "ORGANIZER" in c), None)
+    organizer = None
+    if org is not None or organizer_address:
+        organizer = _person(organizer_address or str(org), org.params.get("CN", "") if org is not None else "")
+    people: dict[str, tuple[str, _Person, object]] = {}
+    for comp in [primary, *comps]:
+        for prop in values(comp, "ATTENDEE"):
+            address = normalize(str(prop))
+            people.setdefault(address, (address, _person(str(prop), prop.params.get("CN", "")), prop))
+    org_addresses = {normalize(str(org))} if org is not None else set()
+    if organizer_address:
+        org_addresses.add(normalize(organizer_address))
+    return _Event(method, title, primary, masters[:1] or comps, organizer, frozenset(org_addresses),
+                  list(people.values()))
+
+
+def _person(address: str, cn: object) -> _Person:
+    uri = normalize(address)
+    email = uri[len("mailto:"):] if uri.startswith("mailto:") else uri
+    return _Person(_one_line(str(cn), _NAME_LIMIT), _one_line(email, _TEXT_LIMIT))
+
+
+def _when(comp: Component, loc: Localizer) -> str:
+    start = decoded(comp, "DTSTART")
+    end = decoded(comp, "DTEND")
+    if start is None:
+        start, end = decoded(comp, "DUE"), None
+    elif end is None:
+        duration = decoded(comp, "DURATION")
+        end = start + duration if isinstance(duration, timedelta) else decoded(comp, "DUE")
+    if not isinstance(start, date):
+        return ""
+    return loc.when(start, end if isinstance(end, date) else None, _tzid(comp, "DTSTART") or _tzid(comp, "DUE"))
+
+
+def _short_when(comp: Component, loc: Localizer) -> str:
+    start = decoded(comp, "DTSTART")
+    if start is None:
+        start = decoded(comp, "DUE")
+    return loc.short_when(start, _tzid(comp, "DTSTART")) if isinstance(start, date) else ""
+
+
+def _tzid(comp: Component, name: str) -> str | None:
+    prop = comp.get(name)
+    tzid = getattr(prop, "params", {}).get("TZID") if prop is not None else None
+    return _one_line(str(tzid), _NAME_LIMIT) if tzid else None
+
+
+def _reply_status(event: _Event) -> tuple[str, _Person | None]:
+    """The answer in a REPLY and who gave it (its one ATTENDEE)."""
+    if not event.people:
+        return "", None
+    _address, person, prop = event.people[0]
+    return param(prop, "PARTSTAT"), person
+
+
+def _parties(event: _Event, guest: str) -> tuple[_Person | None, _Person]:
+    """Who the message speaks for (the organizer; in a REPLY the attendee) and who reads it."""
+    if event.method == "REPLY":
+        _status, author = _reply_status(event)
+        org = event.organizer if guest in event.organizer_addresses else None
+        return author, _Person(org.name if org else "", _person(guest, "").email)
+    reader = next((p for a, p, _ in event.people if a == guest), None)
+    return event.organizer, reader or _person(guest, "")
+
+
+def _subject(event: _Event, loc: Localizer, changes: Sequence[str]) -> str:
+    if event.method == "REPLY":
+        status, _who = _reply_status(event)
+        key = "subject." + status if loc.has("subject." + status) else "subject.reply"
+    elif event.method == "CANCEL":
+        key = "subject.cancel"
+    else:
+        key = "subject.update" if changes else "subject.request"
+    subject = loc.text(key, title=event.title)
+    when = _short_when(event.primary, loc)
+    return _one_line(f"{subject} @ {when}" if when else subject, 2 * _TITLE_LIMIT)
+
+
+def _body(event: _Event, guest: str, loc: Localizer, changes: Sequence[str], hidden: bool,
+          files: list[Attachment]) -> dict[str, object]:
+    """The template data, the same for the text and the HTML body."""
+    organizer_name = event.organizer.display if event.organizer else ""
+    author, reader = _parties(event, guest)
+    primary = event.primary
+    rule = next(iter(values(primary, "RRULE")), None)
+    guests = []
+    if event.method != "REPLY":
+        for address, person, prop in event.people:
+            if address == guest or address in event.organizer_addresses:  # the organizer has a line already
+                continue
+            status = param(prop, "PARTSTAT", "NEEDS-ACTION")
+            words = [loc.text("status." + status)] if loc.has("status." + status) else []
+            role = param(prop, "ROLE")
+            words += [loc.text("role." + role)] if loc.has("role." + role) else []
+            guests.append(_Person(person.name, person.email, ", ".join(words)))
+    comment = "\n".join(_multi_line(str(c)) for c in values(primary, "COMMENT")) if event.method == "REPLY" else ""
+    return {
+        "language": loc.language,
+        "t": loc.text,
+        "headline": _headline(event, loc, changes, organizer_name),
+        "changes": loc.aspects(changes) if changes and event.method == "REQUEST" else "",
+        "title": event.title,
+        "cancelled": event.method == "CANCEL",
+        "when": [w for w in (_when(c, loc) for c in event.instances) if w],
+        "repeats": loc.repeats(rule) if rule is not None and event.method != "CANCEL" else "",
+        "location": _one_line(str(primary.get("LOCATION", "")), _TEXT_LIMIT),
+        "organizer": event.organizer,
+        "guests": guests,
+        "guests_hidden": hidden,
+        "links": _links(primary, loc),
+        "attachments": [{"name": f.filename, "url": "", "clickable": False} for f in files]
+        + _uri_attachments(primary),
+        "comment": comment,
+        "description": _multi_line(str(primary.get("DESCRIPTION", ""))),
+        "footer": loc.text("footer.sent", author=author.display if author else "Invito",
+                           reader=reader.label),
+        "answer_hint": loc.text("footer.answer") if event.method == "REQUEST" else "",
+    }
+
+
+def _headline(event: _Event, loc: Localizer, changes: Sequence[str], organizer_name: str) -> str:
+    if event.method == "REPLY":
+        status, who = _reply_status(event)
+        key = "headline." + status if loc.has("headline." + status) else "headline.reply"
+        return loc.text(key, name=who.display if who else "", title=event.title)
+    if event.method == "CANCEL":
+        whole = "RECURRENCE-ID" not in event.primary
+        return loc.text("headline.cancel" if whole else "headline.cancel_instances", organizer=organizer_name)
+    return loc.text("headline.update" if changes else "headline.request", organizer=organizer_name)
+
+
+def _links(comp: Component, loc: Localizer) -> list[dict[str, object]]:
+    found: dict[str, dict[str, object]] = {}
+    for name in ("URL", *_CONFERENCE_PROPS):
+        for prop in values(comp, name):
+            url = _one_line(str(prop), _TEXT_LIMIT)
+            given = getattr(prop, "params", {}).get("LABEL")
+            label = _one_line(str(given), _NAME_LIMIT) if given else \
+                loc.text("link.page" if name == "URL" else "link.join")
+            if url and url not in found:
+                found[url] = {"label": label, "url": url, "clickable": _linkable(url)}
+    return list(found.values())
+
+
+def _uri_attachments(comp: Component) -> list[dict[str, object]]:
+    items = []
+    for prop in values(comp, "ATTACH"):
+        url = _one_line(str(prop), _TEXT_LIMIT)
+        names = [prop.params.get(n) for n in _FILENAME_PARAMS if prop.params.get(n)]
+        items.append({"name": _one_line(str(names[0]), _NAME_LIMIT) if names else url, "url": url,
+                      "clickable": _linkable(url)})
+    return items
+
+
+def _linkable(url: str) -> bool:
+    return url.split(":", 1)[0].lower() in _LINK_SCHEMES and ":" in url
+
+
+# --- headers ---------------------------------------------------------------------------------------------
+
+def _set_headers(msg: EmailMessage, event: _Event, guest: str, sender: Sender, loc: Localizer,
+                 changes: Sequence[str], message_date: datetime | None) -> None:
+    own = _mailbox(sender.address)
+    author, reader = _parties(event, guest)
+    from_name = loc.text("via", name=author.display) if author else "Invito"
+    msg["From"] = Address(display_name=_one_line(from_name, _NAME_LIMIT + 20), username=own.username,
+                          domain=own.domain)
+    if author is not None:
+        try:
+            msg["Reply-To"] = _address(author.name, author.email)
+        except ValueError:
+            logger.info("no Reply-To: %r is not a mail address", author.email)
+    msg["To"] = _address(reader.name, guest)
+    msg["Subject"] = _subject(event, loc, changes)
+    when = message_date or datetime.now(timezone.utc)
+    msg["Date"] = format_datetime(when if when.tzinfo else when.replace(tzinfo=timezone.utc))
+    msg["MIME-Version"] = "1.0"
+    msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: vacation responders stay quiet
+    # Exchange and Outlook file messages with this class as meeting items, as they do their own.
+    msg["Content-Class"] = "urn:content-classes:calendarmessage"
+    msg["Content-Language"] = loc.language
+
+
+def _mailbox(address: str) -> Address:
+    """A mail address (``mailto:`` optional) as an Address; ValueError for anything else."""
+    text = address.strip()
+    if text.lower().startswith("mailto:"):
+        text = text[len("mailto:"):]
+    if not _MAILBOX.fullmatch(text) or _CONTROLS.search(text):
+        raise ValueError(f"not a mail address: {address!r}")
+    username, domain = text.rsplit("@", 1)
+    return Address(username=username, domain=domain.encode("idna").decode("ascii"))
+
+
+def _address(name: str, address: str) -> Address:
+    box = _mailbox(address)
+    return Address(display_name=_one_line(name, _NAME_LIMIT), username=box.username, domain=box.domain)
+
+
+# --- text hygiene and rendering ------------------------------------------------------------------------------
+
+def _one_line(value: str, limit: int) -> str:
+    """One line of at most ``limit`` characters: controls become spaces, runs of blanks one space."""
+    text = " ".join(_CONTROLS.sub(" ", value).split())
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
+def _multi_line(value: str) -> str:
+    """Free text with its line breaks (as LF) but without other control characters."""
+    text = value.replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROLS.sub("", text.replace("\t", "    ")).strip()
+
+
+def _nl2br(value: str) -> Markup:
+    return Markup("<br>\n").join(escape(value).split("\n"))
+
+
+def _environment(autoescape: bool) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=autoescape,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True)
+    env.filters["nl2br"] = _nl2br
+    return env
+
+
+_HTML = _environment(autoescape=True)
+_TEXT = _environment(autoescape=False)  # plain text: escaping would show "&amp;" to the reader
+
+
+def _render(context: dict[str, object]) -> tuple[str, str]:
+    return (_TEXT.get_template("invitation.txt").render(context),
+            _HTML.get_template("invitation.html").render(context))

@@ -1,0 +1,205 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The outbound mail loop: spool entries due now go to the relay; each outcome becomes a SCHEDULE-STATUS.
+
+Statuses handed to ``on_outcome`` (RFC 6638 §3.2.9, the iTIP request statuses of RFC 5546 §3.6):
+
+- ``1.1`` sent: the relay accepted it; iMIP is store-and-forward, so "delivered" (1.2) is never known.
+- ``5.2`` the relay refused the recipient's address (RCPT 5xx): the organizer should check the address.
+- ``5.3`` refused by policy (enhanced status 5.7.x) or the message itself was refused (DATA 5xx):
+  sending it again will not help.
+- ``5.1`` not delivered: temporary failures went on past the give-up age, or the entry could not be
+  turned into a message. Trying again later may work.
+
+A temporary failure calls nothing: the organizer's copy says ``1.0`` (pending) since the message was
+queued, and stays so while we retry with exponential backoff; the spool file keeps attempts, next try
+and last error. When the relay itself is unusable (down, TLS, login), the rest of the batch is deferred
+with the same error instead of each message waiting out its own timeout.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import threading
+import time
+from email.message import EmailMessage
+from typing import Callable, Protocol
+
+from invito.plugins.imip.smtp import Delivery, Outcome, SmtpSettings, SmtpTransport, Stage
+from invito.plugins.imip.spool import OutboundSpool, SpoolEntry
+
+logger = logging.getLogger("invito.imip")
+
+SENT = "1.1"
+NOT_DELIVERED = "5.1"
+BAD_ADDRESS = "5.2"
+REJECTED = "5.3"
+
+FIRST_RETRY = 60.0          # seconds after the first temporary failure; doubles with each attempt
+MAX_RETRY = 3600.0
+GIVE_UP = 4 * 86400.0       # ``[smtp] give_up_days``
+WARN_EVERY = 15 * 60.0      # unconfigured relay: at most one reminder per interval, and only for new mail
+STOP_POLL = 0.5             # threading cannot wait for either of two events: check ``stop`` this often
+
+_POLICY = re.compile(r"\d{3} 5\.7\.")  # enhanced status 5.7.x: security or policy (RFC 3463)
+
+Build = Callable[[SpoolEntry], EmailMessage]
+OnOutcome = Callable[[SpoolEntry, str, str], None]
+
+
+class Transport(Protocol):
+    def send(self, msg: EmailMessage, from_addr: str, to_addr: str) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+class Sender:
+    def __init__(self, spool: OutboundSpool, settings: SmtpSettings, build: Build, on_outcome: OnOutcome, *,
+                 transport: Transport | None = None, give_up: float = GIVE_UP, first_retry: float = FIRST_RETRY,
+                 max_retry: float = MAX_RETRY, warn_every: float = WARN_EVERY) -> None:
+        self.spool = spool
+        self.settings = settings
+        self.build = build
+        self.on_outcome = on_outcome
+        self.transport = transport if transport is not None else SmtpTransport(settings)
+        self.give_up = give_up
+        self.first_retry = first_retry
+        self.max_retry = max_retry
+        self.warn_every = warn_every
+        self._warned: tuple[str, float] | None = None  # newest entry id and time of the last reminder
+
+    def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
+        """Send until ``stop`` is set. Setting ``wake`` (new entries committed) sends them right away;
+        set it after ``stop`` too, to stop without waiting up to ``STOP_POLL``."""
+        if not self._unconfigured():
+            logger.info("outbound mail through %s (%s) as %s", self.settings.relay, self.settings.security,
+                        self.settings.sender)
+        while not stop.is_set():
+            if wake is not None:
+                wake.clear()  # before reading the queue: an entry committed from now on wakes us again
+            try:
+                self.process_due(time.time())
+                timeout = self._until_next(time.time())
+            except Exception:
+                logger.exception("outbound mail: unexpected error, trying again in %g s", self.first_retry)
+                timeout = self.first_retry
+            _wait(stop, wake, timeout)
+
+    def process_due(self, now: float) -> int:
+        """Send every entry due at ``now`` over one connection; return how many the relay accepted."""
+        problem = self._unconfigured()
+        if problem:
+            self._remind(problem, now)
+            return 0
+        sent = 0
+        relay_failure: Outcome | None = None
+        try:
+            for entry in self.spool.due(now):
+                if relay_failure is not None:
+                    self._retry_later(entry, relay_failure, now, tried=False)
+                    continue
+                outcome = self._send(entry)
+                if outcome is None:
+                    continue
+                if outcome.delivery is Delivery.SENT:
+                    self.spool.remove(entry)
+                    logger.info("%s uid=%s to=%s: sent, %s", entry.method, entry.uid, entry.recipient,
+                                outcome.detail)
+                    self._notify(entry, SENT, outcome.detail)
+                    sent += 1
+                elif outcome.delivery is Delivery.PERMANENT:
+                    self._fail(entry, _refusal_status(outcome), outcome.detail)
+                else:
+                    self._retry_later(entry, outcome, now, tried=True)
+                    if outcome.stage is Stage.RELAY:
+                        relay_failure = outcome
+        finally:
+            self.transport.close()
+            self.spool.sync()  # the removals of sent entries, at once
+        return sent
+
+    def _send(self, entry: SpoolEntry) -> Outcome | None:
+        try:
+            message = self.build(entry)
+        except Exception as e:
+            reason = "cannot build the message: %s: %s" % (type(e).__name__, e)
+            self._fail(entry, NOT_DELIVERED, reason, exc_info=True)
+            return None
+        return self.transport.send(message, self.settings.sender, _address(entry.recipient))
+
+    def _retry_later(self, entry: SpoolEntry, outcome: Outcome, now: float, *, tried: bool) -> None:
+        attempts = entry.attempts + 1
+        if now - entry.created >= self.give_up:
+            self._fail(entry, NOT_DELIVERED, "gave up after %d attempt%s: %s"
+                       % (attempts, "" if attempts == 1 else "s", outcome.detail))
+            return
+        delay = min(self.first_retry * 2 ** (attempts - 1), self.max_retry)
+        self.spool.update(dataclasses.replace(entry, attempts=attempts, next_try=now + delay,
+                                              last_error=outcome.detail))
+        log = logger.warning if tried else logger.info
+        log("%s uid=%s to=%s: %s (attempt %d), next try in %g s: %s", entry.method, entry.uid, entry.recipient,
+            "temporary failure" if tried else "not tried, the relay is unusable", attempts, delay, outcome.detail)
+
+    def _fail(self, entry: SpoolEntry, status: str, reason: str, exc_info: bool = False) -> None:
+        self.spool.fail(entry, reason)
+        logger.error("%s uid=%s to=%s: failed, SCHEDULE-STATUS %s, moved to %s: %s", entry.method, entry.uid,
+                     entry.recipient, status, self.spool.failed, reason, exc_info=exc_info)
+        self._notify(entry, status, reason)
+
+    def _notify(self, entry: SpoolEntry, status: str, detail: str) -> None:
+        try:
+            self.on_outcome(entry, status, detail)
+        except Exception:  # the mail went (or failed) all the same; the rest of the batch must flow
+            logger.exception("%s uid=%s to=%s: could not record SCHEDULE-STATUS %s", entry.method, entry.uid,
+                             entry.recipient, status)
+
+    def _unconfigured(self) -> str | None:
+        if not self.settings.host:
+            return "[smtp] host is empty"
+        if not self.settings.sender:
+            return "[smtp] sender is empty"
+        return None
+
+    def _remind(self, problem: str, now: float) -> None:
+        """Say once that mail waits, and again only when more arrived and ``warn_every`` has passed."""
+        entries = self.spool.queued()
+        if not entries:
+            return
+        newest = entries[-1].id
+        if self._warned is not None:
+            warned_newest, warned_at = self._warned
+            if newest <= warned_newest or now - warned_at < self.warn_every:
+                return
+        logger.warning("%s: %d invitation(s) wait in %s; set [smtp] host, port, security, sender "
+                       "(and username, password_file if the relay wants a login) to send them",
+                       problem, len(entries), self.spool.queue)
+        self._warned = (newest, now)
+
+    def _until_next(self, now: float) -> float | None:
+        """Seconds until the next entry is due; None: nothing queued, wait to be woken."""
+        if self._unconfigured():
+            return self.warn_every
+        next_tries = [entry.next_try for entry in self.spool.queued()]
+        return max(0.0, min(next_tries) - now) if next_tries else None
+
+
+def _refusal_status(outcome: Outcome) -> str:
+    if outcome.stage is Stage.RECIPIENT and not _POLICY.match(outcome.detail):
+        return BAD_ADDRESS
+    return REJECTED
+
+
+def _address(recipient: str) -> str:
+    """Calendar user address → SMTP mailbox: ``mailto:guest@example.org`` → ``guest@example.org``."""
+    return recipient[len("mailto:"):] if recipient.lower().startswith("mailto:") else recipient
+
+
+def _wait(stop: threading.Event, wake: threading.Event | None, timeout: float | None) -> None:
+    if wake is None:
+        stop.wait(timeout)
+        return
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not stop.is_set():
+        remaining = STOP_POLL if deadline is None else min(STOP_POLL, deadline - time.monotonic())
+        if remaining <= 0 or wake.wait(remaining):
+            return

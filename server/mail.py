@@ -1,0 +1,103 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Outbound iMIP in `invito serve`: the spool the storage layer fills → MIME → the SMTP sender.
+
+Runs in its own thread beside the HTTP server, after the storage lock is released. Each queued message
+is composed for its guest (ORGANIZER replaced by the guest's reply-token address, the guest's language,
+attendees hidden if configured) and sent; the relay's verdict becomes that guest's SCHEDULE-STATUS in the
+organizer's event, through the storage layer's one entry point for writes from outside HTTP.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from email.message import EmailMessage
+
+import icalendar
+import radicale.storage
+from radicale.config import Configuration
+
+from invito.plugins.imip import mime
+from invito.plugins.imip.i18n import choose
+from invito.plugins.imip.sender import Sender
+from invito.plugins.imip.smtp import SmtpSettings
+from invito.plugins.imip.spool import SpoolEntry
+from invito.plugins.imip.tokens import ReplyTokens, reply_address, with_organizer_address
+from invito.plugins.itip import with_schedule_status
+from invito.plugins.itip.components import find_attendee, scheduled
+from invito.storage import Storage
+
+logger = logging.getLogger("invito.imip")
+
+ORGANIZER_METHODS = ("REQUEST", "CANCEL")  # sent on the organizer's behalf; a REPLY is an attendee's
+
+
+def smtp_settings(configuration: Configuration) -> SmtpSettings:
+    return SmtpSettings(**{key: configuration.get("smtp", key) for key in (
+        "host", "port", "security", "cafile", "username", "password_file", "sender", "timeout")})
+
+
+class Composer:
+    """Turns a spool entry into the email its guest receives."""
+
+    def __init__(self, configuration: Configuration) -> None:
+        self._sender = mime.Sender(configuration.get("smtp", "sender"))
+        self._reply_template = configuration.get("imip", "reply_address")
+        self._tokens = ReplyTokens(os.path.join(configuration.get("invito", "data_folder"), "imip", "tokens"))
+        self._language = configuration.get("scheduling", "language")
+        self._hide_attendees = configuration.get("scheduling", "hide_attendees")
+
+    def __call__(self, entry: SpoolEntry) -> EmailMessage:
+        calendar = icalendar.Calendar.from_ical(entry.ics)
+        organizer_side = entry.method in ORGANIZER_METHODS
+        if organizer_side and self._reply_template:
+            token = self._tokens.issue(entry.sender, entry.uid, entry.recipient)
+            calendar = with_organizer_address(calendar, reply_address(self._reply_template, token.token))
+        return mime.compose(calendar, entry.recipient, sender=self._sender,
+                            language=choose(_language_of(calendar, entry.recipient), self._language),
+                            hide_attendees=self._hide_attendees, changes=entry.changes,
+                            organizer_address=entry.sender if organizer_side else None)
+
+
+def _language_of(calendar: icalendar.Calendar, recipient: str) -> str | None:
+    for component in scheduled(calendar):
+        attendee = find_attendee(component, recipient)
+        if attendee is not None and attendee.params.get("LANGUAGE"):
+            return str(attendee.params["LANGUAGE"])
+    return None
+
+
+class StatusWriter:
+    """Records the relay's verdict as the guest's SCHEDULE-STATUS in the organizer's copy."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def __call__(self, entry: SpoolEntry, status: str, detail: str) -> None:
+        if entry.method not in ORGANIZER_METHODS:
+            return
+        user = self._storage.directory.user_for(entry.sender)
+        if user is None:
+            return
+
+        def stamp(calendar: icalendar.Calendar) -> icalendar.Calendar | None:
+            if not any(find_attendee(c, entry.recipient) is not None for c in scheduled(calendar)):
+                return None  # a guest removed since (their CANCEL): nothing to record
+            return with_schedule_status(calendar, {entry.recipient: status})
+
+        if self._storage.update_event(user, entry.uid, stamp):
+            logger.info("%s uid=%s to=%s: SCHEDULE-STATUS %s (%s)", entry.method, entry.uid, entry.recipient,
+                        status, detail)
+
+
+def send_outbound(configuration: Configuration, stop: threading.Event) -> None:
+    """The background part of `invito serve` that sends the outbound spool until ``stop``."""
+    storage = radicale.storage.load(configuration)  # same folder and lock as the HTTP side's
+    if not isinstance(storage, Storage):
+        logger.error("outbound mail disabled: [storage] type is not invito.storage")
+        return
+    spool = storage.scheduler.spool
+    sender = Sender(spool, smtp_settings(configuration), Composer(configuration), StatusWriter(storage),
+                    give_up=configuration.get("smtp", "give_up_days") * 86400,
+                    first_retry=configuration.get("smtp", "retry_seconds"))
+    sender.run(stop, wake=spool.arrived)

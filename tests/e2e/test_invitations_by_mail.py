@@ -1,0 +1,171 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""External guests get real iMIP email: caldav client PUTs, a real SMTP relay on 127.0.0.1 receives."""
+from __future__ import annotations
+
+import base64
+import re
+import time
+import uuid
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Iterator
+
+import icalendar
+import pytest
+
+from tests.e2e.conftest import Server, free_port, start, stop
+from tests.e2e.mailsink import MailSink, start_sink
+from tests.e2e.test_scheduling import attendee, calendar, copy_of, event
+
+ROME = "\r\n".join([
+    "BEGIN:VTIMEZONE", "TZID:Europe/Rome", "BEGIN:DAYLIGHT", "TZOFFSETFROM:+0100", "TZOFFSETTO:+0200",
+    "TZNAME:CEST", "DTSTART:19700329T020000", "RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU", "END:DAYLIGHT",
+    "BEGIN:STANDARD", "TZOFFSETFROM:+0200", "TZOFFSETTO:+0100", "TZNAME:CET", "DTSTART:19701025T030000",
+    "RRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU", "END:STANDARD", "END:VTIMEZONE"])
+AGENDA = b"%PDF-1.4 agenda for the review\n"
+GUESTS = ("ATTENDEE;CN=Gino Rossi;LANGUAGE=it;PARTSTAT=NEEDS-ACTION;RSVP=TRUE:mailto:gino@partner.example.org",
+          "ATTENDEE;CN=Grace Hopper;PARTSTAT=NEEDS-ACTION;RSVP=TRUE:mailto:grace@client.example.net")
+TOKEN_ADDRESS = re.compile(r"mailto:invito\+[a-z2-7]{32}@cal\.example\.com")
+
+
+def mail_settings(relay_port: int) -> dict[str, dict[str, str]]:
+    return {"smtp": {"host": "127.0.0.1", "port": str(relay_port), "security": "none",
+                     "sender": "invito@cal.example.com", "retry_seconds": "1"},
+            "imip": {"reply_address": "invito+{token}@cal.example.com"}}
+
+
+@pytest.fixture
+def relay() -> Iterator[tuple[int, MailSink]]:
+    port = free_port()
+    controller, sink = start_sink(port)
+    try:
+        yield port, sink
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def mailing(tmp_path: Path, relay: tuple[int, MailSink]) -> Iterator[tuple[Server, MailSink]]:
+    proc, srv = start(tmp_path, mail_settings(relay[0]))
+    try:
+        yield srv, relay[1]
+    finally:
+        stop(proc)
+
+
+def review(uid: str, start: str = "20301010T090000", extra: tuple[str, ...] = ()) -> str:
+    attach = "ATTACH;FMTTYPE=application/pdf;ENCODING=BASE64;VALUE=BINARY;X-FILENAME=agenda.pdf:" + \
+        base64.b64encode(AGENDA).decode()
+    return event(uid, summary="Quarterly review", start=f"TZID=Europe/Rome:{start}",
+                 end=f"TZID=Europe/Rome:{start[:9]}1{start[10:]}", attendees=("bob",),
+                 extra="\r\n".join((*GUESTS, "LOCATION:Sala Verde", "DESCRIPTION:Numbers and plans", attach,
+                                    *extra)),
+                 components=ROME).replace("DTSTART:TZID=", "DTSTART;TZID=").replace("DTEND:TZID=", "DTEND;TZID=")
+
+
+def calendar_part(message: EmailMessage) -> tuple[str, icalendar.Calendar]:
+    for part in message.walk():
+        if part.get_content_type() == "text/calendar":
+            return part.get_param("method"), icalendar.Calendar.from_ical(part.get_content())
+    raise AssertionError("no text/calendar part")
+
+
+def to(received: list, address: str) -> list[EmailMessage]:
+    return [r.message for r in received if address in r.recipients]
+
+
+def wait_for_status(srv: Server, uid: str, guest: str, wanted: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = attendee(copy_of(srv, "alice", uid), guest).params.get("SCHEDULE-STATUS")
+        if status == wanted:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"SCHEDULE-STATUS of {guest} is {status}, expected {wanted}")
+
+
+def test_guests_receive_real_invitations_and_updates(mailing: tuple[Server, MailSink]) -> None:
+    srv, sink = mailing
+    uid = str(uuid.uuid4())
+    cal = calendar(srv, "alice")
+    cal.save_event(review(uid))
+    received = sink.wait_for(2)
+    assert sorted(r.recipients[0] for r in received) == ["gino@partner.example.org", "grace@client.example.net"]
+
+    grace = to(received, "grace@client.example.net")[0]
+    assert grace["Subject"].startswith("Invitation: Quarterly review")
+    assert grace["To"].addresses[0].display_name == "Grace Hopper"
+    assert grace["From"].addresses[0].addr_spec == "invito@cal.example.com"
+    assert grace["Reply-To"].addresses[0].addr_spec == "alice@example.com"
+    method, ics = calendar_part(grace)
+    vevent = next(iter(ics.walk("VEVENT")))
+    assert method == "REQUEST" and str(ics["METHOD"]) == "REQUEST"
+    assert TOKEN_ADDRESS.fullmatch(str(vevent["ORGANIZER"])) and vevent["ORGANIZER"].params["CN"] == "Alice"
+    assert "mailto:grace@client.example.net" in [str(a).lower() for a in vevent["ATTENDEE"]]
+    assert int(vevent.get("SEQUENCE", 0)) == 0
+    assert [str(tz["TZID"]) for tz in ics.walk("VTIMEZONE")] == ["Europe/Rome"]
+    attachments = {p.get_filename(): p.get_content() for p in grace.iter_attachments()}
+    assert attachments["agenda.pdf"] == AGENDA and "invite.ics" in attachments
+    assert "Sala Verde" in grace.get_body(("plain",)).get_content()
+
+    gino = to(received, "gino@partner.example.org")[0]
+    assert gino["Subject"].startswith("Invito: Quarterly review")  # the guest's LANGUAGE=it
+    assert "ottobre 2030" in gino.get_body(("plain",)).get_content()
+    token_gino = str(next(iter(calendar_part(gino)[1].walk("VEVENT")))["ORGANIZER"])
+    assert token_gino != str(vevent["ORGANIZER"])  # a token per guest
+
+    wait_for_status(srv, uid, "mailto:grace@client.example.net", "1.1")
+
+    cal.save_event(review(uid, start="20301011T090000"))  # moved by a day
+    received = sink.wait_for(4)
+    update = to(received, "grace@client.example.net")[-1]
+    assert update["Subject"].startswith("Updated invitation: Quarterly review")
+    _, ics = calendar_part(update)
+    assert int(next(iter(ics.walk("VEVENT")))["SEQUENCE"]) == 1
+    assert str(next(iter(ics.walk("VEVENT")))["ORGANIZER"]) == str(vevent["ORGANIZER"])  # same reply address
+
+    cal.event_by_uid(uid).delete()
+    received = sink.wait_for(6)
+    cancel = to(received, "grace@client.example.net")[-1]
+    assert calendar_part(cancel)[0] == "CANCEL" and cancel["Subject"].startswith("Cancelled: Quarterly review")
+
+
+def test_relay_refusal_shows_in_the_organizers_event(mailing: tuple[Server, MailSink]) -> None:
+    srv, sink = mailing
+    sink.refuse["grace@client.example.net"] = "550 5.1.1 <grace@client.example.net>: no such user"
+    uid = str(uuid.uuid4())
+    calendar(srv, "alice").save_event(review(uid))
+    wait_for_status(srv, uid, "mailto:grace@client.example.net", "5.2")
+    wait_for_status(srv, uid, "mailto:gino@partner.example.org", "1.1")
+    failed = list((srv.data / "spool" / "outbound" / "failed").glob("*.reason"))
+    assert len(failed) == 1 and "no such user" in failed[0].read_text()
+
+
+def test_messages_wait_for_a_relay_that_is_down(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens here yet
+    proc, srv = start(tmp_path, mail_settings(port))
+    try:
+        uid = str(uuid.uuid4())
+        calendar(srv, "alice").save_event(review(uid))
+        time.sleep(1.5)
+        assert attendee(copy_of(srv, "alice", uid), "mailto:grace@client.example.net").params["SCHEDULE-STATUS"] == "1.0"
+        controller, sink = start_sink(port)
+        try:
+            assert len(sink.wait_for(2, timeout=30)) == 2
+            wait_for_status(srv, uid, "mailto:grace@client.example.net", "1.1")
+        finally:
+            controller.stop()
+    finally:
+        stop(proc)
+
+
+def test_hostile_titles_and_names_make_safe_mail(mailing: tuple[Server, MailSink]) -> None:
+    srv, sink = mailing
+    hostile = event(str(uuid.uuid4()), summary="Hi\\nBcc: victim@evil.example\\n<script>alert(1)</script>",
+                    attendees=(), extra='ATTENDEE;CN="Eve\\nBcc: x@evil.example <b>":mailto:eve@outside.example.org')
+    calendar(srv, "alice").save_event(hostile)
+    [mail] = [r.message for r in sink.wait_for(1)]
+    assert mail["Bcc"] is None and "\n" not in mail["Subject"]
+    assert all(name.lower() != "bcc" for name in mail.keys())
+    html = mail.get_body(("html",)).get_content()
+    assert "<script>" not in html and "&lt;script&gt;" in html
