@@ -22,7 +22,7 @@ from invito.plugins.imip.i18n import choose
 from invito.plugins.imip.sender import Sender
 from invito.plugins.imip.smtp import SmtpSettings
 from invito.plugins.imip.spool import SpoolEntry
-from invito.plugins.imip.tokens import ReplyTokens, reply_address, with_organizer_address
+from invito.plugins.imip.tokens import ReplyTokens, reply_address, set_organizer_address
 from invito.plugins.itip import with_schedule_status
 from invito.plugins.itip.components import find_attendee, scheduled
 from invito.storage import Storage
@@ -46,17 +46,26 @@ class Composer:
         self._tokens = ReplyTokens(os.path.join(configuration.get("invito", "data_folder"), "imip", "tokens"))
         self._language = configuration.get("scheduling", "language")
         self._hide_attendees = configuration.get("scheduling", "hide_attendees")
+        self._last: tuple[str, icalendar.Calendar] | None = None  # (spool entry id, its calendar)
 
     def __call__(self, entry: SpoolEntry) -> EmailMessage:
-        calendar = icalendar.Calendar.from_ical(entry.ics)
+        calendar = self._parsed(entry)
         organizer_side = entry.method in ORGANIZER_METHODS
         if organizer_side and self._reply_template:
             token = self._tokens.issue(entry.sender, entry.uid, entry.recipient)
-            calendar = with_organizer_address(calendar, reply_address(self._reply_template, token.token))
+            set_organizer_address(calendar, reply_address(self._reply_template, token.token))
         return mime.compose(calendar, entry.recipient, sender=self._sender,
                             language=choose(_language_of(calendar, entry.recipient), self._language),
                             hide_attendees=self._hide_attendees, changes=entry.changes,
                             organizer_address=entry.sender if organizer_side else None)
+
+
+    def _parsed(self, entry: SpoolEntry) -> icalendar.Calendar:
+        """The message's calendar, parsed once for all its recipients (``compose`` copies what it sends,
+        so setting each guest's ORGANIZER on the shared copy is safe)."""
+        if self._last is None or self._last[0] != entry.id:
+            self._last = (entry.id, icalendar.Calendar.from_ical(entry.ics))
+        return self._last[1]
 
 
 def _language_of(calendar: icalendar.Calendar, recipient: str) -> str | None:
@@ -68,26 +77,37 @@ def _language_of(calendar: icalendar.Calendar, recipient: str) -> str | None:
 
 
 class StatusWriter:
-    """Records the relay's verdict as the guest's SCHEDULE-STATUS in the organizer's copy."""
+    """Records the relay's verdicts as the guests' SCHEDULE-STATUS in the organizers' copies.
+
+    Verdicts are collected during a send batch and written once per event at its end (``flush``): a
+    message to 50 guests rewrites the organizer's event once, not 50 times.
+    """
 
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
+        self._pending: dict[tuple[str, str], dict[str, str]] = {}  # (organizer, UID) → guest → status
 
     def __call__(self, entry: SpoolEntry, status: str, detail: str) -> None:
-        if entry.method not in ORGANIZER_METHODS:
-            return
-        user = self._storage.directory.user_for(entry.sender)
-        if user is None:
-            return
+        if entry.method in ORGANIZER_METHODS:
+            self._pending.setdefault((entry.sender, entry.uid), {})[entry.recipient] = status
 
-        def stamp(calendar: icalendar.Calendar) -> icalendar.Calendar | None:
-            if not any(find_attendee(c, entry.recipient) is not None for c in scheduled(calendar)):
-                return None  # a guest removed since (their CANCEL): nothing to record
-            return with_schedule_status(calendar, {entry.recipient: status})
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for (organizer, uid), statuses in pending.items():
+            user = self._storage.directory.user_for(organizer)
+            if user is None:
+                continue
 
-        if self._storage.update_event(user, entry.uid, stamp):
-            logger.info("%s uid=%s to=%s: SCHEDULE-STATUS %s (%s)", entry.method, entry.uid, entry.recipient,
-                        status, detail)
+            def stamp(calendar: icalendar.Calendar, statuses: dict[str, str] = statuses
+                      ) -> icalendar.Calendar | None:
+                present = {guest: status for guest, status in statuses.items()
+                           if any(find_attendee(c, guest) is not None for c in scheduled(calendar))}
+                # Guests removed since (their CANCEL) have nothing to record.
+                return with_schedule_status(calendar, present) if present else None
+
+            if self._storage.update_event(user, uid, stamp):
+                logger.info("uid=%s: SCHEDULE-STATUS recorded for %s", uid,
+                            ", ".join("%s=%s" % item for item in sorted(statuses.items())))
 
 
 def send_outbound(configuration: Configuration, stop: threading.Event) -> None:
@@ -97,7 +117,8 @@ def send_outbound(configuration: Configuration, stop: threading.Event) -> None:
         logger.error("outbound mail disabled: [storage] type is not invito.storage")
         return
     spool = storage.scheduler.spool
-    sender = Sender(spool, smtp_settings(configuration), Composer(configuration), StatusWriter(storage),
-                    give_up=configuration.get("smtp", "give_up_days") * 86400,
+    status_writer = StatusWriter(storage)
+    sender = Sender(spool, smtp_settings(configuration), Composer(configuration), status_writer,
+                    on_batch_end=status_writer.flush, give_up=configuration.get("smtp", "give_up_days") * 86400,
                     first_retry=configuration.get("smtp", "retry_seconds"))
     sender.run(stop, wake=spool.arrived)

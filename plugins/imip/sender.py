@@ -55,12 +55,14 @@ class Transport(Protocol):
 
 class Sender:
     def __init__(self, spool: OutboundSpool, settings: SmtpSettings, build: Build, on_outcome: OnOutcome, *,
-                 transport: Transport | None = None, give_up: float = GIVE_UP, first_retry: float = FIRST_RETRY,
-                 max_retry: float = MAX_RETRY, warn_every: float = WARN_EVERY) -> None:
+                 transport: Transport | None = None, on_batch_end: Callable[[], None] | None = None,
+                 give_up: float = GIVE_UP, first_retry: float = FIRST_RETRY, max_retry: float = MAX_RETRY,
+                 warn_every: float = WARN_EVERY) -> None:
         self.spool = spool
         self.settings = settings
         self.build = build
         self.on_outcome = on_outcome
+        self.on_batch_end = on_batch_end  # e.g. write the batch's outcomes back in one go
         self.transport = transport if transport is not None else SmtpTransport(settings)
         self.give_up = give_up
         self.first_retry = first_retry
@@ -116,6 +118,11 @@ class Sender:
         finally:
             self.transport.close()
             self.spool.sync()  # the removals of sent entries, at once
+            if self.on_batch_end is not None:
+                try:
+                    self.on_batch_end()
+                except Exception:  # the mail went all the same; the next batch must still flow
+                    logger.exception("outbound mail: could not record the batch's outcomes")
         return sent
 
     def _send(self, entry: SpoolEntry) -> Outcome | None:

@@ -77,15 +77,14 @@ def reply_address(template: str, token: str) -> str:
     return "mailto:" + template.replace("{token}", token)
 
 
-def with_organizer_address(calendar: icalendar.Calendar, address: str) -> icalendar.Calendar:
-    """A copy whose ORGANIZER (in every component) is ``address``, display name and parameters kept."""
-    copy = icalendar.Calendar.from_ical(calendar.to_ical())
-    for component in copy.subcomponents:
+def set_organizer_address(calendar: icalendar.Calendar, address: str) -> None:
+    """Make ``address`` the ORGANIZER in every component, display name and parameters kept (in place:
+    callers pass their own copy, parsed from the spool)."""
+    for component in calendar.subcomponents:
         for organizer in values(component, "ORGANIZER"):
             replaced = icalendar.vCalAddress(address)
             replaced.params.update(organizer.params)
             component["ORGANIZER"] = replaced
-    return copy
 
 
 def _write_once(path: str, data: bytes) -> None:
