@@ -387,12 +387,13 @@ def _partstat(comp: Component | None, me: str) -> str:
 
 
 def _reply_component(comp: Component, me: str, now: datetime, partstat: str | None = None) -> Component:
-    """Only what a REPLY carries: identity, the instance, and the attendee's own line."""
+    """What a REPLY carries: identity, the instance, the attendee's own line, and the title, time and
+    place (optional in RFC 5546, but what the organizer's mail shows; Google and Outlook send them too)."""
     out = type(comp)()
     out.add("UID", comp["UID"])
     out.add("DTSTAMP", now)
     out.add("SEQUENCE", sequence(comp))
-    for name in ("RECURRENCE-ID", "DTSTART", "ORGANIZER"):
+    for name in ("RECURRENCE-ID", "DTSTART", "DTEND", "DURATION", "SUMMARY", "LOCATION", "ORGANIZER"):
         if name in comp:
             out.add(name, copy.deepcopy(comp[name]))
     attendee = _address_copy(find_attendee(comp, me))

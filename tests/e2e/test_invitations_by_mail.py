@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.conftest import Server, free_port, start, stop
 from tests.e2e.mailsink import MailSink, start_sink
-from tests.e2e.test_scheduling import attendee, calendar, copy_of, event
+from tests.e2e.test_scheduling import attendee, calendar, copy_of, event, set_partstat
 
 ROME = "\r\n".join([
     "BEGIN:VTIMEZONE", "TZID:Europe/Rome", "BEGIN:DAYLIGHT", "TZOFFSETFROM:+0100", "TZOFFSETTO:+0200",
@@ -169,3 +169,22 @@ def test_hostile_titles_and_names_make_safe_mail(mailing: tuple[Server, MailSink
     assert all(name.lower() != "bcc" for name in mail.keys())
     html = mail.get_body(("html",)).get_content()
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_internal_attendee_answers_an_external_organizer_by_mail(mailing: tuple[Server, MailSink]) -> None:
+    """Bob's client saved an invitation from outside (as Thunderbird does from an email); accepting it
+    in his calendar makes the server mail a REPLY to that organizer."""
+    srv, sink = mailing
+    uid = str(uuid.uuid4())
+    outside = event(uid, summary="Supplier visit", organizer="boss", attendees=("bob",)).replace(
+        "mailto:boss@example.com", "mailto:boss@supplier.example.net")
+    calendar(srv, "bob").save_event(outside)
+    set_partstat(srv, "bob", uid, "ACCEPTED")
+    [reply] = [r for r in sink.wait_for(1) if "boss@supplier.example.net" in r.recipients]
+    method, ics = calendar_part(reply.message)
+    vevent = next(iter(ics.walk("VEVENT")))
+    assert method == "REPLY"
+    assert str(vevent["ORGANIZER"]) == "mailto:boss@supplier.example.net"  # a reply keeps the real organizer
+    assert str(vevent["ATTENDEE"]).lower() == "mailto:bob@example.com"
+    assert vevent["ATTENDEE"].params["PARTSTAT"] == "ACCEPTED"
+    assert reply.message["Subject"].startswith("Accepted: Supplier visit")

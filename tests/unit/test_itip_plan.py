@@ -350,7 +350,9 @@ def test_reply_content() -> None:
     assert int(event["SEQUENCE"]) == 1
     assert event.decoded("DTSTAMP") == NOW
     assert event["DTSTART"].to_ical() == b"20301010T090000Z"
-    assert "SUMMARY" not in event and event.walk("VALARM") == []
+    assert str(event["SUMMARY"]) == "Planning"  # the organizer's mail shows what is being answered
+    assert event["DTEND"].to_ical() == b"20301010T100000Z"
+    assert event.walk("VALARM") == [] and "DESCRIPTION" not in event
 
 
 def test_deleting_declines_every_instance_attended() -> None:
