@@ -10,10 +10,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import caldav
 import pytest
+
+if TYPE_CHECKING:
+    from tests.e2e.mailsink import MailSink
 
 INVITO = [str(Path(sys.executable).parent / "invito")]  # the console script a user runs
 USERS = ("alice", "bob", "carol")
@@ -98,3 +101,16 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield srv
     finally:
         stop(proc)
+
+
+@pytest.fixture
+def relay() -> Iterator[tuple[int, "MailSink"]]:
+    """A real SMTP relay (aiosmtpd) on a free 127.0.0.1 port, keeping what it receives."""
+    from tests.e2e.mailsink import start_sink
+
+    port = free_port()
+    controller, sink = start_sink(port)
+    try:
+        yield port, sink
+    finally:
+        controller.stop()

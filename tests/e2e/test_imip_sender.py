@@ -59,22 +59,12 @@ def spool(tmp_path: Path) -> OutboundSpool:
     return OutboundSpool(str(tmp_path / "outbound"))
 
 
-@pytest.fixture
-def sink() -> Iterator[tuple[int, MailSink]]:
-    port = free_port()
-    controller, mail = start_sink(port)
-    try:
-        yield port, mail
-    finally:
-        controller.stop()
-
-
 def plain(port: int) -> SmtpSettings:
     return SmtpSettings(host="127.0.0.1", port=port, security="none", sender=FROM, timeout=5)
 
 
-def test_a_batch_goes_out_over_one_connection(spool: OutboundSpool, sink: tuple[int, MailSink]) -> None:
-    port, mail = sink
+def test_a_batch_goes_out_over_one_connection(spool: OutboundSpool, relay: tuple[int, MailSink]) -> None:
+    port, mail = relay
     for n in range(5):
         queue(spool, f"m{n}", guest=f"g{n}@partner.example.org")
     outcomes = Outcomes()
@@ -86,8 +76,8 @@ def test_a_batch_goes_out_over_one_connection(spool: OutboundSpool, sink: tuple[
     assert spool.queued() == []
 
 
-def test_a_refused_recipient_fails_and_the_others_still_go(spool: OutboundSpool, sink: tuple[int, MailSink]) -> None:
-    port, mail = sink
+def test_a_refused_recipient_fails_and_the_others_still_go(spool: OutboundSpool, relay: tuple[int, MailSink]) -> None:
+    port, mail = relay
     mail.refuse["nobody@partner.example.org"] = "550 5.1.1 <nobody@partner.example.org>: no such user"
     queue(spool, "m1", guest="nobody@partner.example.org")
     queue(spool, "m2")
@@ -99,8 +89,8 @@ def test_a_refused_recipient_fails_and_the_others_still_go(spool: OutboundSpool,
     assert mail.connections == 1 and spool.queued() == []
 
 
-def test_greylisting_is_retried_then_delivered(spool: OutboundSpool, sink: tuple[int, MailSink]) -> None:
-    port, mail = sink
+def test_greylisting_is_retried_then_delivered(spool: OutboundSpool, relay: tuple[int, MailSink]) -> None:
+    port, mail = relay
     mail.refuse["guest@partner.example.org"] = "451 4.7.1 greylisted, try again later"
     queue(spool, "m1")
     outcomes = Outcomes()

@@ -35,16 +35,6 @@ def mail_settings(relay_port: int) -> dict[str, dict[str, str]]:
 
 
 @pytest.fixture
-def relay() -> Iterator[tuple[int, MailSink]]:
-    port = free_port()
-    controller, sink = start_sink(port)
-    try:
-        yield port, sink
-    finally:
-        controller.stop()
-
-
-@pytest.fixture
 def mailing(tmp_path: Path, relay: tuple[int, MailSink]) -> Iterator[tuple[Server, MailSink]]:
     proc, srv = start(tmp_path, mail_settings(relay[0]))
     try:
