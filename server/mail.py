@@ -46,25 +46,24 @@ class Composer:
         self._tokens = ReplyTokens(os.path.join(configuration.get("invito", "data_folder"), "imip", "tokens"))
         self._language = configuration.get("scheduling", "language")
         self._hide_attendees = configuration.get("scheduling", "hide_attendees")
-        self._last: tuple[str, icalendar.Calendar] | None = None  # (spool entry id, its calendar)
+        self._last: tuple[str, mime.Prepared] | None = None  # (spool entry id, its prepared calendar)
 
     def __call__(self, entry: SpoolEntry) -> EmailMessage:
-        calendar = self._parsed(entry)
+        prepared = self._prepared(entry)
         organizer_side = entry.method in ORGANIZER_METHODS
         if organizer_side and self._reply_template:
             token = self._tokens.issue(entry.sender, entry.uid, entry.recipient)
-            set_organizer_address(calendar, reply_address(self._reply_template, token.token))
-        return mime.compose(calendar, entry.recipient, sender=self._sender,
-                            language=choose(_language_of(calendar, entry.recipient), self._language),
+            set_organizer_address(prepared.calendar, reply_address(self._reply_template, token.token))
+        return mime.compose(prepared, entry.recipient, sender=self._sender,
+                            language=choose(_language_of(prepared.calendar, entry.recipient), self._language),
                             hide_attendees=self._hide_attendees, changes=entry.changes,
                             organizer_address=entry.sender if organizer_side else None)
 
-
-    def _parsed(self, entry: SpoolEntry) -> icalendar.Calendar:
-        """The message's calendar, parsed once for all its recipients (``compose`` copies what it sends,
-        so setting each guest's ORGANIZER on the shared copy is safe)."""
+    def _prepared(self, entry: SpoolEntry) -> mime.Prepared:
+        """The message made fit to mail once for all its recipients; each gets their own ORGANIZER
+        (reply token) set on it just before being composed."""
         if self._last is None or self._last[0] != entry.id:
-            self._last = (entry.id, icalendar.Calendar.from_ical(entry.ics))
+            self._last = (entry.id, mime.prepare(icalendar.Calendar.from_ical(entry.ics)))
         return self._last[1]
 
 

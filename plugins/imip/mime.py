@@ -14,6 +14,7 @@ before the ``email`` package encodes them, and the HTML body is rendered with au
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import mimetypes
@@ -24,7 +25,7 @@ from datetime import date, datetime, timedelta, timezone
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import icalendar
 import jinja2
@@ -106,29 +107,40 @@ class _Event:
     people: list[tuple[str, _Person, object]]  # (address, person, ATTENDEE), every attendee once
 
 
-def compose(calendar: icalendar.Calendar, recipient: str, *, sender: Sender, language: str = "en",
+@dataclass(frozen=True)
+class Prepared:
+    """One iTIP message made fit to mail, once for all its recipients: a private copy of the calendar with
+    personal data stripped, binary attachments taken out and time zones fitted."""
+    calendar: icalendar.Calendar
+    files: list[Attachment]
+    method: str
+
+
+def compose(calendar: icalendar.Calendar | Prepared, recipient: str, *, sender: Sender, language: str = "en",
             hide_attendees: bool = False, changes: Sequence[str] = (), organizer_address: str | None = None,
             message_date: datetime | None = None) -> EmailMessage:
     """The iMIP message that brings ``calendar`` (one iTIP message) to ``recipient`` (``mailto:…``).
 
+    ``calendar`` may be :func:`prepare`d once and composed for each of its recipients (the expensive
+    copying then happens once); ``compose`` leaves it as it found it.
     ``changes``: what an update changed (see ``itip.changed_aspects``); empty for a first invitation.
     ``organizer_address``: the organizer's own address for Reply-To and the body, when the calendar's
     ORGANIZER is a reply-token address. ``hide_attendees`` does not apply to REPLY, which names only the
     replying attendee anyway.
     """
-    method = method_of(calendar)
+    prepared = calendar if isinstance(calendar, Prepared) else prepare(calendar)
+    method, files = prepared.method, prepared.files
     guest = normalize(recipient)
     hidden = hide_attendees and method != "REPLY"
-    sent, files = mail_calendar(calendar, guest, hide_attendees=hidden)
-    ics = sent.to_ical()
     loc = Localizer(language)
-    event = _read_event(sent, method, loc, organizer_address)
-
-    msg = EmailMessage()
-    msg.make_mixed()  # first: it would move Content-* headers set before it into a part
-    _set_headers(msg, event, guest, sender, loc, changes, message_date)
-    msg["Message-ID"] = message_id(sent, guest, sender)
-    text, html = _render(_body(event, guest, loc, changes, hidden, files))
+    with _attendees_seen_by(prepared.calendar, guest, hidden) as sent:
+        ics = sent.to_ical()
+        event = _read_event(sent, method, loc, organizer_address)
+        msg = EmailMessage()
+        msg.make_mixed()  # first: it would move Content-* headers set before it into a part
+        _set_headers(msg, event, guest, sender, loc, changes, message_date)
+        msg["Message-ID"] = message_id(sent, guest, sender)
+        text, html = _render(_body(event, guest, loc, changes, hidden, files))
     body = MIMEPart()
     body.set_content(text, cte="quoted-printable")
     body.add_alternative(html, subtype="html", cte="quoted-printable")
@@ -157,9 +169,8 @@ def method_of(calendar: icalendar.Calendar) -> str:
     return found.pop()
 
 
-def mail_calendar(calendar: icalendar.Calendar, recipient: str, *,
-                  hide_attendees: bool = False) -> tuple[icalendar.Calendar, list[Attachment]]:
-    """The guest's copy of ``calendar`` and the binary attachments taken out of it (see the module doc)."""
+def prepare(calendar: icalendar.Calendar) -> Prepared:
+    """The calendar as guests receive it (see the module doc), apart from whose ATTENDEE lines they see."""
     method = method_of(calendar)
     cal = icalendar.Calendar.from_ical(calendar.to_ical())  # a deep copy we are free to change
     _drop_private(cal)
@@ -169,13 +180,26 @@ def mail_calendar(calendar: icalendar.Calendar, recipient: str, *,
     for comp in scheduled(cal):
         comp.subcomponents = [s for s in comp.subcomponents if s.name != "VALARM"]
         _drop_private(comp)
-        if hide_attendees:
-            _keep_attendees(comp, recipient)
         for item in _take_binary_attachments(comp):
             if item not in files:  # the same file on the master and its overrides travels once
                 files.append(item)
     _fit_timezones(cal)
-    return cal, files
+    return Prepared(cal, files, method)
+
+
+@contextlib.contextmanager
+def _attendees_seen_by(cal: icalendar.Calendar, recipient: str, hidden: bool) -> Iterator[icalendar.Calendar]:
+    """``cal`` with only ``recipient``'s own ATTENDEE lines while ``hidden``; put back afterwards."""
+    saved = [(comp, comp.get("ATTENDEE")) for comp in scheduled(cal)] if hidden else []
+    for comp, _ in saved:
+        _keep_attendees(comp, recipient)
+    try:
+        yield cal
+    finally:
+        for comp, attendees in saved:
+            comp.pop("ATTENDEE", None)
+            if attendees is not None:
+                comp["ATTENDEE"] = attendees
 
 
 def message_id(calendar: icalendar.Calendar, recipient: str, sender: Sender) -> str:
