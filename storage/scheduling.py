@@ -10,6 +10,7 @@ Transaction, so a failure anywhere leaves the stored data as it was.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import time
 import uuid
@@ -51,8 +52,19 @@ class Write:
     owner: str
     groups: frozenset[str]
     item: radicale_item.Item  # the event as stored before (DELETE) or as written (PUT)
-    changes: tuple[str, ...] = ()  # what an update changed, for the guests' emails
-    invited_before: frozenset[str] = frozenset()  # they get the update; newly added guests an invitation
+    old: icalendar.Calendar | None = None
+    new: icalendar.Calendar | None = None
+
+    # Only needed when mail goes out: computed then, not on every write under the lock.
+    @functools.cached_property
+    def changes(self) -> tuple[str, ...]:
+        """What an update changed, for the guests' emails."""
+        return changed_aspects(self.old, self.new) if self.old is not None and self.new is not None else ()
+
+    @functools.cached_property
+    def invited_before(self) -> frozenset[str]:
+        """They get an update; guests new to the event get an invitation."""
+        return frozenset(a for c in scheduled(self.old) for a in addresses(c)) if self.old is not None else frozenset()
 
     @property
     def over(self) -> bool:
@@ -83,9 +95,7 @@ class Scheduler:
         self._check_unique_uid(collection, href, item.uid)
         the_plan = self._plan(old, new, owner)
         tx = Transaction(self.spool)
-        changes = changed_aspects(old, the_plan.stored) if old is not None and the_plan.stored is not None else ()
-        invited = frozenset(a for c in scheduled(old) for a in addresses(c)) if old is not None else frozenset()
-        write = Write(collection.owner, request.user_groups if request else frozenset(), item, changes, invited)
+        write = Write(collection.owner, request.user_groups if request else frozenset(), item, old, the_plan.stored)
         try:
             stored = self._deliver_and_stamp(the_plan, write, tx)
             rewritten = the_plan.changed or stored is not the_plan.stored
