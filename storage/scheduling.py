@@ -38,6 +38,11 @@ logger = logging.getLogger("invito.scheduling")
 DELIVERED = "1.2"   # RFC 6638 §7.3: delivered to the recipient's scheduling inbox
 
 
+def _groups(request: WriteRequest | None) -> frozenset[str]:
+    """The writing user's groups, for ``[scheduling] external_invites``; none outside HTTP."""
+    return request.user_groups if request is not None else frozenset()
+
+
 def parse(text: str) -> icalendar.Calendar:
     return icalendar.Calendar.from_ical(text)
 
@@ -94,18 +99,13 @@ class Scheduler:
         self._check_schedule_tag(old, request)
         self._check_unique_uid(collection, href, item.uid)
         the_plan = self._plan(old, new, owner)
-        tx = Transaction(self.spool)
-        write = Write(collection.owner, request.user_groups if request else frozenset(), item, old, the_plan.stored)
-        try:
+        write = Write(collection.owner, _groups(request), item, old, the_plan.stored)
+        with Transaction(self.spool) as tx:
             stored = self._deliver_and_stamp(the_plan, write, tx)
             rewritten = the_plan.changed or stored is not the_plan.stored
             to_store = (radicale_item.Item(collection_path=collection.path, text=stored.to_ical().decode())
                         if rewritten else item)
             uploaded = tx.store(collection, href, to_store)
-            tx.commit()
-        except BaseException:
-            tx.rollback()
-            raise
         if request is not None:
             request.rewritten = rewritten
             request.schedule_tag = schedule_tag(stored) if the_plan.role is not Role.NONE else None
@@ -117,16 +117,10 @@ class Scheduler:
             collection.remove(href)  # raises Radicale's ComponentNotFoundError
             return
         the_plan = self._plan(parse(old_item.serialize()), None, self.directory.addresses_of(collection.owner))
-        tx = Transaction(self.spool)
-        request = current()
-        write = Write(collection.owner, request.user_groups if request else frozenset(), old_item)
-        try:
+        write = Write(collection.owner, _groups(current()), old_item)
+        with Transaction(self.spool) as tx:
             self._deliver_and_stamp(the_plan, write, tx)
             tx.remove(collection, href, old_item)
-            tx.commit()
-        except BaseException:
-            tx.rollback()
-            raise
 
     # -- steps -----------------------------------------------------------------------------------
 

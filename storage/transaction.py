@@ -41,6 +41,16 @@ class Transaction:
     def spool(self, entry_id: str) -> None:
         self._spooled.append(entry_id)
 
+    def __enter__(self) -> "Transaction":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        """All or nothing: commit when the block finished, undo everything when it raised."""
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()
+
     def commit(self) -> None:
         self._spool.commit(self._spooled)
         self._undo.clear()
