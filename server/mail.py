@@ -22,7 +22,7 @@ from invito.plugins.imip.i18n import choose
 from invito.plugins.imip.sender import Sender
 from invito.plugins.imip.smtp import SmtpSettings
 from invito.plugins.imip.spool import SpoolEntry
-from invito.plugins.imip.tokens import ReplyTokens, reply_address, set_organizer_address
+from invito.plugins.imip.tokens import ReplyTokens, reply_address
 from invito.plugins.itip import with_schedule_status
 from invito.plugins.itip.components import find_attendee, scheduled
 from invito.storage import Storage
@@ -51,17 +51,18 @@ class Composer:
     def __call__(self, entry: SpoolEntry) -> EmailMessage:
         prepared = self._prepared(entry)
         organizer_side = entry.method in ORGANIZER_METHODS
+        reply_to = None
         if organizer_side and self._reply_template:
             token = self._tokens.issue(entry.sender, entry.uid, entry.recipient)
-            set_organizer_address(prepared.calendar, reply_address(self._reply_template, token.token))
+            reply_to = reply_address(self._reply_template, token.token)
         return mime.compose(prepared, entry.recipient, sender=self._sender,
                             language=choose(_language_of(prepared.calendar, entry.recipient), self._language),
                             hide_attendees=self._hide_attendees, changes=entry.changes,
-                            organizer_address=entry.sender if organizer_side else None)
+                            organizer_address=entry.sender if organizer_side else None, reply_address=reply_to)
 
     def _prepared(self, entry: SpoolEntry) -> mime.Prepared:
-        """The message made fit to mail once for all its recipients; each gets their own ORGANIZER
-        (reply token) set on it just before being composed."""
+        """The message made fit to mail once for all its recipients (each gets their own ORGANIZER, a reply
+        token, as it is composed)."""
         if self._last is None or self._last[0] != entry.id:
             self._last = (entry.id, mime.prepare(icalendar.Calendar.from_ical(entry.ics)))
         return self._last[1]

@@ -20,10 +20,15 @@ import logging
 import mimetypes
 import os
 import re
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from email.headerregistry import Address
-from email.message import EmailMessage, MIMEPart
+from email import charset, encoders
+from email.message import EmailMessage
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.utils import format_datetime
 from typing import Iterator, Sequence
 
@@ -32,6 +37,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from invito.plugins.imip.i18n import Localizer
+from invito.plugins.imip.tokens import set_organizer_address
 from invito.plugins.itip.address import normalize
 from invito.plugins.itip.components import (SERVER_PARAMS, Component, decoded, key_of, param, scheduled,
                                             sequence, strip_params, tzids, values)
@@ -56,6 +62,8 @@ _MAILBOX = re.compile(r"[^\s<>()\[\],;:\\\"@]+@[^\s<>()\[\],;:\\\"@]+\.[^\s<>()\
 # C0/C1 controls, zero-width and bidirectional formatting characters, line and paragraph separators.
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
 _NAME_LIMIT = 80
+_QP_UTF8 = charset.Charset("utf-8")
+_QP_UTF8.body_encoding = charset.QP  # readable in any mail source view, unlike base64
 _TITLE_LIMIT = 150
 _TEXT_LIMIT = 500
 _VTIMEZONE_YEARS = 10  # generated VTIMEZONEs cover this long after the start of an open-ended series
@@ -114,18 +122,53 @@ class Prepared:
     calendar: icalendar.Calendar
     files: list[Attachment]
     method: str
+    _serialized: dict[int, tuple[bytes, str, int]] = field(default_factory=dict, repr=False, compare=False)
+    _read: dict[tuple[str, str | None], "_Event"] = field(default_factory=dict, repr=False, compare=False)
+
+    def event(self, loc: Localizer, organizer_address: str | None) -> "_Event":
+        """What the body says of the event, read once for every guest who sees the whole guest list."""
+        key = (loc.language, organizer_address)
+        if key not in self._read:
+            self._read[key] = _read_event(self.calendar, self.method, loc, organizer_address)
+        return self._read[key]
+
+    def ics(self, organizer: str | None) -> bytes:
+        """The calendar as sent, its ORGANIZER made ``organizer`` (a reply-token address) when given.
+
+        Serializing a calendar with 50 guests is most of the cost of composing, and every guest's copy
+        differs only in that address, whose length is fixed by the reply-address template: so the calendar
+        is serialized once with a placeholder of that length, and each guest's address is written over
+        it, keeping the line folds where they fell (folding counts bytes, hence ASCII only).
+        """
+        if not organizer:
+            return self._serialize(None, 0)[0]
+        if organizer.isascii():
+            text, placeholder, expected = self._serialize(_placeholder(len(organizer)), len(organizer))
+            result, found = _overwrite_folded(text, placeholder, organizer)
+            if found == expected:
+                return result
+        with _organizer_as(self.calendar, organizer):
+            return self.calendar.to_ical()
+
+    def _serialize(self, placeholder: str | None, key: int) -> tuple[bytes, str, int]:
+        if key not in self._serialized:
+            with _organizer_as(self.calendar, placeholder) as cal:
+                self._serialized[key] = (cal.to_ical(), placeholder or "",
+                                         sum(len(values(c, "ORGANIZER")) for c in scheduled(cal)))
+        return self._serialized[key]
 
 
 def compose(calendar: icalendar.Calendar | Prepared, recipient: str, *, sender: Sender, language: str = "en",
             hide_attendees: bool = False, changes: Sequence[str] = (), organizer_address: str | None = None,
-            message_date: datetime | None = None) -> EmailMessage:
+            reply_address: str | None = None, message_date: datetime | None = None) -> EmailMessage:
     """The iMIP message that brings ``calendar`` (one iTIP message) to ``recipient`` (``mailto:…``).
 
     ``calendar`` may be :func:`prepare`d once and composed for each of its recipients (the expensive
     copying then happens once); ``compose`` leaves it as it found it.
     ``changes``: what an update changed (see ``itip.changed_aspects``); empty for a first invitation.
-    ``organizer_address``: the organizer's own address for Reply-To and the body, when the calendar's
-    ORGANIZER is a reply-token address. ``hide_attendees`` does not apply to REPLY, which names only the
+    ``reply_address``: the ORGANIZER the guest's calendar names instead (``mailto:`` + a reply-token
+    address), so that the guest's reply returns to Invito; ``organizer_address`` is then the organizer's
+    own address, for Reply-To and the body. ``hide_attendees`` does not apply to REPLY, which names only the
     replying attendee anyway.
     """
     prepared = calendar if isinstance(calendar, Prepared) else prepare(calendar)
@@ -134,31 +177,83 @@ def compose(calendar: icalendar.Calendar | Prepared, recipient: str, *, sender: 
     hidden = hide_attendees and method != "REPLY"
     loc = Localizer(language)
     with _attendees_seen_by(prepared.calendar, guest, hidden) as sent:
-        ics = sent.to_ical()
-        event = _read_event(sent, method, loc, organizer_address)
+        event = _read_event(sent, method, loc, organizer_address) if hidden else prepared.event(loc, organizer_address)
         msg = EmailMessage()
         msg.make_mixed()  # first: it would move Content-* headers set before it into a part
         _set_headers(msg, event, guest, sender, loc, changes, message_date)
         msg["Message-ID"] = message_id(sent, guest, sender)
         text, html = _render(_body(event, guest, loc, changes, hidden, files))
-    body = MIMEPart()
-    body.set_content(text, cte="quoted-printable")
-    body.add_alternative(html, subtype="html", cte="quoted-printable")
+        if hidden:  # this guest's own calendar: nothing to share with the others
+            with _organizer_as(sent, reply_address):
+                ics = sent.to_ical()
+        else:
+            ics = prepared.ics(reply_address)
+    # The parts are built with the classic email.mime classes: they take their headers as written, where
+    # EmailMessage.set_content parses back every header it sets (most of the cost of composing).
+    body = MIMEMultipart("alternative")
+    body.attach(MIMEText(text, "plain", _QP_UTF8))
+    body.attach(MIMEText(html, "html", _QP_UTF8))
     # Bytes, base64: the CRLF line ends of iCalendar survive any relay and any 8-bit-unsafe hop.
-    body.add_alternative(ics, maintype="text", subtype="calendar", cte="base64",
-                         params={"method": method, "charset": "utf-8"})
+    body.attach(_binary_part("text/calendar", ics, method=method, charset="utf-8"))
     msg.attach(body)
-    ics_part = MIMEPart()
-    ics_part.set_content(ics, maintype="application", subtype="ics", disposition="attachment",
-                         filename=ICS_NAME, params={"name": ICS_NAME})
-    msg.attach(ics_part)
+    msg.attach(_binary_part("application/ics", ics, ICS_NAME, name=ICS_NAME))
     for item in files:
-        part = MIMEPart()
-        maintype, subtype = item.content_type.split("/", 1)
-        part.set_content(item.data, maintype=maintype, subtype=subtype, disposition="attachment",
-                         filename=item.filename)
-        msg.attach(part)
+        msg.attach(_binary_part(item.content_type, item.data, item.filename))
     return msg
+
+
+def _binary_part(content_type: str, data: bytes, filename: str | None = None, **params: str) -> MIMEBase:
+    """A base64 part; with ``filename``, an attachment (RFC 2231-encoded when not ASCII)."""
+    maintype, subtype = content_type.split("/", 1)
+    part = MIMEBase(maintype, subtype, **params)
+    part.set_payload(data)
+    encoders.encode_base64(part)
+    if filename is not None:
+        part.add_header("Content-Disposition", "attachment",
+                        filename=filename if filename.isascii() else ("utf-8", "", filename))
+    return part
+
+
+@contextlib.contextmanager
+def _organizer_as(cal: icalendar.Calendar, address: str | None) -> Iterator[icalendar.Calendar]:
+    """``cal`` with ``address`` as its ORGANIZER (None: unchanged); the original put back afterwards."""
+    saved = [(comp, comp.get("ORGANIZER")) for comp in scheduled(cal)] if address else []
+    if address:
+        set_organizer_address(cal, address)
+    try:
+        yield cal
+    finally:
+        for comp, original in saved:
+            if original is not None:
+                comp["ORGANIZER"] = original
+
+
+def _placeholder(length: int) -> str:
+    """A ``mailto:`` address of ``length`` characters that no calendar contains by chance."""
+    return ("mailto:" + uuid.uuid4().hex * (length // 32 + 1))[:length]
+
+
+def _overwrite_folded(text: bytes, placeholder: str, value: str) -> tuple[bytes, int]:
+    """``text`` with each ``placeholder`` (ASCII, possibly split by line folds) overwritten by ``value`` of the
+    same length, folds kept: the bytes ``to_ical`` would have produced with ``value`` in the calendar;
+    and how many were found."""
+    fold = rb"(?:\r\n[ \t])?"
+    pattern = re.compile(fold.join(re.escape(c.encode()) for c in placeholder))
+    replacement = value.encode()
+
+    def overwrite(match: re.Match[bytes]) -> bytes:
+        out, chars = bytearray(), iter(replacement)
+        span, i = match.group(0), 0
+        while i < len(span):
+            if span[i:i + 2] == b"\r\n":
+                out += span[i:i + 3]
+                i += 3
+            else:
+                out.append(next(chars))
+                i += 1
+        return bytes(out)
+
+    return pattern.subn(overwrite, text)
 
 
 def method_of(calendar: icalendar.Calendar) -> str:

@@ -13,7 +13,7 @@ import icalendar
 import pytest
 
 from invito.plugins.imip import i18n
-from invito.plugins.imip.mime import Sender, compose
+from invito.plugins.imip.mime import Sender, compose, prepare
 
 from tests.unit.itip_helpers import ROME
 
@@ -303,6 +303,31 @@ def test_organizer_address_overrides_reply_to_and_body() -> None:
     assert "Organizer: Alice Rossi <alice@example.com>" in text_body(msg)
     assert "invito+tok123" not in text_body(msg)
     assert b"invito+tok123@cal.example.com" in calendars(msg)["text/calendar"]  # replies still come to us
+
+
+@pytest.mark.parametrize("hide", [False, True])
+@pytest.mark.parametrize("organizer_cn", ["Al", "Alessandra Maria Teresa Bianchi-Rossi di Sant'Agata (Ufficio Acquisti)"])
+def test_each_guest_of_a_prepared_message_gets_their_own_reply_address(hide: bool, organizer_cn: str) -> None:
+    """Composed once for many guests, each guest's calendar names their own reply address as ORGANIZER,
+    however the line folds fell, in the master and in every instance."""
+    override = event(start="DTSTART;TZID=Europe/Rome:20301017T110000", end="DTEND;TZID=Europe/Rome:20301017T120000")
+    override = override.replace("SEQUENCE:0", "SEQUENCE:0\nRECURRENCE-ID;TZID=Europe/Rome:20301017T090000")
+    cal = ics(event("RRULE:FREQ=WEEKLY"), override)
+    for comp in cal.walk("VEVENT"):
+        comp["ORGANIZER"].params["CN"] = organizer_cn
+    prepared = prepare(cal)
+    guests = {"mailto:guest@partner.org": "a" * 32, "mailto:carol@other.net": "b" * 32}
+    for guest, token in guests.items():
+        address = f"mailto:invito+{token}@cal.example.com"
+        msg = mail(prepared, guest, hide_attendees=hide, reply_address=address,
+                   organizer_address="mailto:alice@example.com")
+        for data in calendars(msg).values():
+            sent = icalendar.Calendar.from_ical(data)
+            organizers = [e["ORGANIZER"] for e in sent.walk("VEVENT")]
+            assert [str(o) for o in organizers] == [address] * 2
+            assert [str(o.params["CN"]) for o in organizers] == [organizer_cn] * 2
+            assert max(len(line) for line in data.split(b"\r\n")) <= 75  # still folded as iCalendar wants
+    assert [str(e["ORGANIZER"]) for e in prepared.calendar.walk("VEVENT")] == ["mailto:alice@example.com"] * 2
 
 
 # --- hostile input ------------------------------------------------------------------------------------------
