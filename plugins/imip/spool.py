@@ -71,14 +71,13 @@ class OutboundSpool:
                   "ics": message.calendar.to_ical().decode("utf-8"), "created": time.time(),
                   "changes": list(changes), "recipients": {r: dict(_NEW_STATE) for r in recipients}}
         os.makedirs(self._tmp, exist_ok=True)
-        _write_synced(os.path.join(self._tmp, entry_id + ".json"), _encode(record))
+        write_synced(os.path.join(self._tmp, entry_id + ".json"), _encode(record))
         return entry_id
 
     @property
     def arrived(self) -> threading.Event:
         """Set whenever messages are committed, so the sender in this process wakes at once."""
-        with _ARRIVED_LOCK:
-            return _ARRIVED.setdefault(os.path.abspath(self.queue), threading.Event())
+        return arrival_event(self.queue)
 
     def commit(self, ids: list[str]) -> None:
         if not ids:
@@ -86,7 +85,7 @@ class OutboundSpool:
         os.makedirs(self.queue, exist_ok=True)
         for entry_id in ids:
             os.rename(os.path.join(self._tmp, entry_id + ".json"), self._queued(entry_id))
-        _fsync_dir(self.queue)
+        fsync_dir(self.queue)
         self.arrived.set()
 
     def discard(self, ids: list[str]) -> None:
@@ -138,7 +137,7 @@ class OutboundSpool:
 
     def sync(self) -> None:
         if os.path.isdir(self.queue):
-            _fsync_dir(self.queue)
+            fsync_dir(self.queue)
 
     def fail(self, entry: SpoolEntry, reason: str) -> None:
         """Move a recipient that will never be reached to ``failed/``, with a ``.reason`` file beside it."""
@@ -150,9 +149,9 @@ class OutboundSpool:
         failed_id = "%s-%s" % (entry.id, _file_safe(entry.recipient))
         os.makedirs(self.failed, exist_ok=True)
         # The reason first: a crash in between leaves the recipient queued (tried again), never reasonless.
-        _write_synced(os.path.join(self.failed, failed_id + ".reason"), (reason + "\n").encode("utf-8"))
-        _write_synced(os.path.join(self.failed, failed_id + ".json"), _encode(single))
-        _fsync_dir(self.failed)
+        write_synced(os.path.join(self.failed, failed_id + ".reason"), (reason + "\n").encode("utf-8"))
+        write_synced(os.path.join(self.failed, failed_id + ".json"), _encode(single))
+        fsync_dir(self.failed)
         record["recipients"].pop(entry.recipient, None)
         self._rewrite(record, sync=True)
 
@@ -170,18 +169,18 @@ class OutboundSpool:
                 os.remove(path)
         else:
             tmp = os.path.join(self.queue, ".%s.tmp" % record["id"])  # not *.json: never listed as an entry
-            (_write_synced if sync else _write)(tmp, _encode(record))
+            (write_synced if sync else _write)(tmp, _encode(record))
             os.replace(tmp, path)
         if sync:
-            _fsync_dir(self.queue)
+            fsync_dir(self.queue)
 
     def _move_aside(self, entry_id: str, failed_id: str, reason: str) -> None:
         os.makedirs(self.failed, exist_ok=True)
-        _write_synced(os.path.join(self.failed, failed_id + ".reason"), (reason + "\n").encode("utf-8"))
+        write_synced(os.path.join(self.failed, failed_id + ".reason"), (reason + "\n").encode("utf-8"))
         with contextlib.suppress(FileNotFoundError):
             os.rename(self._queued(entry_id), os.path.join(self.failed, failed_id + ".json"))
-        _fsync_dir(self.failed)
-        _fsync_dir(self.queue)
+        fsync_dir(self.failed)
+        fsync_dir(self.queue)
 
     def _queued(self, entry_id: str) -> str:
         return os.path.join(self.queue, entry_id + ".json")
@@ -209,14 +208,20 @@ def _write(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def _write_synced(path: str, data: bytes) -> None:
+def arrival_event(queue: str) -> threading.Event:
+    """The one event per queue folder in this process, set when something arrives in it."""
+    with _ARRIVED_LOCK:
+        return _ARRIVED.setdefault(os.path.abspath(queue), threading.Event())
+
+
+def write_synced(path: str, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -178,3 +178,50 @@ def test_internal_attendee_answers_an_external_organizer_by_mail(mailing: tuple[
     assert str(vevent["ATTENDEE"]).lower() == "mailto:bob@example.com"
     assert vevent["ATTENDEE"].params["PARTSTAT"] == "ACCEPTED"
     assert reply.message["Subject"].startswith("Accepted: Supplier visit")
+
+
+def test_hidden_guest_list_shows_each_guest_only_the_organizer_and_themselves(
+        tmp_path: Path, relay: tuple[int, MailSink]) -> None:
+    settings = mail_settings(relay[0])
+    settings["scheduling"] = {"hide_attendees": "true"}
+    proc, srv = start(tmp_path, settings)
+    try:
+        uid = str(uuid.uuid4())
+        calendar(srv, "alice").save_event(review(uid))
+        grace = to(relay[1].wait_for(2), "grace@client.example.net")[0]
+    finally:
+        stop(proc)
+    _, ics = calendar_part(grace)
+    vevent = next(iter(ics.walk("VEVENT")))
+    listed = vevent["ATTENDEE"] if isinstance(vevent["ATTENDEE"], list) else [vevent["ATTENDEE"]]
+    assert [str(a).lower() for a in listed] == ["mailto:grace@client.example.net"]
+    assert TOKEN_ADDRESS.fullmatch(str(vevent["ORGANIZER"]))
+    for body in (grace.get_body(("plain",)).get_content(), grace.get_body(("html",)).get_content()):
+        assert "alice@example.com" in body
+        assert "Gino" not in body and "gino@" not in body and "bob@" not in body
+
+
+def test_no_mail_twice_for_the_same_change(tmp_path: Path, relay: tuple[int, MailSink]) -> None:
+    """Saving the event again unchanged, changing only a personal alarm, and restarting the server after
+    delivery send nothing more: each guest got exactly one invitation."""
+    port, sink = relay
+    proc, srv = start(tmp_path, mail_settings(port))
+    uid = str(uuid.uuid4())
+    try:
+        cal = calendar(srv, "alice")
+        cal.save_event(review(uid))
+        assert len(sink.wait_for(2)) == 2
+        wait_for_status(srv, uid, "mailto:grace@client.example.net", "1.1")
+        wait_for_status(srv, uid, "mailto:gino@partner.example.org", "1.1")
+        cal.save_event(review(uid))  # the same again, as clients do on every sync
+        alarm = "BEGIN:VALARM\r\nACTION:DISPLAY\r\nDESCRIPTION:soon\r\nTRIGGER:-PT15M\r\nEND:VALARM"
+        cal.save_event(review(uid).replace("END:VEVENT", alarm + "\r\nEND:VEVENT"))
+    finally:
+        stop(proc)
+    proc, srv = start(tmp_path, mail_settings(port))  # the spool resumes: nothing left in it to send
+    try:
+        time.sleep(3)  # the sender retries every second (retry_seconds = 1)
+        assert sorted(r.recipients[0] for r in sink.received) == ["gino@partner.example.org",
+                                                                   "grace@client.example.net"]
+    finally:
+        stop(proc)
