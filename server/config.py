@@ -57,6 +57,19 @@ reply_address.expected = (  # type: ignore[attr-defined]
     "an address with {token} in its local part, e.g. invito+{token}@cal.example.com, or empty")
 
 
+def listen_address(value: Any) -> str:
+    """``host:port`` for the inbound listener, or empty."""
+    value = str(value).strip()
+    if value:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("not host:port")
+    return value
+
+
+listen_address.expected = "host:port, e.g. 127.0.0.1:8025, or empty"  # type: ignore[attr-defined]
+
+
 def invite_policy(value: Any) -> list[str]:
     """Who may invite external guests: ``*``, user names and ``@group``s, comma separated; empty: nobody."""
     entries = [v.strip() for v in str(value).split(",") if v.strip()]
@@ -179,7 +192,58 @@ INVITO_SCHEMA: types.CONFIG_SCHEMA = OrderedDict([
             "help": "ORGANIZER address in outgoing invitations, with a per-guest token, e.g. "
                     "invito+{token}@cal.example.com, so any mail client's reply returns to Invito; "
                     "empty: the organizer's own address (the site's mail server must hand replies to Invito)",
-            "type": reply_address})])),
+            "type": reply_address}),
+        ("listen", {
+            "value": "",
+            "help": "host:port where Invito receives guests' replies by SMTP or LMTP, e.g. 127.0.0.1:8025; "
+                    "empty: no listener",
+            "type": listen_address}),
+        ("protocol", {
+            "value": "smtp",
+            "help": "smtp (the site's MX or a relay forwards to it) or lmtp (behind Postfix or another MTA)",
+            "type": one_of("smtp", "lmtp")}),
+        ("direct", {
+            "value": "auto",
+            "help": "also accept mail addressed to the users themselves (replies to their own address, "
+                    "invitations from outside): on, off, or auto (on when reply_address is empty)",
+            "type": one_of("auto", "on", "off")}),
+        ("tls_certificate", {
+            "value": "",
+            "help": "certificate (PEM) to offer STARTTLS with; empty: no STARTTLS",
+            "type": radicale_config.filepath}),
+        ("tls_key", {
+            "value": "",
+            "help": "private key (PEM) of tls_certificate",
+            "type": radicale_config.filepath}),
+        ("max_size", {
+            "value": "2000000",
+            "help": "largest message accepted, in bytes",
+            "type": radicale_config.positive_int}),
+        ("max_connections", {
+            "value": "50",
+            "help": "simultaneous SMTP connections; more are told to come back later",
+            "type": radicale_config.positive_int}),
+        ("from_mismatch", {
+            "value": "flag",
+            "help": "a reply whose From is not the guest's address (people answer from aliases): flag "
+                    "(applied, and the organizer is told who sent it) or quarantine (not applied)",
+            "type": one_of("flag", "quarantine")}),
+        ("authentication", {
+            "value": "off",
+            "help": "check that replies really come from their sender's domain (DKIM aligned with From, or "
+                    "the fronting mail server's verdict): off, flag (applied; the organizer is told when "
+                    "it fails) or require (only authenticated replies are applied)",
+            "type": one_of("off", "flag", "require")}),
+        ("authserv_id", {
+            "value": "",
+            "help": "authserv-id of the mail server in front of Invito whose Authentication-Results "
+                    "headers are trusted (it must remove such headers from incoming mail); empty: Invito "
+                    "verifies DKIM signatures itself",
+            "type": str}),
+        ("notify_organizer", {
+            "value": "true",
+            "help": "email the organizer when a guest answers or proposes a new time",
+            "type": bool})])),
 ])
 
 

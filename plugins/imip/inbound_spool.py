@@ -1,0 +1,166 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The inbound spool: every message the listener accepted, on disk before the sender hears "250".
+
+An entry is two files in ``queue/``: ``<id>.eml`` (the message exactly as received) and ``<id>.json`` (its
+envelope). Both are written and fsynced under ``tmp/`` and renamed into ``queue/`` message first, envelope
+last, so an entry exists exactly when its ``.json`` does: a crash at any point leaves either a complete
+entry or leftovers that nobody acknowledged (the sending server got no reply and sends again), which
+``pending`` ignores and, once they are clearly abandoned, removes.
+
+``done`` removes the envelope first, then the message. It does not fsync: after a power cut the worst
+case is a message processed twice, which applying an iTIP reply tolerates. ``quarantine`` moves an entry
+that cannot be processed to ``quarantine/`` with a ``.reason`` file an admin can read; nothing there is
+ever deleted by Invito.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+# Private for now: the outbound spool's durable-write helpers and its per-folder wake-up events.
+from invito.plugins.imip.spool import arrival_event, fsync_dir, write_synced
+
+logger = logging.getLogger("invito.imip")
+
+# Leftovers younger than this may be another thread's write in progress: only older ones are removed.
+ABANDONED_AFTER = 3600.0
+
+
+@dataclass(frozen=True)
+class InboundEntry:
+    id: str
+    mail_from: str              # envelope sender; "" for the null sender <> (bounces, auto-replies)
+    recipients: tuple[str, ...]
+    peer: str                   # "host:port" of the sending server
+    received: float             # epoch seconds
+    path: str                   # the raw message (.eml)
+
+    def raw(self) -> bytes:
+        with open(self.path, "rb") as f:
+            return f.read()
+
+
+class InboundSpool:
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self._tmp = os.path.join(folder, "tmp")
+        self.queue = os.path.join(folder, "queue")
+        self.quarantined = os.path.join(folder, "quarantine")
+
+    @property
+    def arrived(self) -> threading.Event:
+        """Set by ``accept``, so the processor in this process wakes at once."""
+        return arrival_event(self.queue)
+
+    def accept(self, raw: bytes, mail_from: str, recipients: list[str], peer: str) -> InboundEntry:
+        """Store one message durably; only then may the listener answer 250."""
+        entry_id = "%d-%s" % (time.time_ns(), uuid.uuid4().hex)
+        envelope = {"id": entry_id, "mail_from": mail_from, "recipients": list(recipients), "peer": peer,
+                    "received": time.time()}
+        os.makedirs(self._tmp, exist_ok=True)
+        os.makedirs(self.queue, exist_ok=True)
+        names = (entry_id + ".eml", entry_id + ".json")
+        write_synced(os.path.join(self._tmp, names[0]), raw)
+        write_synced(os.path.join(self._tmp, names[1]), json.dumps(envelope).encode("utf-8"))
+        for name in names:  # the envelope last: it is what makes the entry exist
+            os.rename(os.path.join(self._tmp, name), os.path.join(self.queue, name))
+        fsync_dir(self.queue)
+        self.arrived.set()
+        return _entry(envelope, self.queue)
+
+    def pending(self) -> list[InboundEntry]:
+        """Entries to process, oldest first. An unreadable envelope is quarantined, leftovers are skipped."""
+        try:
+            names = os.listdir(self.queue)
+        except FileNotFoundError:
+            return []
+        envelopes = {name[:-len(".json")] for name in names if name.endswith(".json")}
+        entries = []
+        for entry_id in sorted(envelopes):
+            try:
+                with open(os.path.join(self.queue, entry_id + ".json"), encoding="utf-8") as f:
+                    entries.append(_entry(json.load(f), self.queue))
+            except FileNotFoundError:  # done or quarantined meanwhile
+                continue
+            except (ValueError, TypeError, KeyError) as e:
+                logger.error("inbound spool: envelope %s.json is unreadable: %s", entry_id, e)
+                self.quarantine(InboundEntry(entry_id, "", (), "", 0.0, os.path.join(self.queue, entry_id + ".eml")),
+                                "its envelope file was unreadable (%s)" % e)
+        self._clean([name for name in names if name.endswith(".eml") and name[:-len(".eml")] not in envelopes])
+        return entries
+
+    def done(self, entry: InboundEntry) -> None:
+        """The entry was processed: forget it (envelope first, so it never looks pending without its message)."""
+        for path in (_envelope_path(entry), entry.path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+
+    def quarantine(self, entry: InboundEntry, reason: str) -> str:
+        """Set an entry aside with a ``.reason`` file; returns the quarantine folder."""
+        os.makedirs(self.quarantined, exist_ok=True)
+        write_synced(os.path.join(self.quarantined, entry.id + ".reason"), _explain(entry, reason).encode("utf-8"))
+        # The envelope first: the entry leaves the queue at once. Should a crash strand the message in the
+        # queue, _clean finishes the move instead of removing it.
+        for path in (_envelope_path(entry), entry.path):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(path, os.path.join(self.quarantined, os.path.basename(path)))
+        fsync_dir(self.quarantined)
+        fsync_dir(self.queue)
+        logger.warning("inbound mail %s quarantined in %s: %s", entry.id, self.quarantined, reason)
+        return self.quarantined
+
+    def _clean(self, orphans: list[str]) -> None:
+        """Remove abandoned half-written files; a message whose envelope is in quarantine/ joins it there."""
+        cutoff = time.time() - ABANDONED_AFTER
+        for name in orphans:  # messages in queue/ without their envelope
+            path = os.path.join(self.queue, name)
+            if not _abandoned(path, cutoff):
+                continue
+            if os.path.exists(os.path.join(self.quarantined, name[:-len(".eml")] + ".json")):
+                with contextlib.suppress(FileNotFoundError):  # a quarantine cut short by a crash
+                    os.rename(path, os.path.join(self.quarantined, name))
+            else:
+                _remove_abandoned(path)
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self._tmp):
+                path = os.path.join(self._tmp, name)
+                if _abandoned(path, cutoff):
+                    _remove_abandoned(path)
+
+
+def _abandoned(path: str, cutoff: float) -> bool:
+    try:
+        return os.stat(path).st_mtime < cutoff
+    except FileNotFoundError:
+        return False
+
+
+def _remove_abandoned(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+        logger.info("inbound spool: removed %s, left over from an interrupted write", path)
+
+
+def _entry(envelope: dict, queue: str) -> InboundEntry:
+    return InboundEntry(id=envelope["id"], mail_from=envelope["mail_from"], recipients=tuple(envelope["recipients"]),
+                        peer=envelope["peer"], received=float(envelope["received"]),
+                        path=os.path.join(queue, envelope["id"] + ".eml"))
+
+
+def _envelope_path(entry: InboundEntry) -> str:
+    return entry.path[:-len(".eml")] + ".json"
+
+
+def _explain(entry: InboundEntry, reason: str) -> str:
+    received = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(entry.received)) if entry.received else "unknown"
+    return ("Message %s (from <%s> to %s, received %s from %s) was set aside and not processed: %s. "
+            "The message is %s.eml and its envelope %s.json in this folder; to process it again, move the "
+            ".eml and then the .json back into queue/.\n"
+            % (entry.id, entry.mail_from, ", ".join("<%s>" % r for r in entry.recipients) or "nobody",
+               received, entry.peer or "an unknown peer", reason, entry.id, entry.id))
