@@ -118,6 +118,8 @@ def _summary(configuration: Configuration, config_file: str | None, users_file: 
     else:
         lines.append(f"  users:       from [auth] type = {configuration.get('auth', 'type')}")
     lines.append(f"  listens on:  {', '.join(_urls(configuration))}")
+    if configuration.get("imip", "listen"):
+        lines.append(f"  mail in:     {configuration.get('imip', 'protocol')} on {configuration.get('imip', 'listen')}")
     if notes:
         lines += ["Not configured yet:", *(f"  - {note}" for note in notes)]
     return "\n".join(lines)
@@ -159,8 +161,9 @@ def _run(configuration: Configuration) -> int:
 
 
 def _own_parts() -> list[BackgroundPart]:
-    from invito.server.mail import send_outbound  # late: only `serve` needs the mail stack
-    return [send_outbound]
+    from invito.server.inbound import receive_inbound  # late: only `serve` needs the mail stack
+    from invito.server.mail import send_outbound
+    return [send_outbound, receive_inbound]
 
 
 def _application_class() -> type:

@@ -58,7 +58,16 @@ class Composer:
         return mime.compose(prepared, entry.recipient, sender=self._sender,
                             language=choose(_language_of(prepared.calendar, entry.recipient), self._language),
                             hide_attendees=self._hide_attendees, changes=entry.changes,
-                            organizer_address=entry.sender if organizer_side else None, reply_address=reply_to)
+                            organizer_address=entry.sender if organizer_side else None, reply_address=reply_to,
+                            author=None if organizer_side else entry.sender, notes=entry.notes)
+
+    def envelope_from(self, entry: SpoolEntry) -> str | None:
+        """The guest's reply-token address, so that a bounce comes back to Invito naming the organizer,
+        the event and the guest (VERP); None without reply addresses."""
+        if entry.method not in ORGANIZER_METHODS or not self._reply_template:
+            return None
+        token = self._tokens.issue(entry.sender, entry.uid, entry.recipient)
+        return self._reply_template.replace("{token}", token.token)
 
     def _prepared(self, entry: SpoolEntry) -> mime.Prepared:
         """The message made fit to mail once for all its recipients (each gets their own ORGANIZER, a reply
@@ -118,7 +127,8 @@ def send_outbound(configuration: Configuration, stop: threading.Event) -> None:
         return
     spool = storage.scheduler.spool
     status_writer = StatusWriter(storage)
-    sender = Sender(spool, smtp_settings(configuration), Composer(configuration), status_writer,
-                    on_batch_end=status_writer.flush, give_up=configuration.get("smtp", "give_up_days") * 86400,
+    composer = Composer(configuration)
+    sender = Sender(spool, smtp_settings(configuration), composer, status_writer,
+                    on_batch_end=status_writer.flush, envelope_from=composer.envelope_from, give_up=configuration.get("smtp", "give_up_days") * 86400,
                     first_retry=configuration.get("smtp", "retry_seconds"))
     sender.run(stop, wake=spool.arrived)

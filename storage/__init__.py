@@ -20,7 +20,8 @@ from invito.plugins.directory import Directory, HtpasswdUsers
 from invito.plugins.imip.spool import OutboundSpool
 from invito.storage import layout, request
 from invito.storage.indexed import IndexedCollection, IndexedStorage
-from invito.storage.scheduling import Scheduler
+from invito.plugins.itip import Applied, ITipMessage, Refused
+from invito.storage.scheduling import Notification, Scheduler
 
 
 class Collection(IndexedCollection):
@@ -94,6 +95,23 @@ class Storage(IndexedStorage):
             collection.store(href, radicale_item.Item(collection_path=collection.path,
                                                       text=updated.to_ical().decode()))
             return True
+
+    def receive(self, user: str, message: ITipMessage, recipient: str,
+                notification: Notification | None = None) -> Applied | Refused | None:
+        """An iTIP message from outside (inbound mail) applied to ``user``'s copy, under the write lock;
+        see ``Scheduler.receive``."""
+        with self.acquire_lock("w", user):
+            return self.scheduler.receive(message, user, recipient, notification)
+
+    def to_inbox(self, user: str, calendar: icalendar.Calendar, notification: Notification | None = None) -> None:
+        with self.acquire_lock("w", user):
+            self.scheduler.to_inbox(user, calendar, notification)
+
+    def resend(self, user: str, uid: str, guest: str) -> bool:
+        """Queue the current invitation to ``uid`` for ``guest`` again (their REFRESH); False: no such
+        event, or ``guest`` is not invited to it."""
+        with self.acquire_lock("w", user):
+            return self.scheduler.resend(user, uid, guest)
 
     def ensure_scheduling_collections(self, user: str) -> None:
         """Inbox and outbox for users who existed before Invito, once per process. No lock held."""

@@ -22,10 +22,10 @@ import radicale.item as radicale_item
 
 from invito.plugins.directory import Directory
 from invito.plugins.imip import policy
-from invito.plugins.itip.components import addresses, scheduled
+from invito.plugins.itip.components import addresses, attendees, scheduled
 from invito.plugins.imip.spool import OutboundSpool
-from invito.plugins.itip import (Applied, ITipMessage, Plan, Role, SchedulingError, apply, changed_aspects,
-                                 plan, schedule_tag, with_schedule_status)
+from invito.plugins.itip import (Applied, ITipMessage, Plan, Refused, Role, SchedulingError, apply,
+                                 changed_aspects, plan, schedule_tag, with_schedule_status)
 from invito.storage import layout
 from invito.storage.request import SchedulingRefused, WriteRequest, current
 from invito.storage.transaction import Transaction
@@ -49,6 +49,25 @@ def parse(text: str) -> icalendar.Calendar:
 
 def now_utc() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _name_attendees(message: icalendar.Calendar, stored: icalendar.Calendar) -> None:
+    """Give the ATTENDEEs of ``message`` the names (CN) the stored event knows them by: replies from mail
+    programs often carry none, and the organizer's notification should say who answered."""
+    names = {a: p.params["CN"] for c in scheduled(stored) for a, p in zip(addresses(c), attendees(c))
+             if "CN" in p.params}
+    for comp in scheduled(message):
+        for address, prop in zip(addresses(comp), attendees(comp)):
+            if "CN" not in prop.params and address in names:
+                prop.params["CN"] = names[address]
+
+
+@dataclass(frozen=True)
+class Notification:
+    """An email telling a user what arrived for them (a guest's answer), spooled with the change itself."""
+    message: ITipMessage
+    to: str
+    notes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -184,28 +203,74 @@ class Scheduler:
 
     def deliver_local(self, message: ITipMessage, user: str, recipient: str, tx: Transaction) -> None:
         """Put the message in ``user``'s inbox and apply it to their calendar copy."""
+        self._to_inbox(user, message.calendar, tx)
+        result = self._apply_local(message, user, recipient, tx)
+        if isinstance(result, Refused):
+            logger.info("%s uid=%s to=%s: delivered to inbox, not applied: %s",
+                        message.method, message.uid, recipient, result.reason)
+
+    def receive(self, message: ITipMessage, user: str, recipient: str,
+                notification: Notification | None = None) -> Applied | Refused | None:
+        """An iTIP message from outside the server (inbound mail), for ``user`` as ``recipient``. Lock held.
+
+        Unlike a delivery between users it lands in the inbox (and ``notification`` in the mail spool)
+        only when it changes the user's copy, so the same mail received twice changes nothing the second
+        time; None says it was such a duplicate, Refused why it must not be applied.
+        """
+        with Transaction(self.spool) as tx:
+            result = self._apply_local(message, user, recipient, tx)
+            if isinstance(result, Applied) and result.calendar is not None:
+                self._to_inbox(user, message.calendar, tx)
+                if notification is not None:
+                    _name_attendees(notification.message.calendar, result.calendar)
+                    tx.spool(self.spool.prepare(notification.message, [notification.to], notes=notification.notes))
+        return result if not isinstance(result, Applied) or result.calendar is not None else None
+
+    def to_inbox(self, user: str, calendar: icalendar.Calendar, notification: Notification | None = None) -> None:
+        """A message for ``user``'s attention only (a COUNTER), and its notification. Lock held."""
+        with Transaction(self.spool) as tx:
+            self._to_inbox(user, calendar, tx)
+            if notification is not None:
+                tx.spool(self.spool.prepare(notification.message, [notification.to], notes=notification.notes))
+
+    def resend(self, user: str, uid: str, guest: str) -> bool:
+        """Spool the REQUEST ``guest`` would get for the event as it stands (their REFRESH). Lock held."""
+        _, _, item = self.find_copy(user, uid)
+        if item is None:
+            return False
+        the_plan = plan(None, parse(item.serialize()), self.directory.addresses_of(user), now_utc())
+        for message in the_plan.messages:
+            if message.method == "REQUEST" and guest in message.recipients:
+                with Transaction(self.spool) as tx:
+                    tx.spool(self.spool.prepare(message, [guest]))
+                logger.info("REFRESH uid=%s from=%s: current invitation queued again", uid, guest)
+                return True
+        return False
+
+    def _to_inbox(self, user: str, calendar: icalendar.Calendar, tx: Transaction) -> None:
         inbox = layout.ensure_inbox(self._storage, user)
         tx.store(inbox, "%d-%s.ics" % (time.time_ns(), uuid.uuid4().hex[:12]),  # names sort by arrival
-                 radicale_item.Item(collection_path=inbox.path, text=message.calendar.to_ical().decode()))
+                 radicale_item.Item(collection_path=inbox.path, text=calendar.to_ical().decode()))
+
+    def _apply_local(self, message: ITipMessage, user: str, recipient: str, tx: Transaction
+                     ) -> Applied | Refused:
+        """Apply ``message`` to ``user``'s copy and store the result; Applied(None) when nothing changed."""
         target, href, stored_item = self.find_copy(user, message.uid)
         stored = parse(stored_item.serialize()) if stored_item else None
         result = apply(message.calendar, stored, recipient, now_utc())
-        if not isinstance(result, Applied):
-            logger.info("%s uid=%s to=%s: delivered to inbox, not applied: %s",
-                        message.method, message.uid, recipient, result.reason)
-            return
-        if result.calendar is None:
-            logger.info("%s uid=%s to=%s: delivered to inbox, nothing to update",
-                        message.method, message.uid, recipient)
-            return
+        if not isinstance(result, Applied) or result.calendar is None:
+            return result
+        text = result.calendar.to_ical().decode()
+        if stored_item is not None and text == stored.to_ical().decode():  # type: ignore[union-attr]
+            return Applied(None)
         if target is None:
             target = layout.default_calendar(self._storage, user)
             href = layout.href_for_uid(target, message.uid)
         assert href is not None
-        tx.store(target, href, radicale_item.Item(collection_path=target.path,
-                                                  text=result.calendar.to_ical().decode()))
-        logger.info("%s uid=%s to=%s: delivered and applied in /%s/%s", message.method, message.uid,
-                    recipient, target.path, href)
+        tx.store(target, href, radicale_item.Item(collection_path=target.path, text=text))
+        logger.info("%s uid=%s to=%s: applied in /%s/%s", message.method, message.uid, recipient,
+                    target.path, href)
+        return result
 
     def find_copy(self, user: str, uid: str
                   ) -> tuple["Collection | None", str | None, radicale_item.Item | None]:

@@ -23,7 +23,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-# Private for now: the outbound spool's durable-write helpers and its per-folder wake-up events.
 from invito.plugins.imip.spool import arrival_event, fsync_dir, write_synced
 
 logger = logging.getLogger("invito.imip")

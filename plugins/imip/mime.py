@@ -44,7 +44,8 @@ from invito.plugins.itip.components import (SERVER_PARAMS, Component, decoded, k
 
 logger = logging.getLogger("invito.imip")
 
-METHODS = ("REQUEST", "CANCEL", "REPLY")
+METHODS = ("REQUEST", "CANCEL", "REPLY", "COUNTER")
+_FROM_ATTENDEE = ("REPLY", "COUNTER")  # the message speaks for an attendee, to the organizer
 ICS_NAME = "invite.ics"
 # Parameters meaningful only on the server (RFC 6638 §7.1-7.3) or to Invito itself; PRIVATE_PREFIX too.
 _NOT_SENT_PARAMS = (*SERVER_PARAMS, "SCHEDULE-AGENT")
@@ -160,7 +161,8 @@ class Prepared:
 
 def compose(calendar: icalendar.Calendar | Prepared, recipient: str, *, sender: Sender, language: str = "en",
             hide_attendees: bool = False, changes: Sequence[str] = (), organizer_address: str | None = None,
-            reply_address: str | None = None, message_date: datetime | None = None) -> EmailMessage:
+            reply_address: str | None = None, author: str | None = None,
+            notes: Sequence[tuple[str, str]] = (), message_date: datetime | None = None) -> EmailMessage:
     """The iMIP message that brings ``calendar`` (one iTIP message) to ``recipient`` (``mailto:…``).
 
     ``calendar`` may be :func:`prepare`d once and composed for each of its recipients (the expensive
@@ -169,20 +171,23 @@ def compose(calendar: icalendar.Calendar | Prepared, recipient: str, *, sender: 
     ``reply_address``: the ORGANIZER the guest's calendar names instead (``mailto:`` + a reply-token
     address), so that the guest's reply returns to Invito; ``organizer_address`` is then the organizer's
     own address, for Reply-To and the body. ``hide_attendees`` does not apply to REPLY, which names only the
-    replying attendee anyway.
+    replying attendee anyway. ``author``: a COUNTER's proposing attendee. ``notes``: what the organizer
+    should know about a guest's answer relayed to them, (kind, value) with kind ``from`` (who really
+    sent it), ``authentication`` (why it failed) or ``uninvited``.
     """
     prepared = calendar if isinstance(calendar, Prepared) else prepare(calendar)
     method, files = prepared.method, prepared.files
     guest = normalize(recipient)
-    hidden = hide_attendees and method != "REPLY"
+    hidden = hide_attendees and method not in _FROM_ATTENDEE
     loc = Localizer(language)
     with _attendees_seen_by(prepared.calendar, guest, hidden) as sent:
         event = _read_event(sent, method, loc, organizer_address) if hidden else prepared.event(loc, organizer_address)
         msg = EmailMessage()
         msg.make_mixed()  # first: it would move Content-* headers set before it into a part
-        _set_headers(msg, event, guest, sender, loc, changes, message_date)
+        speaker = normalize(author) if author else None
+        _set_headers(msg, event, guest, speaker, sender, loc, changes, message_date)
         msg["Message-ID"] = message_id(sent, guest, sender)
-        text, html = _render(_body(event, guest, loc, changes, hidden, files))
+        text, html = _render(_body(event, guest, speaker, loc, changes, hidden, files, notes))
         if hidden:  # this guest's own calendar: nothing to share with the others
             with _organizer_as(sent, reply_address):
                 ics = sent.to_ical()
@@ -466,28 +471,33 @@ def _tzid(comp: Component, name: str) -> str | None:
     return _one_line(str(tzid), _NAME_LIMIT) if tzid else None
 
 
-def _reply_status(event: _Event) -> tuple[str, _Person | None]:
-    """The answer in a REPLY and who gave it (its one ATTENDEE)."""
+def _reply_status(event: _Event, speaker: str | None) -> tuple[str, _Person | None]:
+    """The answer in a REPLY and who gave it (its one ATTENDEE); a COUNTER's proposer, ``speaker``."""
+    if event.method == "COUNTER":
+        found = next((person for address, person, _ in event.people if address == speaker), None)
+        return "", found or (_person(speaker, "") if speaker else None)
     if not event.people:
         return "", None
     _address, person, prop = event.people[0]
     return param(prop, "PARTSTAT"), person
 
 
-def _parties(event: _Event, guest: str) -> tuple[_Person | None, _Person]:
-    """Who the message speaks for (the organizer; in a REPLY the attendee) and who reads it."""
-    if event.method == "REPLY":
-        _status, author = _reply_status(event)
+def _parties(event: _Event, guest: str, speaker: str | None) -> tuple[_Person | None, _Person]:
+    """Who the message speaks for (the organizer; in a REPLY or COUNTER the attendee) and who reads it."""
+    if event.method in _FROM_ATTENDEE:
+        _status, author = _reply_status(event, speaker)
         org = event.organizer if guest in event.organizer_addresses else None
         return author, _Person(org.name if org else "", _person(guest, "").email)
     reader = next((p for a, p, _ in event.people if a == guest), None)
     return event.organizer, reader or _person(guest, "")
 
 
-def _subject(event: _Event, loc: Localizer, changes: Sequence[str]) -> str:
+def _subject(event: _Event, loc: Localizer, changes: Sequence[str], speaker: str | None) -> str:
     if event.method == "REPLY":
-        status, _who = _reply_status(event)
+        status, _who = _reply_status(event, speaker)
         key = "subject." + status if loc.has("subject." + status) else "subject.reply"
+    elif event.method == "COUNTER":
+        key = "subject.counter"
     elif event.method == "CANCEL":
         key = "subject.cancel"
     else:
@@ -497,15 +507,15 @@ def _subject(event: _Event, loc: Localizer, changes: Sequence[str]) -> str:
     return _one_line(f"{subject} @ {when}" if when else subject, 2 * _TITLE_LIMIT)
 
 
-def _body(event: _Event, guest: str, loc: Localizer, changes: Sequence[str], hidden: bool,
-          files: list[Attachment]) -> dict[str, object]:
+def _body(event: _Event, guest: str, speaker: str | None, loc: Localizer, changes: Sequence[str], hidden: bool,
+          files: list[Attachment], notes: Sequence[tuple[str, str]]) -> dict[str, object]:
     """The template data, the same for the text and the HTML body."""
     organizer_name = event.organizer.display if event.organizer else ""
-    author, reader = _parties(event, guest)
+    author, reader = _parties(event, guest, speaker)
     primary = event.primary
     rule = next(iter(values(primary, "RRULE")), None)
     guests = []
-    if event.method != "REPLY":
+    if event.method not in _FROM_ATTENDEE:
         for address, person, prop in event.people:
             if address == guest or address in event.organizer_addresses:  # the organizer has a line already
                 continue
@@ -514,11 +524,15 @@ def _body(event: _Event, guest: str, loc: Localizer, changes: Sequence[str], hid
             role = param(prop, "ROLE")
             words += [loc.text("role." + role)] if loc.has("role." + role) else []
             guests.append(_Person(person.name, person.email, ", ".join(words)))
-    comment = "\n".join(_multi_line(str(c)) for c in values(primary, "COMMENT")) if event.method == "REPLY" else ""
+    from_attendee = event.method in _FROM_ATTENDEE
+    comment = "\n".join(_multi_line(str(c)) for c in values(primary, "COMMENT")) if from_attendee else ""
+    name = author.display if author else ""
     return {
         "language": loc.language,
         "t": loc.text,
-        "headline": _headline(event, loc, changes, organizer_name),
+        "headline": _headline(event, loc, changes, organizer_name, speaker),
+        "notes": [loc.text("note." + kind, value=_one_line(value, _TEXT_LIMIT), name=name)
+                  for kind, value in notes if loc.has("note." + kind)],
         "changes": loc.aspects(changes) if changes and event.method == "REQUEST" else "",
         "title": event.title,
         "cancelled": event.method == "CANCEL",
@@ -535,14 +549,17 @@ def _body(event: _Event, guest: str, loc: Localizer, changes: Sequence[str], hid
         "description": _multi_line(str(primary.get("DESCRIPTION", ""))),
         "footer": loc.text("footer.sent", author=author.display if author else "Invito",
                            reader=reader.label),
-        "answer_hint": loc.text("footer.answer") if event.method == "REQUEST" else "",
+        "answer_hint": loc.text({"REQUEST": "footer.answer", "COUNTER": "footer.counter"}[event.method])
+        if event.method in ("REQUEST", "COUNTER") else "",
     }
 
 
-def _headline(event: _Event, loc: Localizer, changes: Sequence[str], organizer_name: str) -> str:
-    if event.method == "REPLY":
-        status, who = _reply_status(event)
-        key = "headline." + status if loc.has("headline." + status) else "headline.reply"
+def _headline(event: _Event, loc: Localizer, changes: Sequence[str], organizer_name: str,
+              speaker: str | None) -> str:
+    if event.method in _FROM_ATTENDEE:
+        status, who = _reply_status(event, speaker)
+        key = "headline.counter" if event.method == "COUNTER" else \
+            "headline." + status if loc.has("headline." + status) else "headline.reply"
         return loc.text(key, name=who.display if who else "", title=event.title)
     if event.method == "CANCEL":
         whole = "RECURRENCE-ID" not in event.primary
@@ -579,10 +596,10 @@ def _linkable(url: str) -> bool:
 
 # --- headers ---------------------------------------------------------------------------------------------
 
-def _set_headers(msg: EmailMessage, event: _Event, guest: str, sender: Sender, loc: Localizer,
-                 changes: Sequence[str], message_date: datetime | None) -> None:
+def _set_headers(msg: EmailMessage, event: _Event, guest: str, speaker: str | None, sender: Sender,
+                 loc: Localizer, changes: Sequence[str], message_date: datetime | None) -> None:
     own = _mailbox(sender.address)
-    author, reader = _parties(event, guest)
+    author, reader = _parties(event, guest, speaker)
     from_name = loc.text("via", name=author.display) if author else "Invito"
     msg["From"] = Address(display_name=_one_line(from_name, _NAME_LIMIT + 20), username=own.username,
                           domain=own.domain)
@@ -592,7 +609,7 @@ def _set_headers(msg: EmailMessage, event: _Event, guest: str, sender: Sender, l
         except ValueError:
             logger.info("no Reply-To: %r is not a mail address", author.email)
     msg["To"] = _address(reader.name, guest)
-    msg["Subject"] = _subject(event, loc, changes)
+    msg["Subject"] = _subject(event, loc, changes, speaker)
     when = message_date or datetime.now(timezone.utc)
     msg["Date"] = format_datetime(when if when.tzinfo else when.replace(tzinfo=timezone.utc))
     msg["MIME-Version"] = "1.0"

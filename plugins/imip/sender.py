@@ -56,6 +56,7 @@ class Transport(Protocol):
 class Sender:
     def __init__(self, spool: OutboundSpool, settings: SmtpSettings, build: Build, on_outcome: OnOutcome, *,
                  transport: Transport | None = None, on_batch_end: Callable[[], None] | None = None,
+                 envelope_from: Callable[[SpoolEntry], str | None] | None = None,
                  give_up: float = GIVE_UP, first_retry: float = FIRST_RETRY, max_retry: float = MAX_RETRY,
                  warn_every: float = WARN_EVERY) -> None:
         self.spool = spool
@@ -63,6 +64,7 @@ class Sender:
         self.build = build
         self.on_outcome = on_outcome
         self.on_batch_end = on_batch_end  # e.g. write the batch's outcomes back in one go
+        self.envelope_from = envelope_from  # where bounces go, when not to [smtp] sender
         self.transport = transport if transport is not None else SmtpTransport(settings)
         self.give_up = give_up
         self.first_retry = first_retry
@@ -132,7 +134,8 @@ class Sender:
             reason = "cannot build the message: %s: %s" % (type(e).__name__, e)
             self._fail(entry, NOT_DELIVERED, reason, exc_info=True)
             return None
-        return self.transport.send(message, self.settings.sender, _address(entry.recipient))
+        bounces_to = self.envelope_from(entry) if self.envelope_from is not None else None
+        return self.transport.send(message, bounces_to or self.settings.sender, _address(entry.recipient))
 
     def _retry_later(self, entry: SpoolEntry, outcome: Outcome, now: float, *, tried: bool) -> None:
         attempts = entry.attempts + 1

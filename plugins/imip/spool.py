@@ -47,6 +47,7 @@ class SpoolEntry:
     ics: str
     created: float
     changes: tuple[str, ...] = ()  # what an update changed (time, location...), for the email body
+    notes: tuple[tuple[str, str], ...] = ()  # for a user's notification: ("from", who really sent it)...
     attempts: int = 0        # delivery attempts that failed temporarily
     next_try: float = 0.0    # epoch seconds; 0: as soon as possible
     last_error: str = ""
@@ -65,11 +66,12 @@ class OutboundSpool:
 
     # -- the storage layer's side ------------------------------------------------------------------
 
-    def prepare(self, message: ITipMessage, recipients: list[str], changes: tuple[str, ...] = ()) -> str:
+    def prepare(self, message: ITipMessage, recipients: list[str], changes: tuple[str, ...] = (),
+                notes: tuple[tuple[str, str], ...] = ()) -> str:
         entry_id = "%d-%s" % (time.time_ns(), uuid.uuid4().hex)
         record = {"id": entry_id, "method": message.method, "uid": message.uid, "sender": message.sender,
                   "ics": message.calendar.to_ical().decode("utf-8"), "created": time.time(),
-                  "changes": list(changes), "recipients": {r: dict(_NEW_STATE) for r in recipients}}
+                  "changes": list(changes), "notes": [list(n) for n in notes], "recipients": {r: dict(_NEW_STATE) for r in recipients}}
         os.makedirs(self._tmp, exist_ok=True)
         write_synced(os.path.join(self._tmp, entry_id + ".json"), _encode(record))
         return entry_id
@@ -189,6 +191,7 @@ class OutboundSpool:
 def _entries(record: dict) -> list[SpoolEntry]:
     common = {key: record[key] for key in ("id", "method", "uid", "sender", "ics", "created")}
     return [SpoolEntry(**common, recipient=recipient, changes=tuple(record.get("changes", ())),
+                       notes=tuple((str(k), str(v)) for k, v in record.get("notes", ())),
                        **{key: state[key] for key in _STATE})
             for recipient, state in record["recipients"].items()]
 

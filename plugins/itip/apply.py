@@ -171,7 +171,7 @@ def _record_reply(cal: icalendar.Calendar, current: SchedulingObject, comp: Comp
         target = derive_instance(current.master, _rid(comp))
     known = find_attendee(target, address)
     if known is None:
-        return Refused(f"{address} is not invited to this event")
+        return Refused(f"{address} is not invited to this event", uninvited=True)
     refused = _stale(comp, target)
     if refused:
         return refused

@@ -59,3 +59,4 @@ class Refused:
     """A message that must not change the recipient's copy (stale, out of order, from a stranger)."""
 
     reason: str
+    uninvited: bool = False  # a reply from someone the event does not invite (a party crasher)

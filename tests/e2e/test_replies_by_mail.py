@@ -1,0 +1,214 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Guests answer by email: the invitation the server mailed, answered as a mail client does, sent over SMTP
+to Invito's listener on 127.0.0.1, and the organizer's event read back with the caldav client."""
+from __future__ import annotations
+
+import smtplib
+import socket
+import time
+import uuid
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Iterator
+
+import icalendar
+import pytest
+import requests
+
+from tests.e2e.conftest import PASSWORD, Server, free_port, start, stop
+from tests.e2e.mailsink import MailSink
+from tests.e2e.test_invitations_by_mail import calendar_part, mail_settings, review, to
+from tests.e2e.test_scheduling import attendee, calendar, copy_of, inbox_methods
+
+GRACE = "mailto:grace@client.example.net"
+GINO = "mailto:gino@partner.example.org"
+
+
+def inbound_settings(relay_port: int, listen_port: int, **imip: str) -> dict[str, dict[str, str]]:
+    settings = mail_settings(relay_port)
+    settings["imip"].update({"listen": f"127.0.0.1:{listen_port}", **imip})
+    return settings
+
+
+def wait_listening(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@pytest.fixture
+def replying(tmp_path: Path, relay: tuple[int, MailSink]) -> Iterator[tuple[Server, MailSink, int]]:
+    listen = free_port()
+    proc, srv = start(tmp_path, inbound_settings(relay[0], listen))
+    try:
+        wait_listening(listen)
+        yield srv, relay[1], listen
+    finally:
+        stop(proc)
+
+
+def invite(srv: Server, sink: MailSink) -> tuple[str, dict[str, EmailMessage]]:
+    """Alice invites Gino and Grace; the invitations as their mail programs received them."""
+    uid = str(uuid.uuid4())
+    calendar(srv, "alice").save_event(review(uid))
+    received = sink.wait_for(2)
+    return uid, {GRACE: to(received, "grace@client.example.net")[0], GINO: to(received, "gino@partner.example.org")[0]}
+
+
+def answer(invitation: EmailMessage, guest: str, partstat: str, *, stamp: str | None = None,
+           sender: str | None = None, comment: str = "", as_attendee: str | None = None) -> tuple[str, bytes]:
+    """The REPLY a mail client builds from ``invitation`` (Thunderbird's shape: text/calendar plus an
+    invite.ics copy), and the address it goes to: the invitation's ORGANIZER."""
+    _, ics = calendar_part(invitation)
+    event = next(iter(ics.walk("VEVENT")))
+    reply = icalendar.Calendar()
+    reply.add("PRODID", "-//Mozilla.org/NONSGML Mozilla Calendar V1.1//EN")
+    reply.add("VERSION", "2.0")
+    reply.add("METHOD", "REPLY")
+    answered = icalendar.Event()
+    for name in ("UID", "SEQUENCE", "DTSTART", "DTEND", "SUMMARY", "ORGANIZER"):
+        answered[name] = event[name]
+    answered.add("DTSTAMP", icalendar.vDatetime.from_ical(stamp) if stamp else
+                 icalendar.vDatetime.from_ical(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())))
+    who = icalendar.vCalAddress(as_attendee or guest)
+    who.params["PARTSTAT"] = partstat
+    answered.add("ATTENDEE", who)
+    if comment:
+        answered.add("COMMENT", comment)
+    reply.add_component(answered)
+    for tz in ics.walk("VTIMEZONE"):
+        reply.add_component(tz)
+    data = reply.to_ical()
+    msg = EmailMessage()
+    msg["From"] = sender or guest[len("mailto:"):]
+    organizer = str(event["ORGANIZER"])[len("mailto:"):]
+    msg["To"] = organizer
+    msg["Subject"] = f"{partstat.title()}: Quarterly review"
+    msg.set_content(f"{partstat.title()}.")
+    msg.add_alternative(data, maintype="text", subtype="calendar", params={"method": "REPLY", "charset": "utf-8"})
+    msg.add_attachment(data, maintype="application", subtype="ics", filename="invite.ics")
+    return organizer, wire(msg)
+
+
+def wire(msg: EmailMessage) -> bytes:
+    """As mail travels: CRLF line ends (smtplib sends bytes unchanged)."""
+    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+
+
+def send(port: int, recipient: str, raw: bytes, sender: str = "guest@client.example.net") -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        smtp.sendmail(sender, [recipient], raw)
+
+
+def wait_partstat(srv: Server, uid: str, guest: str, wanted: str, timeout: float = 20) -> icalendar.Calendar:
+    deadline = time.monotonic() + timeout
+    while True:
+        cal = copy_of(srv, "alice", uid)
+        if attendee(cal, guest).params.get("PARTSTAT") == wanted:
+            return cal
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{guest} is {attendee(cal, guest).params.get('PARTSTAT')}, expected {wanted}")
+        time.sleep(0.2)
+
+
+def quarantined(srv: Server, count: int, timeout: float = 20) -> list[str]:
+    folder = srv.data / "spool" / "inbound" / "quarantine"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reasons = sorted(folder.glob("*.reason")) if folder.exists() else []
+        if len(reasons) >= count:
+            return [r.read_text() for r in reasons]
+        time.sleep(0.1)
+    raise AssertionError(f"expected {count} quarantined messages")
+
+
+def schedule_tag(srv: Server, uid: str) -> str:
+    href = next(o.url for c in srv.principal("alice").calendars() for o in c.events()
+                if str(icalendar.Calendar.from_ical(o.data).walk("VEVENT")[0]["UID"]) == uid)
+    return requests.get(str(href), auth=("alice", PASSWORD), timeout=10).headers["Schedule-Tag"]
+
+
+def test_a_guest_accepts_from_their_mail_program(replying: tuple[Server, MailSink, int]) -> None:
+    srv, sink, port = replying
+    uid, invitations = invite(srv, sink)
+    tag = schedule_tag(srv, uid)
+    to_address, raw = answer(invitations[GRACE], GRACE, "ACCEPTED", comment="See you there")
+    send(port, to_address, raw)
+    cal = wait_partstat(srv, uid, GRACE, "ACCEPTED")
+    assert attendee(cal, GINO).params["PARTSTAT"] == "NEEDS-ACTION"  # nothing else changed
+    assert "RSVP" not in attendee(cal, GRACE).params or attendee(cal, GRACE).params["RSVP"] in ("FALSE", False)
+    assert schedule_tag(srv, uid) == tag  # the organizer's next PUT is not refused because of the reply
+    assert "REPLY" in inbox_methods(srv, "alice", uid)
+    [note] = [r.message for r in sink.wait_for(3) if "alice@example.com" in r.recipients]
+    assert note["Subject"].startswith("Accepted: Quarterly review")
+    body = note.get_body(("plain",)).get_content()
+    assert "Grace Hopper accepted: Quarterly review" in body and "See you there" in body
+
+
+def test_forged_and_misdirected_replies_change_nothing(replying: tuple[Server, MailSink, int]) -> None:
+    srv, sink, port = replying
+    uid, invitations = invite(srv, sink)
+    grace_address, _ = answer(invitations[GRACE], GRACE, "ACCEPTED")
+    # A made-up token is not a recipient here: refused at RCPT, never a relay.
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        smtp.ehlo()
+        smtp.mail("mallory@evil.example")
+        code, _ = smtp.rcpt("invito+" + "a" * 32 + "@cal.example.com")
+        assert code == 550
+        code, _ = smtp.rcpt("someone@elsewhere.example")
+        assert code == 550
+    # Grace's reply address used to answer for Gino: quarantined, Gino's answer untouched.
+    _, forged = answer(invitations[GRACE], GRACE, "DECLINED", as_attendee=GINO, sender="gino@partner.example.org")
+    send(port, grace_address, forged)
+    [reason] = quarantined(srv, 1)
+    assert "gino@partner.example.org" in reason
+    assert attendee(copy_of(srv, "alice", uid), GINO).params["PARTSTAT"] == "NEEDS-ACTION"
+
+
+def test_replayed_and_out_of_order_replies(replying: tuple[Server, MailSink, int]) -> None:
+    srv, sink, port = replying
+    uid, invitations = invite(srv, sink)
+    address, declined = answer(invitations[GRACE], GRACE, "DECLINED", stamp="20300101T120000Z")
+    _, accepted = answer(invitations[GRACE], GRACE, "ACCEPTED", stamp="20300101T110000Z")  # written earlier
+    send(port, address, declined)
+    wait_partstat(srv, uid, GRACE, "DECLINED")
+    send(port, address, declined)  # the same mail again
+    send(port, address, accepted)  # arrives late: older than the answer applied
+    [reason] = quarantined(srv, 1)
+    assert "older" in reason
+    assert attendee(copy_of(srv, "alice", uid), GRACE).params["PARTSTAT"] == "DECLINED"
+    notes = [r for r in sink.received if "alice@example.com" in r.recipients]
+    assert len(notes) == 1  # the replay changed nothing and told nobody
+
+
+def test_reply_from_an_alias_is_applied_and_flagged(replying: tuple[Server, MailSink, int]) -> None:
+    srv, sink, port = replying
+    uid, invitations = invite(srv, sink)
+    address, raw = answer(invitations[GRACE], GRACE, "TENTATIVE", sender="g.hopper@private.example.com")
+    send(port, address, raw)
+    wait_partstat(srv, uid, GRACE, "TENTATIVE")
+    [note] = [r.message for r in sink.wait_for(3) if "alice@example.com" in r.recipients]
+    assert "g.hopper@private.example.com" in note.get_body(("plain",)).get_content()
+
+
+def test_mail_that_is_not_a_reply_is_kept_aside(replying: tuple[Server, MailSink, int]) -> None:
+    srv, sink, port = replying
+    uid, invitations = invite(srv, sink)
+    address, _ = answer(invitations[GRACE], GRACE, "ACCEPTED")
+    plain = EmailMessage()
+    plain["From"], plain["To"], plain["Subject"] = "grace@client.example.net", address, "Re: Quarterly review"
+    plain.set_content("Sounds good, see you!")
+    send(port, address, wire(plain))
+    out_of_office = EmailMessage()
+    out_of_office["From"], out_of_office["To"] = "grace@client.example.net", address
+    out_of_office["Subject"], out_of_office["Auto-Submitted"] = "Out of office", "auto-replied"
+    out_of_office.set_content("I am away.")
+    send(port, address, wire(out_of_office))
+    reasons = quarantined(srv, 2)
+    assert any("auto" in r.lower() for r in reasons) and any("calendar" in r.lower() for r in reasons)
+    assert attendee(copy_of(srv, "alice", uid), GRACE).params["PARTSTAT"] == "NEEDS-ACTION"
+    assert not [r for r in sink.received if "grace@client.example.net" in r.recipients][1:]  # never answered
