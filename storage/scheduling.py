@@ -261,8 +261,8 @@ class Scheduler:
         if not isinstance(result, Applied) or result.calendar is None:
             return result
         text = result.calendar.to_ical().decode()
-        if stored_item is not None and text == stored.to_ical().decode():  # type: ignore[union-attr]
-            return Applied(None)
+        if message.method != "REPLY" and stored is not None and text == stored.to_ical().decode():
+            return Applied(None)  # the same invitation again (a REPLY says so itself, see apply)
         if target is None:
             target = layout.default_calendar(self._storage, user)
             href = layout.href_for_uid(target, message.uid)

@@ -149,15 +149,17 @@ def _reply(message: icalendar.Calendar, comps: list[Component], stored: icalenda
         return Refused("there is no copy of this event to record the reply in")
     cal = stored.copy(recursive=True)
     current = SchedulingObject(cal)
+    changed = False
     for comp in comps:
-        refused = _record_reply(cal, current, comp)
-        if refused:
-            return refused
-    return Applied(cal)
+        recorded = _record_reply(cal, current, comp)
+        if isinstance(recorded, Refused):
+            return recorded
+        changed |= recorded
+    return Applied(cal if changed else None)  # None: the same reply again, nothing to store
 
 
-def _record_reply(cal: icalendar.Calendar, current: SchedulingObject, comp: Component) -> Refused | None:
-    """Record one instance's answer in ``cal`` (a private copy), or say why it must not be."""
+def _record_reply(cal: icalendar.Calendar, current: SchedulingObject, comp: Component) -> Refused | bool:
+    """Record one instance's answer in ``cal`` (a private copy); whether that changed it, or why it must not."""
     replied = next(iter(attendees(comp)), None)
     if replied is None:
         return Refused("the REPLY has no ATTENDEE")
@@ -187,13 +189,13 @@ def _record_reply(cal: icalendar.Calendar, current: SchedulingObject, comp: Comp
     if comment:
         wanted[REPLY_COMMENT] = comment
     if derived and _same_answer(wanted, answer(known)):
-        return None  # the series already says this for the instance: no override needed
+        return False  # the series already says this for the instance: no override needed
     if stamp:
         wanted[REPLY_DTSTAMP] = stamp
-    set_answer(known, wanted)
+    changed = set_answer(known, wanted)
     if derived:
         cal.add_component(target)
-    return None
+    return changed or derived
 
 
 def _same_answer(a: dict[str, object], b: dict[str, object]) -> bool:

@@ -215,8 +215,7 @@ def test_reply_keeps_the_schedule_tag() -> None:
 
 def test_the_same_reply_twice_changes_nothing() -> None:
     once = applied(apply(reply("TENTATIVE"), ORGANIZER_COPY, ALICE, NOW))
-    twice = applied(apply(reply("TENTATIVE"), once, ALICE, LATER))
-    assert twice.to_ical() == once.to_ical()
+    assert apply(reply("TENTATIVE"), once, ALICE, LATER) == Applied(None)  # nothing to store
 
 
 REFUSED_REPLIES = {
@@ -326,8 +325,7 @@ def test_reply_for_an_existing_override_updates_it() -> None:
 
 def test_instance_reply_repeating_the_series_answer_adds_no_override() -> None:
     stored = calendar(vevent(WEEKLY, partstat={"bob": "ACCEPTED"}))
-    merged = applied(apply(reply("ACCEPTED", rid="20301017T090000Z", sequence=0), stored, ALICE, NOW))
-    assert len(events(merged)) == 1
+    assert apply(reply("ACCEPTED", rid="20301017T090000Z", sequence=0), stored, ALICE, NOW) == Applied(None)
 
 
 def test_unsupported_method_is_refused() -> None:
