@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import threading
 import time
 import uuid
 from email.message import EmailMessage
@@ -212,3 +213,52 @@ def test_mail_that_is_not_a_reply_is_kept_aside(replying: tuple[Server, MailSink
     assert any("auto" in r.lower() for r in reasons) and any("calendar" in r.lower() for r in reasons)
     assert attendee(copy_of(srv, "alice", uid), GRACE).params["PARTSTAT"] == "NEEDS-ACTION"
     assert not [r for r in sink.received if "grace@client.example.net" in r.recipients][1:]  # never answered
+
+
+def test_an_organizer_edit_and_a_reply_at_the_same_time_both_survive(
+        replying: tuple[Server, MailSink, int]) -> None:
+    srv, sink, port = replying
+    uid, invitations = invite(srv, sink)
+    obj = next(o for c in srv.principal("alice").calendars() for o in c.events()
+               if str(icalendar.Calendar.from_ical(o.data).walk("VEVENT")[0]["UID"]) == uid)
+    tag = schedule_tag(srv, uid)
+    # An edit that is no reschedule (a category): the guest's answer to the current SEQUENCE still holds.
+    edited = obj.data.replace("END:VEVENT", "CATEGORIES:Finance\r\nEND:VEVENT")
+    address, raw = answer(invitations[GRACE], GRACE, "ACCEPTED")
+    put = threading.Thread(target=lambda: results.append(requests.put(
+        str(obj.url), data=edited.encode(), auth=("alice", PASSWORD), timeout=20,
+        headers={"Content-Type": "text/calendar", "If-Schedule-Tag-Match": tag}).status_code))
+    results: list[int] = []
+    put.start()
+    send(port, address, raw)
+    put.join()
+    assert results and results[0] in (200, 201, 204)
+    cal = wait_partstat(srv, uid, GRACE, "ACCEPTED")
+    assert "Finance" in cal.walk("VEVENT")[0]["CATEGORIES"].to_ical().decode()
+
+
+@pytest.mark.parametrize("name, body", [
+    ("malformed calendar", b"BEGIN:VCALENDAR\r\nMETHOD:REPLY\r\nBEGIN:VEVENT\r\nUID:x\r\nDTSTART:garbage\r\n"),
+    ("two methods", b"BEGIN:VCALENDAR\r\nMETHOD:REPLY\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\nUID:x\r\n"
+                    b"DTSTAMP:20300101T000000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"),
+    ("20,000 overrides", b"BEGIN:VCALENDAR\r\nMETHOD:REPLY\r\n" + b"".join(
+        b"BEGIN:VEVENT\r\nUID:x\r\nRECURRENCE-ID:2030%04dT090000Z\r\nEND:VEVENT\r\n" % i for i in range(20_000))
+        + b"END:VCALENDAR\r\n"),
+])
+def test_hostile_mail_is_kept_aside_and_the_listener_keeps_serving(
+        replying: tuple[Server, MailSink, int], name: str, body: bytes) -> None:
+    srv, sink, port = replying
+    uid, invitations = invite(srv, sink)
+    address, good = answer(invitations[GRACE], GRACE, "ACCEPTED")
+    hostile = EmailMessage()
+    hostile["From"], hostile["To"], hostile["Subject"] = "grace@client.example.net", address, name
+    hostile.set_content(body, maintype="text", subtype="calendar", params={"method": "REPLY"})
+    try:
+        send(port, address, wire(hostile))
+    except smtplib.SMTPDataError as e:  # too big for the listener: refused at once, nothing to keep
+        assert e.smtp_code == 552
+    else:
+        [reason] = quarantined(srv, 1)
+        assert reason.strip()
+    send(port, address, good)  # the next sender is served as usual
+    wait_partstat(srv, uid, GRACE, "ACCEPTED")
