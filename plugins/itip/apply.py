@@ -14,7 +14,7 @@ from typing import Callable
 import icalendar
 
 from invito.plugins.itip.address import normalize
-from invito.plugins.itip.components import (NEEDS_ACTION, REPLY_COMMENT, REPLY_DTSTAMP, Component, answer,
+from invito.plugins.itip.components import (NEEDS_ACTION, REPLY_COMMENT, RESCHEDULED, REPLY_DTSTAMP, Component, answer,
                                             attendees, decoded, find_attendee, in_zone_of, instance_key,
                                             new_calendar, organizer, param, replace, scheduled, sequence,
                                             set_answer, utc_stamp, values)
@@ -174,9 +174,9 @@ def _record_reply(cal: icalendar.Calendar, current: SchedulingObject, comp: Comp
     known = find_attendee(target, address)
     if known is None:
         return Refused(f"{address} is not invited to this event", uninvited=True)
-    refused = _stale(comp, target)
-    if refused:
-        return refused
+    if "SEQUENCE" in comp and sequence(comp) < int(target.get(RESCHEDULED, 0)):
+        return Refused(f"stale: the reply answers SEQUENCE {sequence(comp)}, the event was rescheduled "
+                       f"at {int(target[RESCHEDULED])}")
     stamp = utc_stamp(comp.decoded("DTSTAMP")) if "DTSTAMP" in comp else None
     last = known.params.get(REPLY_DTSTAMP)
     if stamp and last and stamp < str(last):

@@ -21,6 +21,9 @@ SERVER_PARAMS = ("SCHEDULE-STATUS", "SCHEDULE-FORCE-SEND")  # written by the ser
 REPLY_PARAMS = ("PARTSTAT", "RSVP", "DELEGATED-TO")  # an attendee's answer, owned by that attendee
 REPLY_DTSTAMP = PRIVATE_PREFIX + "REPLY-DTSTAMP"
 REPLY_COMMENT = PRIVATE_PREFIX + "COMMENT"
+# On the organizer's copy: the SEQUENCE at which the time last changed. Replies to an older SEQUENCE
+# answer another time and are stale; replies to a SEQUENCE bumped since by a mere edit still hold.
+RESCHEDULED = PRIVATE_PREFIX + "RESCHEDULED"
 NEEDS_ACTION = "NEEDS-ACTION"
 
 Component = icalendar.cal.component.Component

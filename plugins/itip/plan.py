@@ -14,7 +14,7 @@ from datetime import datetime
 import icalendar
 
 from invito.plugins.itip.address import normalize
-from invito.plugins.itip.components import (NEEDS_ACTION, SERVER_PARAMS, Component, addresses, answer, attendees,
+from invito.plugins.itip.components import (NEEDS_ACTION, RESCHEDULED, SERVER_PARAMS, Component, addresses, answer, attendees,
                                             cancelled, collapse_duplicates, find_attendee, instance_key,
                                             new_calendar, organizer, param, replace, scheduled, sequence,
                                             set_answer, strip_params, values)
@@ -150,17 +150,28 @@ def _keep_answers(before: SchedulingObject, stored: icalendar.Calendar, exempt: 
 
 
 def _bump_sequences(before: SchedulingObject, after: SchedulingObject) -> bool:
-    """RFC 5546 §2.1.4: a significant change needs a higher SEQUENCE; a client that bumped it is respected."""
+    """RFC 5546 §2.1.4: a significant change needs a higher SEQUENCE; a client that bumped it is respected.
+
+    A change of time also records its SEQUENCE as RESCHEDULED (kept when a client drops it), against
+    which replies are judged stale.
+    """
     changed = False
     for comp in after.components():
         key = instance_key(comp)
         rid = after.rids.get(key) if key else None
         previous = before.component(key, rid)
-        if previous is None or before.view(key, rid) == after.view(key):
+        if previous is None:
             continue
-        wanted = max(sequence(previous) + 1, sequence(comp))
-        if wanted != sequence(comp) or "SEQUENCE" not in comp:
-            replace(comp, "SEQUENCE", wanted)
+        if before.view(key, rid) != after.view(key):
+            wanted = max(sequence(previous) + 1, sequence(comp))
+            if wanted != sequence(comp) or "SEQUENCE" not in comp:
+                replace(comp, "SEQUENCE", wanted)
+                changed = True
+            if before.view(key, rid).timing != after.view(key).timing:
+                replace(comp, RESCHEDULED, wanted)
+                changed = True
+        if RESCHEDULED in previous and RESCHEDULED not in comp:
+            replace(comp, RESCHEDULED, int(previous[RESCHEDULED]))
             changed = True
     return changed
 
@@ -249,6 +260,7 @@ def _outgoing(comp: Component, now: datetime) -> Component:
         for prop in values(out, name):
             strip_params(prop, _NOT_SENT_PARAMS)
     replace(out, "DTSTAMP", now)
+    replace(out, RESCHEDULED, None)  # our bookkeeping
     if "SEQUENCE" not in out:  # mail clients order updates by it; absent means 0, say so
         out.add("SEQUENCE", 0)
     return out

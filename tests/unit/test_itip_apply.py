@@ -213,6 +213,13 @@ def test_reply_keeps_the_schedule_tag() -> None:
     assert schedule_tag(merged) == schedule_tag(ORGANIZER_COPY)
 
 
+def test_a_reply_to_a_sequence_bumped_since_by_an_edit_still_counts() -> None:
+    """Only a reschedule makes earlier answers stale; a new title or description does not."""
+    edited = calendar(vevent("X-INVITO-RESCHEDULED:1", sequence=3, summary="Planning, with lunch"))
+    merged = applied(apply(reply("ACCEPTED", sequence=1), edited, ALICE, NOW))
+    assert attendee(merged, BOB).params["PARTSTAT"] == "ACCEPTED"
+
+
 def test_the_same_reply_twice_changes_nothing() -> None:
     once = applied(apply(reply("TENTATIVE"), ORGANIZER_COPY, ALICE, NOW))
     assert apply(reply("TENTATIVE"), once, ALICE, LATER) == Applied(None)  # nothing to store
@@ -220,7 +227,8 @@ def test_the_same_reply_twice_changes_nothing() -> None:
 
 REFUSED_REPLIES = {
     "party crasher": (reply(who="dave"), ORGANIZER_COPY, "mailto:dave@example.com is not invited to this event"),
-    "stale sequence": (reply(sequence=0), calendar(vevent(sequence=1)), "stale SEQUENCE 0 < 1"),
+    "stale sequence": (reply(sequence=0), calendar(vevent("X-INVITO-RESCHEDULED:1", sequence=1)),
+                       "stale: the reply answers SEQUENCE 0, the event was rescheduled at 1"),
     "out of order": (reply("DECLINED", stamp="20300901T000000Z"),
                      applied(apply(reply("ACCEPTED", stamp="20300902T000000Z"), ORGANIZER_COPY, ALICE, NOW)),
                      "out of order: reply from 20300901T000000Z is older than the one applied from "

@@ -108,8 +108,9 @@ def test_new_object_keeps_the_clients_sequence() -> None:
 
 SEQUENCE_CASES = {
     "significant change bumps": (2, vevent(sequence=2, **MOVED), 3, True),
-    "client already bumped": (2, vevent(sequence=3, **MOVED), 3, False),
-    "client bumped further": (2, vevent(sequence=7, **MOVED), 7, False),
+    # A move is also recorded as the reschedule replies are judged by: a rewrite even then.
+    "client already bumped": (2, vevent(sequence=3, **MOVED), 3, True),
+    "client bumped further": (2, vevent(sequence=7, **MOVED), 7, True),
     "client sent no SEQUENCE": (2, vevent(**MOVED), 3, True),
     "insignificant change keeps it": (2, vevent(ALARM, sequence=2), 2, False),
 }
@@ -122,6 +123,15 @@ def test_sequence(before: int, new: str, expected: int, changed: bool) -> None:
     assert result.changed is changed
     for message in result.messages:
         assert int(instance(message.calendar)["SEQUENCE"]) == expected
+        assert "X-INVITO-RESCHEDULED" not in instance(message.calendar)  # bookkeeping stays home
+
+
+def test_a_move_records_the_reschedule_and_a_later_edit_keeps_it() -> None:
+    moved = plan(calendar(vevent(sequence=2)), calendar(vevent(sequence=2, **MOVED)), OWNER_ALICE, NOW).stored
+    assert int(instance(moved)["X-INVITO-RESCHEDULED"]) == 3
+    edited = calendar(vevent(sequence=3, summary="Planning, with lunch", **MOVED))  # the client dropped it
+    again = plan(moved, edited, OWNER_ALICE, NOW).stored
+    assert int(instance(again)["SEQUENCE"]) == 4 and int(instance(again)["X-INVITO-RESCHEDULED"]) == 3
 
 
 def test_duplicate_attendees_are_collapsed() -> None:
