@@ -51,6 +51,16 @@ def now_utc() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+def _item(collection_path: str, text: str, same_span: radicale_item.Item | None) -> radicale_item.Item:
+    """A Radicale item for ``text``. With ``same_span``, an item about the same event at the same times
+    (a reply changes answers, never times): its UID, kind and time range are taken from it instead of
+    Radicale parsing ``text`` again with vobject to find them."""
+    if same_span is None:
+        return radicale_item.Item(collection_path=collection_path, text=text)
+    return radicale_item.Item(collection_path=collection_path, text=text, uid=same_span.uid, name=same_span.name,
+                              component_name=same_span.component_name, time_range=same_span.time_range)
+
+
 def _name_attendees(message: icalendar.Calendar, stored: icalendar.Calendar) -> None:
     """Give the ATTENDEEs of ``message`` the names (CN) the stored event knows them by: replies from mail
     programs often carry none, and the organizer's notification should say who answered."""
@@ -204,7 +214,7 @@ class Scheduler:
     def deliver_local(self, message: ITipMessage, user: str, recipient: str, tx: Transaction) -> None:
         """Put the message in ``user``'s inbox and apply it to their calendar copy."""
         self._to_inbox(user, message.calendar, tx)
-        result = self._apply_local(message, user, recipient, tx)
+        result, _ = self._apply_local(message, user, recipient, tx)
         if isinstance(result, Refused):
             logger.info("%s uid=%s to=%s: delivered to inbox, not applied: %s",
                         message.method, message.uid, recipient, result.reason)
@@ -218,9 +228,9 @@ class Scheduler:
         time; None says it was such a duplicate, Refused why it must not be applied.
         """
         with Transaction(self.spool) as tx:
-            result = self._apply_local(message, user, recipient, tx)
+            result, stored_item = self._apply_local(message, user, recipient, tx)
             if isinstance(result, Applied) and result.calendar is not None:
-                self._to_inbox(user, message.calendar, tx)
+                self._to_inbox(user, message.calendar, tx, stored_item if message.method == "REPLY" else None)
                 if notification is not None:
                     _name_attendees(notification.message.calendar, result.calendar)
                     tx.spool(self.spool.prepare(notification.message, [notification.to], notes=notification.notes))
@@ -247,30 +257,33 @@ class Scheduler:
                 return True
         return False
 
-    def _to_inbox(self, user: str, calendar: icalendar.Calendar, tx: Transaction) -> None:
+    def _to_inbox(self, user: str, calendar: icalendar.Calendar, tx: Transaction,
+                  same_span: radicale_item.Item | None = None) -> None:
         inbox = layout.ensure_inbox(self._storage, user)
+        text = calendar.to_ical().decode()
         tx.store(inbox, "%d-%s.ics" % (time.time_ns(), uuid.uuid4().hex[:12]),  # names sort by arrival
-                 radicale_item.Item(collection_path=inbox.path, text=calendar.to_ical().decode()))
+                 _item(inbox.path, text, same_span))
 
     def _apply_local(self, message: ITipMessage, user: str, recipient: str, tx: Transaction
-                     ) -> Applied | Refused:
-        """Apply ``message`` to ``user``'s copy and store the result; Applied(None) when nothing changed."""
+                     ) -> tuple[Applied | Refused, radicale_item.Item | None]:
+        """Apply ``message`` to ``user``'s copy and store the result; Applied(None) when nothing changed.
+        Also returns the copy as it was stored before."""
         target, href, stored_item = self.find_copy(user, message.uid)
         stored = parse(stored_item.serialize()) if stored_item else None
         result = apply(message.calendar, stored, recipient, now_utc())
         if not isinstance(result, Applied) or result.calendar is None:
-            return result
+            return result, stored_item
         text = result.calendar.to_ical().decode()
         if message.method != "REPLY" and stored is not None and text == stored.to_ical().decode():
-            return Applied(None)  # the same invitation again (a REPLY says so itself, see apply)
+            return Applied(None), stored_item  # the same invitation again (a REPLY says so itself, see apply)
         if target is None:
             target = layout.default_calendar(self._storage, user)
             href = layout.href_for_uid(target, message.uid)
         assert href is not None
-        tx.store(target, href, radicale_item.Item(collection_path=target.path, text=text))
+        tx.store(target, href, _item(target.path, text, stored_item if message.method == "REPLY" else None))
         logger.info("%s uid=%s to=%s: applied in /%s/%s", message.method, message.uid, recipient,
                     target.path, href)
-        return result
+        return result, stored_item
 
     def find_copy(self, user: str, uid: str
                   ) -> tuple["Collection | None", str | None, radicale_item.Item | None]:
