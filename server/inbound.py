@@ -192,8 +192,10 @@ def receive_inbound(configuration: Configuration, stop: threading.Event) -> None
         return
     processor = Processor(configuration, storage)
     listener = Listener(listener_settings(configuration), processor.spool, processor.accepts)
-    listener.start()
-    logger.info("inbound mail: %s on %s", configuration.get("imip", "protocol"), configuration.get("imip", "listen"))
+    try:
+        listener.start()
+    except OSError as e:  # mail already queued is still applied; the admin must fix the address
+        logger.error("inbound mail NOT received: %s; check [imip] listen", e)
     try:
         processor.run(stop)
     finally:

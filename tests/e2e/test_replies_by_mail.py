@@ -61,22 +61,35 @@ def invite(srv: Server, sink: MailSink) -> tuple[str, dict[str, EmailMessage]]:
 
 
 def answer(invitation: EmailMessage, guest: str, partstat: str, *, stamp: str | None = None,
-           sender: str | None = None, comment: str = "", as_attendee: str | None = None) -> tuple[str, bytes]:
-    """The REPLY a mail client builds from ``invitation`` (Thunderbird's shape: text/calendar plus an
-    invite.ics copy), and the address it goes to: the invitation's ORGANIZER."""
+           sender: str | None = None, comment: str = "", as_attendee: str | None = None,
+           shape: str = "thunderbird") -> tuple[str, bytes]:
+    """The REPLY a mail client builds from ``invitation``, and the address it goes to (the invitation's
+    ORGANIZER). ``shape``: thunderbird (text/calendar plus an invite.ics copy), outlook (the whole
+    message is the calendar, no ORGANIZER, no SEQUENCE), gmail (inline 7bit calendar plus a base64
+    invite.ics, CN kept, alarms left in) or apple (no method parameter, quoted-printable, MAILTO: in
+    upper case)."""
     _, ics = calendar_part(invitation)
     event = next(iter(ics.walk("VEVENT")))
     reply = icalendar.Calendar()
-    reply.add("PRODID", "-//Mozilla.org/NONSGML Mozilla Calendar V1.1//EN")
+    reply.add("PRODID", "-//Invito tests//%s//EN" % shape)
     reply.add("VERSION", "2.0")
     reply.add("METHOD", "REPLY")
     answered = icalendar.Event()
-    for name in ("UID", "SEQUENCE", "DTSTART", "DTEND", "SUMMARY", "ORGANIZER"):
+    names = ("UID", "DTSTART", "DTEND", "SUMMARY") if shape == "outlook" else \
+        ("UID", "SEQUENCE", "DTSTART", "DTEND", "SUMMARY", "ORGANIZER")
+    for name in names:
         answered[name] = event[name]
     answered.add("DTSTAMP", icalendar.vDatetime.from_ical(stamp) if stamp else
                  icalendar.vDatetime.from_ical(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())))
-    who = icalendar.vCalAddress(as_attendee or guest)
+    address = as_attendee or guest
+    who = icalendar.vCalAddress("MAILTO:" + address[len("mailto:"):] if shape == "apple" else address)
     who.params["PARTSTAT"] = partstat
+    if shape == "gmail":
+        who.params["CN"] = "Grace Hopper"
+        alarm = icalendar.Alarm()
+        alarm.add("ACTION", "DISPLAY")
+        alarm.add("TRIGGER", icalendar.vDuration.from_ical("-PT10M"))
+        answered.add_component(alarm)
     answered.add("ATTENDEE", who)
     if comment:
         answered.add("COMMENT", comment)
@@ -84,14 +97,21 @@ def answer(invitation: EmailMessage, guest: str, partstat: str, *, stamp: str | 
     for tz in ics.walk("VTIMEZONE"):
         reply.add_component(tz)
     data = reply.to_ical()
-    msg = EmailMessage()
-    msg["From"] = sender or guest[len("mailto:"):]
     organizer = str(event["ORGANIZER"])[len("mailto:"):]
+    msg = EmailMessage()
+    if shape == "outlook":
+        msg.set_content(data, maintype="text", subtype="calendar", params={"method": "REPLY", "charset": "utf-8"})
+    else:
+        msg.set_content(f"{partstat.title()}.")
+        if shape == "apple":
+            msg.add_alternative(data.decode(), subtype="calendar", cte="quoted-printable")
+        else:
+            msg.add_alternative(data.decode(), subtype="calendar", params={"method": "REPLY"},
+                                cte="7bit" if shape == "gmail" else "base64")
+        msg.add_attachment(data, maintype="application", subtype="ics", filename="invite.ics")
+    msg["From"] = sender or guest[len("mailto:"):]
     msg["To"] = organizer
     msg["Subject"] = f"{partstat.title()}: Quarterly review"
-    msg.set_content(f"{partstat.title()}.")
-    msg.add_alternative(data, maintype="text", subtype="calendar", params={"method": "REPLY", "charset": "utf-8"})
-    msg.add_attachment(data, maintype="application", subtype="ics", filename="invite.ics")
     return organizer, wire(msg)
 
 
@@ -148,6 +168,18 @@ def test_a_guest_accepts_from_their_mail_program(replying: tuple[Server, MailSin
     assert note["Subject"].startswith("Accepted: Quarterly review")
     body = note.get_body(("plain",)).get_content()
     assert "Grace Hopper accepted: Quarterly review" in body and "See you there" in body
+
+
+@pytest.mark.parametrize("shape", ["outlook", "gmail", "apple"])
+def test_replies_shaped_as_other_mail_programs_do_are_applied(replying: tuple[Server, MailSink, int],
+                                                              shape: str) -> None:
+    srv, sink, port = replying
+    uid, invitations = invite(srv, sink)
+    to_address, raw = answer(invitations[GRACE], GRACE, "DECLINED", shape=shape)
+    send(port, to_address, raw)
+    wait_partstat(srv, uid, GRACE, "DECLINED")
+    cal = copy_of(srv, "alice", uid)
+    assert not list(cal.walk("VALARM"))  # nothing but the answer came from the guest's calendar
 
 
 def test_forged_and_misdirected_replies_change_nothing(replying: tuple[Server, MailSink, int]) -> None:
