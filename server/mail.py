@@ -29,7 +29,8 @@ from invito.storage import Storage
 
 logger = logging.getLogger("invito.imip")
 
-ORGANIZER_METHODS = ("REQUEST", "CANCEL")  # sent on the organizer's behalf; a REPLY is an attendee's
+ORGANIZER_METHODS = ("REQUEST", "CANCEL", "DECLINECOUNTER")  # sent on the organizer's behalf
+STATUS_METHODS = ("REQUEST", "CANCEL")  # their delivery is the guest's SCHEDULE-STATUS
 
 
 def smtp_settings(configuration: Configuration) -> SmtpSettings:
@@ -97,7 +98,7 @@ class StatusWriter:
         self._pending: dict[tuple[str, str], dict[str, str]] = {}  # (organizer, UID) → guest → status
 
     def __call__(self, entry: SpoolEntry, status: str, detail: str) -> None:
-        if entry.method in ORGANIZER_METHODS:
+        if entry.method in STATUS_METHODS:
             self._pending.setdefault((entry.sender, entry.uid), {})[entry.recipient] = status
 
     def flush(self) -> None:

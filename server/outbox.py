@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""POST to a scheduling outbox: free-busy lookups (RFC 6638 §5).
+"""POST to a scheduling outbox: free-busy lookups (RFC 6638 §5), and declining a proposed change.
 
-Events are scheduled implicitly on PUT/DELETE, so the only message a client may POST is a VFREEBUSY
-REQUEST; the answer is a ``schedule-response`` with each internal attendee's busy time.
+Events are scheduled implicitly on PUT/DELETE, so a client POSTs only what no PUT can say: a VFREEBUSY
+REQUEST (the answer is a ``schedule-response`` with each internal attendee's busy time), or the
+organizer's DECLINECOUNTER to an attendee's COUNTER (RFC 5546 §3.2.8), delivered to its recipients.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import icalendar
 from radicale import types, xmlutils
 
 from invito.server import errors
+from invito.plugins.itip import ITipMessage
+from invito.plugins.itip.components import addresses, organizer, scheduled
 from invito.plugins.itip.freebusy import FreeBusyRequest, busy_periods, parse_request, response_calendar
 from invito.storage import layout
 
@@ -26,10 +29,14 @@ _ = xmlutils.make_clark
 
 def post(storage: "Storage", user: str, body: str, encoding: str) -> types.WSGIResponse:
     try:
-        request = parse_request(icalendar.Calendar.from_ical(body))
+        calendar = icalendar.Calendar.from_ical(body)
+        if str(calendar.get("METHOD", "")).upper() == "DECLINECOUNTER":
+            return _decline_counter(storage, user, calendar, encoding)
+        request = parse_request(calendar)
     except ValueError as e:
         return errors.precondition(client.BAD_REQUEST, "valid-scheduling-message",
-                      "Only a VFREEBUSY REQUEST can be POSTed (events are scheduled on PUT): %s" % e, encoding)
+                      "Only a VFREEBUSY REQUEST or a DECLINECOUNTER can be POSTed (events are scheduled on "
+                      "PUT): %s" % e, encoding)
     if request.organizer not in storage.directory.addresses_of(user):
         return errors.precondition(client.FORBIDDEN, "organizer-allowed",
                       "The ORGANIZER %s is not one of your addresses." % request.organizer, encoding)
@@ -40,6 +47,32 @@ def post(storage: "Storage", user: str, body: str, encoding: str) -> types.WSGIR
             root.append(_response_for(storage, request, attendee, now))
     body_out = xmlutils.pretty_xml(root).encode(encoding)
     return client.OK, {"Content-Type": "text/xml; charset=%s" % encoding}, body_out, None
+
+
+def _decline_counter(storage: "Storage", user: str, calendar: icalendar.Calendar,
+                     encoding: str) -> types.WSGIResponse:
+    """The organizer turns down an attendee's proposal: the DECLINECOUNTER goes to the ATTENDEEs it names."""
+    comps = scheduled(calendar)
+    uids = {str(c.get("UID", "")) for c in comps}
+    organizers = {organizer(c) for c in comps}
+    recipients = tuple(dict.fromkeys(a for c in comps for a in addresses(c)))
+    if len(uids) != 1 or not recipients:
+        raise ValueError("a DECLINECOUNTER names one event (UID) and the attendee(s) it answers")
+    if len(organizers) != 1 or not organizers <= storage.directory.addresses_of(user):
+        return errors.precondition(client.FORBIDDEN, "organizer-allowed",
+                                   "The ORGANIZER must be one of your addresses.", encoding)
+    uid = uids.pop()
+    message = ITipMessage("DECLINECOUNTER", uid, organizers.pop() or "", recipients, calendar)
+    statuses = storage.send(user, message)
+    if statuses is None:
+        return errors.refusal(client.NOT_FOUND, "You organize no event with UID %s." % uid)
+    root = ET.Element(_("C:schedule-response"))
+    for recipient, status in statuses.items():
+        response = ET.SubElement(root, _("C:response"))
+        ET.SubElement(ET.SubElement(response, _("C:recipient")), _("D:href")).text = recipient
+        ET.SubElement(response, _("C:request-status")).text = status + ";" + (
+            "Delivered" if status == "1.2" else "Queued for mail")
+    return client.OK, {"Content-Type": "text/xml; charset=%s" % encoding}, xmlutils.pretty_xml(root).encode(encoding), None
 
 
 def _response_for(storage: "Storage", request: FreeBusyRequest, attendee: str,

@@ -107,6 +107,13 @@ class Storage(IndexedStorage):
         with self.acquire_lock("w", user):
             self.scheduler.to_inbox(user, calendar, notification)
 
+    def send(self, user: str, message: ITipMessage) -> dict[str, str] | None:
+        """A message ``user`` sends about an event they organize (DECLINECOUNTER); None: no such event."""
+        with self.acquire_lock("w", user):
+            if self.scheduler.find_copy(user, message.uid)[2] is None:
+                return None
+            return self.scheduler.send(message, user)
+
     def resend(self, user: str, uid: str, guest: str) -> bool:
         """Queue the current invitation to ``uid`` for ``guest`` again (their REFRESH); False: no such
         event, or ``guest`` is not invited to it."""

@@ -243,6 +243,26 @@ class Scheduler:
             if notification is not None:
                 tx.spool(self.spool.prepare(notification.message, [notification.to], notes=notification.notes))
 
+    def send(self, message: ITipMessage, user: str) -> dict[str, str]:
+        """Deliver a message ``user`` sends explicitly (a DECLINECOUNTER POSTed to their outbox): users get
+        it in their inbox, guests by mail. Lock held. Returns each recipient's request status."""
+        statuses: dict[str, str] = {}
+        with Transaction(self.spool) as tx:
+            guests = []
+            for recipient in message.recipients:
+                owner = self.directory.user_for(recipient)
+                if owner is None:
+                    guests.append(recipient)
+                    statuses[recipient] = policy.QUEUED
+                else:
+                    self.deliver_local(message, owner, recipient, tx)
+                    statuses[recipient] = DELIVERED
+            if guests:
+                tx.spool(self.spool.prepare(message, guests))
+        logger.info("%s uid=%s from=%s: %s", message.method, message.uid, message.sender,
+                    ", ".join("%s=%s" % item for item in sorted(statuses.items())))
+        return statuses
+
     def resend(self, user: str, uid: str, guest: str) -> bool:
         """Spool the REQUEST ``guest`` would get for the event as it stands (their REFRESH). Lock held."""
         _, _, item = self.find_copy(user, uid)

@@ -44,7 +44,7 @@ from invito.plugins.itip.components import (SERVER_PARAMS, Component, decoded, k
 
 logger = logging.getLogger("invito.imip")
 
-METHODS = ("REQUEST", "CANCEL", "REPLY", "COUNTER")
+METHODS = ("REQUEST", "CANCEL", "REPLY", "COUNTER", "DECLINECOUNTER")
 _FROM_ATTENDEE = ("REPLY", "COUNTER")  # the message speaks for an attendee, to the organizer
 ICS_NAME = "invite.ics"
 # Parameters meaningful only on the server (RFC 6638 §7.1-7.3) or to Invito itself; PRIVATE_PREFIX too.
@@ -498,6 +498,8 @@ def _subject(event: _Event, loc: Localizer, changes: Sequence[str], speaker: str
         key = "subject." + status if loc.has("subject." + status) else "subject.reply"
     elif event.method == "COUNTER":
         key = "subject.counter"
+    elif event.method == "DECLINECOUNTER":
+        key = "subject.declinecounter"
     elif event.method == "CANCEL":
         key = "subject.cancel"
     else:
@@ -561,6 +563,8 @@ def _headline(event: _Event, loc: Localizer, changes: Sequence[str], organizer_n
         key = "headline.counter" if event.method == "COUNTER" else \
             "headline." + status if loc.has("headline." + status) else "headline.reply"
         return loc.text(key, name=who.display if who else "", title=event.title)
+    if event.method == "DECLINECOUNTER":
+        return loc.text("headline.declinecounter", organizer=organizer_name, title=event.title)
     if event.method == "CANCEL":
         whole = "RECURRENCE-ID" not in event.primary
         return loc.text("headline.cancel" if whole else "headline.cancel_instances", organizer=organizer_name)

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import uuid
+from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Iterator
@@ -294,3 +295,63 @@ def test_hostile_mail_is_kept_aside_and_the_listener_keeps_serving(
         assert reason.strip()
     send(port, address, good)  # the next sender is served as usual
     wait_partstat(srv, uid, GRACE, "ACCEPTED")
+
+
+def itip_mail(invitation: EmailMessage, method: str, guest: str, start: str | None = None) -> tuple[str, bytes]:
+    """A COUNTER (the event at another time) or REFRESH from ``guest``, built from their invitation."""
+    _, ics = calendar_part(invitation)
+    event = next(iter(ics.walk("VEVENT")))
+    message = icalendar.Calendar()
+    message.add("PRODID", "-//Invito tests//EN")
+    message.add("VERSION", "2.0")
+    message.add("METHOD", method)
+    sent = icalendar.Event()
+    for name in ("UID", "SEQUENCE", "ORGANIZER", "SUMMARY", *(("DTSTART", "DTEND") if start else ())):
+        sent[name] = event[name]
+    if start:
+        begin = icalendar.vDatetime.from_ical(start)
+        sent["DTSTART"], sent["DTEND"] = icalendar.vDDDTypes(begin), icalendar.vDDDTypes(begin + timedelta(hours=1))
+    sent.add("DTSTAMP", icalendar.vDatetime.from_ical(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())))
+    sent.add("ATTENDEE", icalendar.vCalAddress(guest))
+    message.add_component(sent)
+    msg = EmailMessage()
+    organizer = str(event["ORGANIZER"])[len("mailto:"):]
+    msg["From"], msg["To"], msg["Subject"] = guest[len("mailto:"):], organizer, method
+    msg.set_content(message.to_ical(), maintype="text", subtype="calendar", params={"method": method})
+    return organizer, wire(msg)
+
+
+def test_a_proposed_new_time_reaches_the_organizer_who_can_decline_it(
+        replying: tuple[Server, MailSink, int]) -> None:
+    srv, sink, port = replying
+    uid, invitations = invite(srv, sink)
+    address, counter = itip_mail(invitations[GRACE], "COUNTER", GRACE, start="20301010T140000Z")
+    send(port, address, counter)
+    [note] = [r.message for r in sink.wait_for(3) if "alice@example.com" in r.recipients]
+    method, proposal = calendar_part(note)
+    assert method == "COUNTER" and note["Subject"].startswith("New time proposed: Quarterly review")
+    assert str(proposal.walk("VEVENT")[0]["DTSTART"].to_ical().decode()) == "20301010T140000Z"
+    assert "COUNTER" in inbox_methods(srv, "alice", uid)
+    assert copy_of(srv, "alice", uid).walk("VEVENT")[0]["DTSTART"].to_ical().decode() == "20301010T090000"
+
+    decline = proposal.to_ical().decode().replace("METHOD:COUNTER", "METHOD:DECLINECOUNTER").replace(
+        address, "alice@example.com")
+    outbox = srv.url + "alice/schedule-outbox/"
+    answer_post = requests.post(outbox, data=decline.encode(), auth=("alice", PASSWORD), timeout=20,
+                                headers={"Content-Type": "text/calendar"})
+    assert answer_post.status_code == 200 and "1.0" in answer_post.text
+    declined = [r.message for r in sink.wait_for(4) if "grace@client.example.net" in r.recipients][-1]
+    method, ics = calendar_part(declined)
+    assert method == "DECLINECOUNTER" and declined["Subject"].startswith("Proposal declined: Quarterly review")
+    assert str(ics.walk("VEVENT")[0]["ORGANIZER"]) == "mailto:" + address  # answers still come back here
+
+
+def test_a_guest_who_asks_again_gets_the_current_invitation(replying: tuple[Server, MailSink, int]) -> None:
+    srv, sink, port = replying
+    uid, invitations = invite(srv, sink)
+    address, refresh = itip_mail(invitations[GRACE], "REFRESH", GRACE)
+    send(port, address, refresh)
+    again = [r.message for r in sink.wait_for(3) if "grace@client.example.net" in r.recipients]
+    assert len(again) == 2
+    method, ics = calendar_part(again[-1])
+    assert method == "REQUEST" and str(ics.walk("VEVENT")[0]["UID"]) == uid
