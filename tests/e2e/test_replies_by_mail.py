@@ -19,7 +19,7 @@ import requests
 
 from tests.e2e.conftest import PASSWORD, Server, free_port, start, stop
 from tests.e2e.mailsink import MailSink
-from tests.e2e.test_invitations_by_mail import calendar_part, mail_settings, review, to
+from tests.e2e.test_invitations_by_mail import calendar_part, mail_settings, review, to, wait_for_status
 from tests.e2e.test_scheduling import attendee, calendar, copy_of, inbox_methods
 
 GRACE = "mailto:grace@client.example.net"
@@ -355,3 +355,45 @@ def test_a_guest_who_asks_again_gets_the_current_invitation(replying: tuple[Serv
     assert len(again) == 2
     method, ics = calendar_part(again[-1])
     assert method == "REQUEST" and str(ics.walk("VEVENT")[0]["UID"]) == uid
+
+
+def test_a_bounced_invitation_shows_in_the_organizers_event(replying: tuple[Server, MailSink, int]) -> None:
+    """The invitation's envelope sender is the guest's reply address, so the bounce comes back to Invito."""
+    srv, sink, port = replying
+    uid, _ = invite(srv, sink)
+    [bounce_to] = [r.sender for r in sink.received if "grace@client.example.net" in r.recipients]
+    assert bounce_to.startswith("invito+")
+    wait_for_status(srv, uid, GRACE, "1.1")  # the relay took it; the bounce comes later
+    report = (
+        "From: MAILER-DAEMON@client.example.net\r\nTo: %s\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n"
+        "--b\r\nContent-Type: text/plain\r\n\r\nThe mail could not be delivered.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.client.example.net\r\n\r\n"
+        "Final-Recipient: rfc822; grace@client.example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n\r\n--b--\r\n") % bounce_to
+    send(port, bounce_to, report.encode(), sender="")
+    deadline = time.monotonic() + 20
+    while attendee(copy_of(srv, "alice", uid), GRACE).params.get("SCHEDULE-STATUS") != "5.2":
+        assert time.monotonic() < deadline, "the bounce was not recorded"
+        time.sleep(0.2)
+    assert attendee(copy_of(srv, "alice", uid), GINO).params.get("SCHEDULE-STATUS") == "1.1"
+
+
+def test_required_authentication_trusts_only_the_configured_mail_server(
+        tmp_path: Path, relay: tuple[int, MailSink]) -> None:
+    listen = free_port()
+    proc, srv = start(tmp_path, inbound_settings(relay[0], listen, authentication="require",
+                                                 authserv_id="mx.cal.example.com"))
+    try:
+        wait_listening(listen)
+        uid, invitations = invite(srv, relay[1])
+        address, raw = answer(invitations[GRACE], GRACE, "DECLINED")
+        forged = b"Authentication-Results: mx.evil.example; dmarc=pass header.from=client.example.net\r\n" + raw
+        send(listen, address, forged)
+        [reason] = quarantined(srv, 1)
+        assert "authentication" in reason
+        vouched = b"Authentication-Results: mx.cal.example.com; dmarc=pass header.from=client.example.net\r\n" + raw
+        send(listen, address, vouched)
+        wait_partstat(srv, uid, GRACE, "DECLINED")
+    finally:
+        stop(proc)
