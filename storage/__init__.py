@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import icalendar
 import radicale.item as radicale_item
@@ -119,6 +119,24 @@ class Storage(IndexedStorage):
         event, or ``guest`` is not invited to it."""
         with self.acquire_lock("w", user):
             return self.scheduler.resend(user, uid, guest)
+
+    @contextlib.contextmanager
+    def deferred_sync(self) -> Iterator[None]:
+        """Writes inside (events, inbox items, mail spool files) are not fsynced one by one; everything is
+        flushed to disk once at the end.
+
+        For a caller that keeps its input until then and whose work is idempotent (the inbound mail
+        processor: a message leaves its spool only after this, and a reply applied twice changes nothing),
+        and only on a Storage instance of its own: the flag is per instance.
+        """
+        durable = self._filesystem_fsync
+        self._filesystem_fsync = self.scheduler.spool.durable = False
+        try:
+            yield
+        finally:
+            self._filesystem_fsync = self.scheduler.spool.durable = durable
+            if durable:
+                os.sync()
 
     def ensure_scheduling_collections(self, user: str) -> None:
         """Inbox and outbox for users who existed before Invito, once per process. No lock held."""

@@ -63,6 +63,7 @@ class OutboundSpool:
         self._tmp = os.path.join(folder, "tmp")
         self.queue = os.path.join(folder, "queue")
         self.failed = os.path.join(folder, "failed")
+        self.durable = True  # False while the storage layer defers syncing to one flush (deferred_sync)
 
     # -- the storage layer's side ------------------------------------------------------------------
 
@@ -73,7 +74,7 @@ class OutboundSpool:
                   "ics": message.calendar.to_ical().decode("utf-8"), "created": time.time(),
                   "changes": list(changes), "notes": [list(n) for n in notes], "recipients": {r: dict(_NEW_STATE) for r in recipients}}
         os.makedirs(self._tmp, exist_ok=True)
-        write_synced(os.path.join(self._tmp, entry_id + ".json"), _encode(record))
+        (write_synced if self.durable else _write)(os.path.join(self._tmp, entry_id + ".json"), _encode(record))
         return entry_id
 
     @property
@@ -87,7 +88,8 @@ class OutboundSpool:
         os.makedirs(self.queue, exist_ok=True)
         for entry_id in ids:
             os.rename(os.path.join(self._tmp, entry_id + ".json"), self._queued(entry_id))
-        fsync_dir(self.queue)
+        if self.durable:
+            fsync_dir(self.queue)
         self.arrived.set()
 
     def discard(self, ids: list[str]) -> None:
