@@ -81,7 +81,7 @@ def triage(mail: Inbound, recipient: Recipient, verdict: Verdict | None, policy:
     if mail.method in FROM_ATTENDEE:
         return _from_attendee(mail, recipient, verdict, policy, user_for, token_for)
     if mail.method in FROM_ORGANIZER:
-        return _from_organizer(mail, recipient, verdict, policy, user_for)
+        return _from_organizer(mail, recipient, verdict, policy, user_for, token_for)
     return quarantine(f"METHOD {mail.method} is not accepted by mail")
 
 
@@ -109,6 +109,8 @@ def _from_attendee(mail: Inbound, recipient: Recipient, verdict: Verdict | None,
     else:
         return quarantine("the recipient is neither a reply address nor a user", uid=uid)
     known = dict(uid=uid, organizer=organizer_address, guest=guest)
+    if user_for(guest) is not None:
+        return quarantine(f"{guest} is a user here: their answers never come by mail", **known)
     user = user_for(organizer_address)
     if user is None:
         return quarantine(f"the organizer {organizer_address} is not a user here", **known)
@@ -124,7 +126,11 @@ def _from_attendee(mail: Inbound, recipient: Recipient, verdict: Verdict | None,
                               f"but this address was given to {guest}", **known)
     elif guest not in {a for c in comps for a in addresses(c)}:
         return quarantine(f"the proposal does not name {guest} among its attendees", **known)
-    notes, refusal = _sender_notes(mail, guest, verdict, policy)
+    # Without a token the mail alone says who answers: when authentication is on, only the authenticated
+    # From can vouch for that, so it must be the guest.
+    strict = recipient.token is None and policy.authentication != "off"
+    notes, refusal = _sender_notes(mail, guest, verdict, Policy("quarantine", policy.authentication) if strict
+                                   else policy)
     if refusal:
         return quarantine(refusal, user=user, **known)
     calendar = mail.calendar.copy(recursive=True)
@@ -146,7 +152,8 @@ def _replying(mail: Inbound) -> str | None:
 # -- an external organizer writes to a user ------------------------------------------------------------
 
 def _from_organizer(mail: Inbound, recipient: Recipient, verdict: Verdict | None, policy: Policy,
-                    user_for: Callable[[str], str | None]) -> Decision:
+                    user_for: Callable[[str], str | None],
+                    token_for: Callable[[str], ReplyToken | None]) -> Decision:
     assert mail.calendar is not None
     comps = scheduled(mail.calendar)
     uids = {str(c.get("UID", "")) for c in comps}
@@ -159,7 +166,8 @@ def _from_organizer(mail: Inbound, recipient: Recipient, verdict: Verdict | None
     if len(organizers) != 1:
         return quarantine("the message must name exactly one ORGANIZER", uid=uid)
     organizer_address = organizers.pop()
-    if user_for(organizer_address) is not None:
+    if user_for(organizer_address) is not None or token_for(organizer_address) is not None:
+        # A reply address stands for one of our organizers too (a guest forwarding our invitation).
         return quarantine(f"{organizer_address} is a user here: their invitations never come by mail", uid=uid)
     mine = {a for c in comps for a in addresses(c) if user_for(a) == recipient.user}
     if mail.method != "DECLINECOUNTER" and not mine:
@@ -208,7 +216,8 @@ def _bounce(mail: Inbound, recipient: Recipient, user_for: Callable[[str], str |
     if user is None:
         return quarantine(f"a delivery failure for {organizer_address}, who is not a user here")
     status = "5.2" if report.status.startswith("5.1.") else "5.1"  # 5.1.x: no such mailbox
-    return Decision(Action.BOUNCE, f"delivery to {guest} failed: {report.status} {report.diagnostic}".strip(),
+    detail = " ".join(filter(None, (report.status, report.diagnostic)))
+    return Decision(Action.BOUNCE, f"delivery to {guest} failed: {detail}".rstrip(": "),
                     user=user, uid=uid, organizer=organizer_address, guest=guest, status=status)
 
 
