@@ -12,6 +12,7 @@ and no input makes :func:`extract` raise.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import enum
 import logging
 import re
@@ -22,10 +23,11 @@ from email.message import Message
 from email.parser import HeaderParser
 from email.policy import compat32
 from email.utils import collapse_rfc2231_value, getaddresses
-from typing import Callable
+from typing import Callable, Iterator
 
 import icalendar
 from icalendar.parser import Contentlines
+from icalendar.timezone import tzp
 
 from invito.plugins.itip.address import normalize
 from invito.plugins.itip.components import addresses, replace, scheduled, values
@@ -314,7 +316,8 @@ def _read(part: Message, limits: Limits) -> Found:
     text = _decode(data, part).lstrip("\ufeff")
     _check_lines(text, limits)
     try:
-        calendar = icalendar.Calendar.from_ical(text)
+        with _zones_of_this_message_only():
+            calendar = icalendar.Calendar.from_ical(text)
     except Exception as exc:  # the parser's reason is the useful part
         raise _Rejected(f"the calendar is malformed: {_one_line(str(exc))}") from None
     if not isinstance(calendar, icalendar.Calendar):
@@ -323,6 +326,23 @@ def _read(part: Message, limits: Limits) -> Found:
     method = _method(calendar, _param(part, "method"))
     replace(calendar, "METHOD", method)
     return method, calendar
+
+
+@contextlib.contextmanager
+def _zones_of_this_message_only() -> Iterator[None]:
+    """icalendar caches every VTIMEZONE whose TZID it does not know, process-wide, first definition
+    winning: a forged mail defining "Custom/Zone" as +13:00 would shift every later calendar, anyone's,
+    using that name. The zones a message defines serve its own times (already resolved when parsing
+    returns) and are forgotten afterwards. The cache is icalendar's private attribute: without it
+    (another icalendar version), nothing is done."""
+    cache = getattr(tzp, "_TZP__tz_cache", None)
+    known = set(cache) if isinstance(cache, dict) else set()
+    try:
+        yield
+    finally:
+        if isinstance(cache, dict):
+            for tzid in set(cache) - known:
+                cache.pop(tzid, None)
 
 
 def _decode(data: bytes, part: Message) -> str:

@@ -322,3 +322,21 @@ def test_any_bytes_give_an_answer_never_an_exception() -> None:
         for _ in range(20):
             damaged[rng.randrange(len(damaged))] = rng.randrange(256)
         assert isinstance(extract(bytes(damaged)).kind, Kind)
+
+
+def test_a_mail_cannot_redefine_a_custom_time_zone_for_later_calendars() -> None:
+    """icalendar caches unknown TZIDs process-wide; each mail's own VTIMEZONE must serve only that mail."""
+    def mail(offset: str) -> bytes:
+        calendar = (
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\nMETHOD:REPLY\r\nBEGIN:VTIMEZONE\r\nTZID:Custom/Zone\r\n"
+            f"BEGIN:STANDARD\r\nDTSTART:19700101T000000\r\nTZOFFSETFROM:{offset}\r\nTZOFFSETTO:{offset}\r\n"
+            "END:STANDARD\r\nEND:VTIMEZONE\r\nBEGIN:VEVENT\r\nUID:u\r\nDTSTAMP:20300101T000000Z\r\n"
+            "DTSTART;TZID=Custom/Zone:20301010T090000\r\nATTENDEE;PARTSTAT=ACCEPTED:mailto:g@x.org\r\n"
+            "END:VEVENT\r\nEND:VCALENDAR\r\n")
+        return ("From: g@x.org\r\nTo: a@b.c\r\nSubject: s\r\nContent-Type: text/calendar; method=REPLY\r\n\r\n"
+                + calendar).encode()
+
+    hostile, honest = extract(mail("+1300")), extract(mail("-0500"))
+    offsets = [m.calendar.walk("VEVENT")[0].decoded("DTSTART").utcoffset().total_seconds() / 3600
+               for m in (hostile, honest)]
+    assert offsets == [13, -5]
