@@ -23,6 +23,7 @@ from invito.plugins.imip.authentication import Verdict, authenticate
 from invito.plugins.imip.extract import Inbound, Kind, extract
 from invito.plugins.imip.inbound_spool import InboundEntry, InboundSpool
 from invito.plugins.imip.listener import Listener, ListenerSettings
+from invito.plugins.imip.sender import wait_until
 from invito.plugins.imip.tokens import ReplyToken, ReplyTokens
 from invito.plugins.imip.triage import Action, Decision, Policy, Recipient, triage
 from invito.plugins.itip import Applied, ITipMessage, Refused, with_schedule_status
@@ -84,7 +85,7 @@ class Processor:
             wake.clear()
             while not stop.is_set() and self.process_batch():
                 pass
-            wake.wait(5)
+            wait_until(stop, wake, 5)
 
     def process_batch(self) -> int:
         """Apply up to BATCH spooled messages, oldest first, with one flush to disk for all of them (group

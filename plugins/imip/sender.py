@@ -87,7 +87,7 @@ class Sender:
             except Exception:
                 logger.exception("outbound mail: unexpected error, trying again in %g s", self.first_retry)
                 timeout = self.first_retry
-            _wait(stop, wake, timeout)
+            wait_until(stop, wake, timeout)
 
     def process_due(self, now: float) -> int:
         """Send every entry due at ``now`` over one connection; return how many the relay accepted."""
@@ -204,7 +204,8 @@ def _address(recipient: str) -> str:
     return recipient[len("mailto:"):] if recipient.lower().startswith("mailto:") else recipient
 
 
-def _wait(stop: threading.Event, wake: threading.Event | None, timeout: float | None) -> None:
+def wait_until(stop: threading.Event, wake: threading.Event | None, timeout: float | None) -> None:
+    """Sleep until ``wake`` or ``stop`` is set, or ``timeout`` seconds pass (``stop`` is polled)."""
     if wake is None:
         stop.wait(timeout)
         return

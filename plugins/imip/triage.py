@@ -25,6 +25,7 @@ from invito.plugins.itip.components import addresses, organizer, scheduled
 # Methods an attendee sends to the organizer, and those an organizer sends to attendees (RFC 5546 §1.4).
 FROM_ATTENDEE = ("REPLY", "COUNTER", "REFRESH")
 FROM_ORGANIZER = ("REQUEST", "CANCEL", "DECLINECOUNTER")
+APPLE_COMMENT = "X-CALENDARSERVER-PRIVATE-COMMENT"
 
 
 class Action(enum.Enum):
@@ -135,6 +136,10 @@ def _from_attendee(mail: Inbound, recipient: Recipient, verdict: Verdict | None,
         return quarantine(refusal, user=user, **known)
     calendar = mail.calendar.copy(recursive=True)
     set_organizer_address(calendar, organizer_address)  # the token address back to the organizer's own
+    for comp in scheduled(calendar):  # Apple's clients put the guest's note there
+        note = str(comp.get(APPLE_COMMENT, "")).strip()
+        if note and "COMMENT" not in comp:
+            comp.add("COMMENT", note)
     action = {"REPLY": Action.REPLY, "COUNTER": Action.COUNTER, "REFRESH": Action.REFRESH}[mail.method]
     return Decision(action, f"{mail.method} from {guest}", user=user, calendar=calendar, notes=notes, **known)
 

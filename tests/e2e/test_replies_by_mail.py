@@ -397,3 +397,17 @@ def test_required_authentication_trusts_only_the_configured_mail_server(
         wait_partstat(srv, uid, GRACE, "DECLINED")
     finally:
         stop(proc)
+
+
+def test_behind_postfix_replies_arrive_by_lmtp(tmp_path: Path, relay: tuple[int, MailSink]) -> None:
+    listen = free_port()
+    proc, srv = start(tmp_path, inbound_settings(relay[0], listen, protocol="lmtp"))
+    try:
+        wait_listening(listen)
+        uid, invitations = invite(srv, relay[1])
+        address, raw = answer(invitations[GRACE], GRACE, "TENTATIVE")
+        with smtplib.LMTP("127.0.0.1", listen) as lmtp:
+            assert lmtp.sendmail("grace@client.example.net", [address], raw) == {}
+        wait_partstat(srv, uid, GRACE, "TENTATIVE")
+    finally:
+        stop(proc)
