@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -36,11 +36,17 @@ class Server:
     config: Path
     log: Path
 
+    principals: dict[str, caldav.Principal] = field(default_factory=dict, repr=False, compare=False)
+
     def client(self, user: str) -> caldav.DAVClient:
         return caldav.DAVClient(url=self.url, username=user, password=PASSWORD)
 
     def principal(self, user: str) -> caldav.Principal:
-        return self.client(user).principal()
+        """One client per user: a new one first asks without credentials, and the server delays each
+        refusal by about a second."""
+        if user not in self.principals:
+            self.principals[user] = self.client(user).principal()
+        return self.principals[user]
 
 
 def write_config(tmp: Path, port: int, settings: dict[str, dict[str, str]] | None = None) -> Path:

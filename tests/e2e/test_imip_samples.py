@@ -8,9 +8,8 @@ the replies answer; in the other alice and bob are the attendees the invitations
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Iterator
@@ -38,17 +37,6 @@ ATTENDEE_ADDRESSES = {"alice": ("thomas.cataldo@blue-mind.net", "tom@willow.vmw"
 
 
 @dataclass
-class OneClientPerUser(Server):
-    """A new caldav client first asks without credentials, and the server delays each refusal by about a
-    second: one client per user keeps the file fast."""
-    principals: dict[str, caldav.Principal] = field(default_factory=dict)
-
-    def principal(self, user: str) -> caldav.Principal:
-        if user not in self.principals:
-            self.principals[user] = super().principal(user)
-        return self.principals[user]
-
-
 @dataclass
 class Site:
     srv: Server
@@ -68,7 +56,7 @@ def _serve(folder: Path, addresses: dict[str, tuple[str, ...]]) -> Iterator[Site
         proc, srv = start(folder, settings)
         try:
             wait_listening(listen)
-            yield Site(OneClientPerUser(**dataclasses.asdict(srv)), listen, sink)
+            yield Site(srv, listen, sink)
         finally:
             stop(proc)
     finally:
