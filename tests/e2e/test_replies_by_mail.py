@@ -3,6 +3,8 @@
 to Invito's listener on 127.0.0.1, and the organizer's event read back with the caldav client."""
 from __future__ import annotations
 
+import email
+import email.policy
 import smtplib
 import socket
 import threading
@@ -411,3 +413,49 @@ def test_behind_postfix_replies_arrive_by_lmtp(tmp_path: Path, relay: tuple[int,
         wait_partstat(srv, uid, GRACE, "TENTATIVE")
     finally:
         stop(proc)
+
+
+def test_a_removed_guest_who_answers_is_not_added_back_and_the_organizer_is_told(
+        replying: tuple[Server, MailSink, int]) -> None:
+    srv, sink, port = replying
+    uid, invitations = invite(srv, sink)
+    obj = next(o for c in srv.principal("alice").calendars() for o in c.events()
+               if str(icalendar.Calendar.from_ical(o.data).walk("VEVENT")[0]["UID"]) == uid)
+    obj.data = "\r\n".join(line for line in obj.data.replace("\r\n ", "").splitlines()
+                           if "grace@client.example.net" not in line.lower()) + "\r\n"
+    obj.save()
+    address, raw = answer(invitations[GRACE], GRACE, "ACCEPTED")
+    send(port, address, raw)
+    [reason] = quarantined(srv, 1)
+    assert "not invited" in reason
+    assert "grace@client.example.net" not in copy_of(srv, "alice", uid).to_ical().decode().lower()
+    deadline = time.monotonic() + 20
+    while not [r for r in sink.received if "alice@example.com" in r.recipients]:
+        assert time.monotonic() < deadline, "the organizer was not told"
+        time.sleep(0.2)
+    [note] = [r.message for r in sink.received if "alice@example.com" in r.recipients]
+    assert "not invited" in note.get_body(("plain",)).get_content()
+
+
+def test_a_guest_answers_for_one_occurrence_of_a_series(replying: tuple[Server, MailSink, int]) -> None:
+    srv, sink, port = replying
+    uid = str(uuid.uuid4())
+    calendar(srv, "alice").save_event(review(uid, extra=("RRULE:FREQ=WEEKLY;COUNT=4",)))
+    invitation = to(sink.wait_for(2), "grace@client.example.net")[0]
+    address, raw = answer(invitation, GRACE, "DECLINED")
+    # The guest declines the second occurrence only: the REPLY carries its RECURRENCE-ID.
+    _, reply = calendar_part(email.message_from_bytes(raw, policy=email.policy.default))
+    reply.walk("VEVENT")[0].add("RECURRENCE-ID", icalendar.vDatetime.from_ical("20301017T090000"),
+                                parameters={"TZID": "Europe/Rome"})
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "grace@client.example.net", address, "Declined: one occurrence"
+    msg.set_content(reply.to_ical(), maintype="text", subtype="calendar", params={"method": "REPLY"})
+    send(port, address, wire(msg))
+    deadline = time.monotonic() + 20
+    while not (overrides := [c for c in copy_of(srv, "alice", uid).walk("VEVENT") if "RECURRENCE-ID" in c]):
+        assert time.monotonic() < deadline, "no override for the occurrence answered"
+        time.sleep(0.2)
+    cal = copy_of(srv, "alice", uid)
+    [override] = overrides
+    assert attendee(cal, GRACE, override["RECURRENCE-ID"].to_ical().decode()).params["PARTSTAT"] == "DECLINED"
+    assert attendee(cal, GRACE).params["PARTSTAT"] == "NEEDS-ACTION"  # the series itself is unanswered
