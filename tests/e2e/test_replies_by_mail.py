@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Iterator
 
+import caldav
 import icalendar
 import pytest
 import requests
@@ -150,9 +151,14 @@ def quarantined(srv: Server, count: int, timeout: float = 20) -> list[str]:
     raise AssertionError(f"expected {count} quarantined messages")
 
 
-def schedule_tag(srv: Server, uid: str) -> str:
-    href = next(o.url for c in srv.principal("alice").calendars() for o in c.events()
+def organizers_object(srv: Server, uid: str) -> caldav.CalendarObjectResource:
+    """Alice's copy of ``uid`` as her client sees it."""
+    return next(o for c in srv.principal("alice").calendars() for o in c.events()
                 if str(icalendar.Calendar.from_ical(o.data).walk("VEVENT")[0]["UID"]) == uid)
+
+
+def schedule_tag(srv: Server, uid: str) -> str:
+    href = organizers_object(srv, uid).url
     return requests.get(str(href), auth=("alice", PASSWORD), timeout=10).headers["Schedule-Tag"]
 
 
@@ -254,8 +260,7 @@ def test_an_organizer_edit_and_a_reply_at_the_same_time_both_survive(
         replying: tuple[Server, MailSink, int]) -> None:
     srv, sink, port = replying
     uid, invitations = invite(srv, sink)
-    obj = next(o for c in srv.principal("alice").calendars() for o in c.events()
-               if str(icalendar.Calendar.from_ical(o.data).walk("VEVENT")[0]["UID"]) == uid)
+    obj = organizers_object(srv, uid)
     tag = schedule_tag(srv, uid)
     # A new description bumps the SEQUENCE but is no reschedule: the guest's answer still holds.
     edited = obj.data.replace("Numbers and plans", "Numbers and plans over lunch")
@@ -419,8 +424,7 @@ def test_a_removed_guest_who_answers_is_not_added_back_and_the_organizer_is_told
         replying: tuple[Server, MailSink, int]) -> None:
     srv, sink, port = replying
     uid, invitations = invite(srv, sink)
-    obj = next(o for c in srv.principal("alice").calendars() for o in c.events()
-               if str(icalendar.Calendar.from_ical(o.data).walk("VEVENT")[0]["UID"]) == uid)
+    obj = organizers_object(srv, uid)
     obj.data = "\r\n".join(line for line in obj.data.replace("\r\n ", "").splitlines()
                            if "grace@client.example.net" not in line.lower()) + "\r\n"
     obj.save()
