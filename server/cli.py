@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The ``invito`` command: run the server (``serve``) and manage the users file (``user add|list``)."""
+"""The ``invito`` command: run the server (``serve``) and manage the users file (``user add|remove|list``)."""
 from __future__ import annotations
 
 import argparse
@@ -75,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--password-file", metavar="F",
                      help="read the password from the first line of F; without it, ask twice in the terminal")
     add.set_defaults(run=_user_add)
+    remove = actions.add_parser("remove", parents=[with_config], help="remove a user's login",
+                                description="Remove NAME from the users file: they can no longer log in. "
+                                            "Their calendars stay in the data folder until you delete them.")
+    remove.add_argument("name", metavar="NAME")
+    remove.set_defaults(run=_user_remove)
     listing = actions.add_parser("list", parents=[with_config], help="print the user names, one per line")
     listing.set_defaults(run=_user_list)
     return parser
@@ -237,6 +242,23 @@ def _user_add(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot write {e.filename or path}: {e.strerror}; check [auth] htpasswd_filename "
                            "and the permissions of its folder") from e
     print(f"{'changed the password of' if existed else 'added'} user {args.name} in {path}")
+    return 0
+
+
+def _user_remove(args: argparse.Namespace) -> int:
+    configuration = load(args.config)
+    path = _users_file(configuration)
+    lines = _lines(path)
+    kept = [line for line in lines if _login(line) != args.name]
+    if len(kept) == len(lines):
+        raise CommandError(f"there is no user {args.name!r} in {path}; `invito user list` shows who there is")
+    try:
+        _write_atomically(path, kept)
+    except OSError as e:
+        raise CommandError(f"cannot write {e.filename or path}: {e.strerror}; check the permissions of its "
+                           "folder") from e
+    home = os.path.join(configuration.get("storage", "filesystem_folder"), "collection-root", args.name)
+    print(f"removed user {args.name} from {path}; their calendars are still in {home}")
     return 0
 
 

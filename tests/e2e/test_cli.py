@@ -65,6 +65,18 @@ def test_user_add_again_changes_the_password(config: Path) -> None:
     assert bcrypt.checkpw(b"second", lines[0].split(":", 1)[1].encode())
 
 
+def test_user_remove(config: Path) -> None:
+    assert add_user(config, "alice", "first").returncode == 0
+    assert add_user(config, "bob", "other").returncode == 0
+    removed = invito("user", "remove", "alice", "--config", str(config))
+    assert removed.returncode == 0, removed.stderr
+    assert "removed user alice" in removed.stdout and "calendars are still in" in removed.stdout
+    assert invito("user", "list", "--config", str(config)).stdout.splitlines() == ["bob"]
+    again = invito("user", "remove", "alice", "--config", str(config))
+    assert again.returncode == 1
+    assert "there is no user 'alice'" in again.stderr and "invito user list" in again.stderr
+
+
 @pytest.mark.parametrize("name", ["a:b", "../alice", ".alice", "al ice", "#alice"])
 def test_user_add_refuses_names_radicale_would_refuse(config: Path, name: str) -> None:
     refused = add_user(config, name, "pw")
