@@ -104,7 +104,10 @@ def _from_attendee(mail: Inbound, recipient: Recipient, verdict: Verdict | None,
                               uid=uid)
         organizer_address, guest = token.organizer, token.guest
     elif recipient.user is not None:
-        organizer_address, guest = normalize(recipient.address), _replying(mail)
+        # The user may have been mailed at another of their addresses than the one organizing the event.
+        theirs = {o for c in comps if (o := organizer(c)) and user_for(o) == recipient.user}
+        organizer_address = theirs.pop() if len(theirs) == 1 else normalize(recipient.address)
+        guest = _replying(mail)
         if guest is None:
             return quarantine("the message does not say which attendee sends it", uid=uid)
     else:

@@ -555,3 +555,14 @@ def test_bounce_that_cannot_be_placed_is_quarantined(mail: Inbound, recipient: R
     assert decision.reason == reason
     assert decision.user is None and decision.guest is None
 
+
+
+def test_direct_reply_mailed_to_another_address_of_the_organizer() -> None:
+    """Mail routed to the user by an alias (e.g. a copy to alice@invito.example.com) still answers the event
+    she organizes as alice@example.com."""
+    alias = "mailto:alice@invito.example.com"
+    users = {**USERS, alias: "alice"}
+    mail = itip("REPLY", organizer=ALICE, attendees=(GUEST,), from_address=GUEST)
+    decision = triage(mail, Recipient(alias, user="alice"), None, Policy(), users.get, lambda _: None)
+    assert decision.action is Action.REPLY
+    assert (decision.user, decision.organizer, decision.guest) == ("alice", ALICE, GUEST)
