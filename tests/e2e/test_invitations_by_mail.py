@@ -225,3 +225,21 @@ def test_no_mail_twice_for_the_same_change(tmp_path: Path, relay: tuple[int, Mai
                                                                    "grace@client.example.net"]
     finally:
         stop(proc)
+
+
+def test_the_relay_password_never_reaches_the_log(tmp_path: Path, relay: tuple[int, MailSink]) -> None:
+    secret = "s3cret-" + uuid.uuid4().hex
+    (tmp_path / "smtp-password").write_text(secret + "\n")
+    settings = mail_settings(relay[0])
+    settings["smtp"].update({"username": "invito", "password_file": str(tmp_path / "smtp-password")})
+    proc, srv = start(tmp_path, settings)
+    try:
+        calendar(srv, "alice").save_event(review(str(uuid.uuid4())))
+        deadline = time.monotonic() + 20
+        while "SMTP AUTH" not in srv.log.read_text():  # this relay offers no login: the attempt fails
+            assert time.monotonic() < deadline, "the failed login was not logged"
+            time.sleep(0.2)
+    finally:
+        stop(proc)
+    log = srv.log.read_text()
+    assert secret not in log
