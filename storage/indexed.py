@@ -29,6 +29,7 @@ from invito.storage.uid_index import (Entry, IndexStore, Record, UidIndex, dir_s
                                       scan)
 
 logger = logging.getLogger("invito.storage")
+LARGE_REBUILD = 500  # items re-read in one go that make an INFO line
 
 INDEX_SUBFOLDER = "invito-uid"
 
@@ -108,9 +109,13 @@ class IndexedCollection(multifilesystem.Collection):
             logger.warning("Cannot create UID index folder %r: %s", store.folder, e)
         stamp = dir_stamp(self._filesystem_path)
         old_stamp = index.stamp
+        started = time.monotonic()
         changed = index.reconcile(scan(self._filesystem_path, pathutils.is_safe_filesystem_path_component),
                                   self._read_uid, stamp)
-        logger.debug("UID index of %r verified: %d of %d items changed", self.path, changed, len(index))
+        # A (re)build after an upgrade or a bulk import is the one long step here: say what it did.
+        logger.log(logging.INFO if changed >= LARGE_REBUILD else logging.DEBUG,
+                   "UID index of %r: %d of %d items (re)read in %.1f s", self.path, changed, len(index),
+                   time.monotonic() - started)
         if changed or old_stamp != stamp:
             try:
                 store.save(index)

@@ -327,3 +327,12 @@ def test_store_round_trip_and_partial_append(tmp_path):
     with open(journal, "ab") as f:  # another process's append, caught half-way
         f.write(Record("c.ics", Entry("c", Sig(3, 3, 3)), Stamp(1, 5)).to_line()[:10])
     assert store.catch_up(loaded) and loaded.stamp == Stamp(1, 4) and "c.ics" not in loaded.entries
+
+
+def test_a_large_index_build_says_how_many_items_it_read(storage, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    for n in range(600):  # written behind the server's back, as by an import or plain Radicale
+        (cal_folder(tmp_path) / f"e{n}.ics").write_text(event(f"u{n}"))
+    with caplog.at_level("INFO", logger="invito.storage"):
+        assert has_uid(storage, "u599")
+    assert any("600 of 600 items (re)read" in r.getMessage() for r in caplog.records)
