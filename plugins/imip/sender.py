@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import threading
 import time
@@ -87,7 +88,9 @@ class Sender:
             except Exception:
                 logger.exception("outbound mail: unexpected error, trying again in %g s", self.first_retry)
                 timeout = self.first_retry
-            wait_until(stop, wake, timeout)
+            seen = _stamp(self.spool.queue)
+            # Another process (`invito queue retry`) changes the queue folder without waking us.
+            wait_until(stop, wake, timeout, lambda: _stamp(self.spool.queue) != seen)
 
     def process_due(self, now: float) -> int:
         """Send every entry due at ``now`` over one connection; return how many the relay accepted."""
@@ -199,18 +202,29 @@ def _refusal_status(outcome: Outcome) -> str:
     return REJECTED
 
 
+def _stamp(folder: str) -> int | None:
+    try:
+        return os.stat(folder).st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
 def _address(recipient: str) -> str:
     """Calendar user address → SMTP mailbox: ``mailto:guest@example.org`` → ``guest@example.org``."""
     return recipient[len("mailto:"):] if recipient.lower().startswith("mailto:") else recipient
 
 
-def wait_until(stop: threading.Event, wake: threading.Event | None, timeout: float | None) -> None:
-    """Sleep until ``wake`` or ``stop`` is set, or ``timeout`` seconds pass (``stop`` is polled)."""
-    if wake is None:
+def wait_until(stop: threading.Event, wake: threading.Event | None, timeout: float | None,
+               changed: Callable[[], bool] | None = None) -> None:
+    """Sleep until ``wake`` or ``stop`` is set, ``changed()`` says so, or ``timeout`` seconds pass (``stop``
+    and ``changed`` are polled)."""
+    if wake is None and changed is None:
         stop.wait(timeout)
         return
     deadline = None if timeout is None else time.monotonic() + timeout
     while not stop.is_set():
         remaining = STOP_POLL if deadline is None else min(STOP_POLL, deadline - time.monotonic())
-        if remaining <= 0 or wake.wait(remaining):
+        if remaining <= 0 or (wake.wait(remaining) if wake is not None else stop.wait(remaining)):
+            return
+        if changed is not None and changed():
             return

@@ -126,7 +126,10 @@ class OutboundSpool:
 
     def update(self, entry: SpoolEntry) -> None:
         """Persist one recipient's new delivery state: atomic replace, fsynced, so restarts resume."""
-        record = self._read(entry.id)
+        try:
+            record = self._read(entry.id)
+        except FileNotFoundError:  # an admin dropped it meanwhile (`invito queue drop`)
+            return
         record["recipients"][entry.recipient] = {key: getattr(entry, key) for key in _STATE}
         self._rewrite(record, sync=True)
 

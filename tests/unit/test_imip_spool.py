@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
+import time
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -233,3 +235,27 @@ def test_one_file_per_message_with_state_per_recipient(spool: OutboundSpool) -> 
     assert reason(spool, f"{entry_id}-c@x.org") == "550 no such user\n"
     spool.remove(left)
     assert spool.queued() == [] and list(Path(spool.queue).iterdir()) == []
+
+
+def test_the_running_sender_notices_a_retry_made_by_another_process(spool: OutboundSpool) -> None:
+    """`invito queue retry` runs in its own process: it cannot wake the sender, but it changes the queue."""
+    queue(spool, "m1")
+    [entry] = spool.queued()
+    spool.update(dataclasses.replace(entry, attempts=5, next_try=entry.created + 3000, last_error="451 later"))
+    relay = ScriptedRelay(SENT)
+    stop, nobody_sets_this = threading.Event(), threading.Event()
+    worker = threading.Thread(target=sender(spool, relay).run, args=(stop, nobody_sets_this))
+    worker.start()
+    try:
+        time.sleep(0.3)
+        assert relay.sent_to == []  # due in 50 minutes
+        [entry] = OutboundSpool(spool.folder).queued()
+        OutboundSpool(spool.folder).update(dataclasses.replace(entry, next_try=0))  # what `retry` does
+        deadline = time.monotonic() + 5
+        while not relay.sent_to:
+            assert time.monotonic() < deadline, "the sender slept through the retry"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join(5)
+    assert len(relay.sent_to) == 1

@@ -1,0 +1,386 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""``invito queue``: what waits in the mail spools and why, and the admin's hand on it (retry, drop).
+
+It works on the spool folders while ``invito serve`` may be running, so every change is a rename or an
+atomic replace. A queue file is re-read right before it is changed and replaced only if the sender did not
+replace it meanwhile (else read again); one the sender sent or moved to ``failed/`` meanwhile is reported,
+not recreated. The spool has no lock to share, so what remains is the instant between that check and the
+rename.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import icalendar
+
+from invito.plugins.imip.inbound_spool import InboundSpool
+from invito.plugins.imip.spool import OutboundSpool, fsync_dir, write_synced
+from invito.plugins.itip.model import ITipMessage
+from invito.server.config import ConfigError, load
+
+MIN_PREFIX = 8  # shorter prefixes of the time-based ids would match nearly everything queued the same day
+REWRITE_TRIES = 5  # a queue file the sender keeps rewriting: read again this often before giving up
+
+WAITING = "outbound, waiting"
+FAILED = "outbound, failed"
+QUARANTINED = "inbound, quarantined"
+
+# InboundSpool writes the reason inside a sentence for admins reading the file; the listing shows the reason.
+_EXPLAINED = re.compile(r"was set aside and not processed: (.*?)(?:\. The message is \S+\.eml and its envelope .*)?$")
+
+
+class QueueError(Exception):
+    """A problem with the id or the entry the admin named; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Spools:
+    outbound: OutboundSpool
+    inbound: InboundSpool
+
+    @classmethod
+    def of(cls, config_file: str | None) -> "Spools":
+        spool = os.path.join(load(config_file).get("invito", "data_folder"), "spool")
+        return cls(OutboundSpool(os.path.join(spool, "outbound")), InboundSpool(os.path.join(spool, "inbound")))
+
+    def ids(self) -> dict[str, str]:
+        """Every id an admin can name, with its kind."""
+        found = {entry_id: WAITING for entry_id in _stems(self.outbound.queue, ".json")}
+        found.update((entry_id, FAILED) for entry_id in _stems(self.outbound.failed, ".json"))
+        found.update((entry_id, QUARANTINED) for entry_id in _stems(self.inbound.quarantined, ".json", ".eml"))
+        return found
+
+    def resolve(self, given: str) -> tuple[str, str]:
+        """(kind, id) of the entry ``given`` names: its whole id, or a prefix that starts only that id."""
+        ids = self.ids()
+        if given in ids:  # exact first: a message id also starts its recipients' failed ids
+            return ids[given], given
+        if len(given) < MIN_PREFIX:
+            raise QueueError(f"id {given!r} is too short: give the whole id or at least its first {MIN_PREFIX} "
+                             "characters, as `invito queue list` shows them")
+        matches = sorted(entry_id for entry_id in ids if entry_id.startswith(given))
+        if not matches:
+            raise QueueError(f"no queued, failed or quarantined message with id {given}")
+        if len(matches) > 1:
+            raise QueueError(f"id {given} is ambiguous; it starts {len(matches)} ids, give more of it:\n"
+                             + "\n".join(f"  {entry_id} ({ids[entry_id]})" for entry_id in matches))
+        return ids[matches[0]], matches[0]
+
+    # -- file locations ----------------------------------------------------------------------------
+
+    def waiting_file(self, entry_id: str) -> str:
+        return os.path.join(self.outbound.queue, entry_id + ".json")
+
+    def failed_file(self, failed_id: str, suffix: str = ".json") -> str:
+        return os.path.join(self.outbound.failed, failed_id + suffix)
+
+    def quarantined_file(self, entry_id: str, suffix: str) -> str:
+        return os.path.join(self.inbound.quarantined, entry_id + suffix)
+
+
+# -- list ----------------------------------------------------------------------------------------------
+
+
+def list_spools(spools: Spools) -> list[str]:
+    """The three sections of ``invito queue list``, as lines."""
+    now = time.time()
+    waiting = [(e.id, _address(e.recipient), e.method, e.uid, str(e.attempts),
+                "now" if e.next_try <= now else _local(e.next_try), e.last_error)
+               for e in spools.outbound.queued()]
+    failed = []
+    for failed_id in sorted(_stems(spools.outbound.failed, ".json")):
+        with contextlib.suppress(FileNotFoundError):  # retried or dropped meanwhile
+            record = _record_or_none(spools.failed_file(failed_id))
+            failed.append((failed_id, *_outbound_cells(record), _reason(spools.failed_file(failed_id, ".reason"))))
+    quarantined = []
+    for entry_id in sorted(_stems(spools.inbound.quarantined, ".json", ".eml")):
+        try:
+            envelope = _record_or_none(spools.quarantined_file(entry_id, ".json"))
+        except FileNotFoundError:  # only the message is left, or released meanwhile
+            envelope = None
+        reason = _reason(spools.quarantined_file(entry_id, ".reason"))
+        explained = _EXPLAINED.search(reason)
+        quarantined.append((entry_id, *_envelope_cells(envelope), explained.group(1) if explained else reason))
+    return [*_section("Outbound (waiting)", ("ID", "RECIPIENT", "METHOD", "UID", "ATTEMPTS", "NEXT TRY", "LAST ERROR"),
+                      waiting), "",
+            *_section("Outbound (failed)", ("ID", "RECIPIENT", "METHOD", "UID", "REASON"), failed), "",
+            *_section("Inbound (quarantine)", ("ID", "FROM", "TO", "RECEIVED", "REASON"), quarantined)]
+
+
+def _outbound_cells(record: dict | None) -> tuple[str, str, str]:
+    """Recipient, method and UID of a failed record; ``?`` for what an unreadable file does not say."""
+    if record is None:
+        return "?", "?", "?"
+    recipients = record.get("recipients")
+    return (", ".join(map(_address, recipients)) if isinstance(recipients, dict) else "?",
+            str(record.get("method", "?")), str(record.get("uid", "?")))
+
+
+def _envelope_cells(envelope: dict | None) -> tuple[str, str, str]:
+    if envelope is None:
+        return "?", "?", "?"
+    received = envelope.get("received")
+    return (envelope.get("mail_from") or "<>", ", ".join(map(str, envelope.get("recipients") or ())),
+            _local(received) if isinstance(received, (int, float)) else "?")
+
+
+def _section(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """A titled table, columns two spaces apart; ``none`` when empty."""
+    if not rows:
+        return [title, "  none"]
+    table = [header, *(tuple(map(_cell, row)) for row in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    return [title, *(("  " + "  ".join([*(c.ljust(w) for c, w in zip(row, widths)), row[-1]])).rstrip()
+                     for row in table)]
+
+
+def _cell(value: str) -> str:
+    """One line of printable text: mail headers and relay answers are not the terminal's to interpret."""
+    return "".join(c if c.isprintable() else "?" for c in " ".join(str(value).split()))
+
+
+def _local(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def _reason(path: str) -> str:
+    """The first non-blank line of a ``.reason`` file."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return next((line.strip() for line in f if line.strip()), "(empty reason file)")
+    except FileNotFoundError:
+        return "(no reason file)"
+
+
+# -- retry ---------------------------------------------------------------------------------------------
+
+
+def send_now(spools: Spools, entry_id: str) -> str:
+    """A waiting message: every recipient's next try becomes "now"; attempts and last error stay."""
+    path = spools.waiting_file(entry_id)
+    for _ in range(REWRITE_TRIES):
+        with open(path, "rb") as f:  # kept open: its inode cannot be reused while we compare
+            seen = os.fstat(f.fileno())
+            try:
+                record = _parse(f.read(), path)
+                for state in record["recipients"].values():
+                    state["next_try"] = 0.0
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                raise QueueError(f"cannot retry {entry_id}: {path} is not a readable spool file ({e}); "
+                                 f"`invito queue drop {entry_id}` removes it") from e
+            if _replace_if_unchanged(path, seen, json.dumps(record).encode("utf-8")):
+                fsync_dir(spools.outbound.queue)
+                return f"{entry_id}: next try set to now for {', '.join(map(_address, record['recipients']))}"
+    raise QueueError(f"{entry_id} kept changing while this command ran (the sender is working on it); "
+                     "run the command again")
+
+
+def requeue(spools: Spools, failed_id: str) -> str:
+    """A failed recipient goes back into the queue as a new message, with fresh attempts and give-up age."""
+    path = spools.failed_file(failed_id)
+    try:
+        record = _load(path)
+        [recipient] = record["recipients"]
+        message = ITipMessage(record["method"], record["uid"], record["sender"], (recipient,),
+                              icalendar.Calendar.from_ical(record["ics"]))
+        changes = tuple(map(str, record.get("changes", ())))
+        notes = tuple((str(key), str(value)) for key, value in record.get("notes", ()))
+    except (ValueError, TypeError, KeyError) as e:
+        raise QueueError(f"cannot retry {failed_id}: {path} is not a readable spool file ({e}); "
+                         f"`invito queue drop {failed_id}` removes it") from e
+    new_id = spools.outbound.prepare(message, [recipient], changes, notes)
+    spools.outbound.commit([new_id])
+    _remove(spools.failed_file(failed_id), spools.failed_file(failed_id, ".reason"))
+    fsync_dir(spools.outbound.failed)
+    return f"{failed_id}: back in the queue as {new_id}, to {_address(recipient)}"
+
+
+def release(spools: Spools, entry_id: str) -> str:
+    """A quarantined inbound message goes back into the inbound queue, to be processed again."""
+    inbound = spools.inbound
+    names = (entry_id + ".eml", entry_id + ".json")  # the message first: the envelope makes the entry exist
+    for name in names:
+        if not os.path.exists(os.path.join(inbound.quarantined, name)):
+            raise QueueError(f"cannot retry {entry_id}: {name} is missing from {inbound.quarantined}; "
+                             f"`invito queue drop {entry_id}` removes what is left")
+    os.makedirs(inbound.queue, exist_ok=True)
+    # Fresh mtime: the processor takes an old message without its envelope in queue/ for the leftover of an
+    # interrupted write and moves it back to quarantine/ or deletes it; in the instant before the envelope
+    # follows, this one must look new.
+    os.utime(os.path.join(inbound.quarantined, names[0]))
+    for name in names:
+        os.rename(os.path.join(inbound.quarantined, name), os.path.join(inbound.queue, name))
+    fsync_dir(inbound.queue)
+    _remove(spools.quarantined_file(entry_id, ".reason"))
+    fsync_dir(inbound.quarantined)
+    return f"{entry_id}: back in the inbound queue, to be processed again"
+
+
+# -- drop ----------------------------------------------------------------------------------------------
+
+
+def drop_waiting(spools: Spools, entry_id: str) -> str:
+    path = spools.waiting_file(entry_id)
+    what = _outbound_description(path)
+    os.remove(path)
+    fsync_dir(spools.outbound.queue)
+    return f"dropped {entry_id}: {what}"
+
+
+def drop_failed(spools: Spools, failed_id: str) -> str:
+    path = spools.failed_file(failed_id)
+    what = _outbound_description(path)
+    _remove(path, spools.failed_file(failed_id, ".reason"))
+    return f"dropped {failed_id}: {what}"
+
+
+def drop_quarantined(spools: Spools, entry_id: str) -> str:
+    try:
+        mail_from, to, received = _envelope_cells(_record_or_none(spools.quarantined_file(entry_id, ".json")))
+        what = f"mail from {mail_from} to {to}, received {received}"
+    except FileNotFoundError:
+        what = "a message without its envelope"
+    # The envelope first: without it the entry no longer exists, whatever is left.
+    _remove(*(spools.quarantined_file(entry_id, suffix) for suffix in (".json", ".eml", ".reason")))
+    return f"dropped {entry_id}: {what}"
+
+
+def _outbound_description(path: str) -> str:
+    recipients, method, uid = _outbound_cells(_record_or_none(path))
+    return f"{method} uid={uid} to {recipients}"
+
+
+# -- files ---------------------------------------------------------------------------------------------
+
+
+def _stems(folder: str, *suffixes: str) -> set[str]:
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return set()
+    return {name[:-len(suffix)] for name in names for suffix in suffixes
+            if name.endswith(suffix) and not name.startswith(".")}
+
+
+def _load(path: str) -> dict:
+    with open(path, "rb") as f:
+        return _parse(f.read(), path)
+
+
+def _parse(data: bytes, path: str) -> dict:
+    record = json.loads(data)
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} holds no JSON object")
+    return record
+
+
+def _record_or_none(path: str) -> dict | None:
+    """The record in ``path``; None if it is unreadable. FileNotFoundError passes: the caller decides."""
+    try:
+        return _load(path)
+    except ValueError:
+        return None
+
+
+def _replace_if_unchanged(path: str, seen: os.stat_result, data: bytes) -> bool:
+    """Atomically replace ``path`` with ``data`` unless it was replaced since ``seen`` (then False)."""
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".queue-admin-", suffix=".tmp")
+    os.close(fd)
+    try:
+        write_synced(temporary, data)
+        now = os.stat(path)  # FileNotFoundError: sent or failed meanwhile
+        if (now.st_dev, now.st_ino) != (seen.st_dev, seen.st_ino):
+            return False
+        os.replace(temporary, path)
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+
+
+def _remove(*paths: str) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def _address(recipient: str) -> str:
+    return recipient[len("mailto:"):] if recipient.lower().startswith("mailto:") else recipient
+
+
+# -- the command ---------------------------------------------------------------------------------------
+
+Action = Callable[[Spools, str], str]
+RETRY: dict[str, Action] = {WAITING: send_now, FAILED: requeue, QUARANTINED: release}
+DROP: dict[str, Action] = {WAITING: drop_waiting, FAILED: drop_failed, QUARANTINED: drop_quarantined}
+
+
+def add_parser(commands: argparse._SubParsersAction, with_config: argparse.ArgumentParser) -> None:
+    """Register ``queue`` and its actions (``list`` when none is given) on the ``invito`` command."""
+    queue = commands.add_parser(
+        "queue", help="show the mail spools; retry or drop a message",
+        usage="%(prog)s [-h] [--config FILE] [list | retry ID | drop ID]",
+        description="Show the outbound mail spool (messages waiting to be sent, recipients that failed) and "
+                    "the inbound quarantine (mail that could not be applied), or retry or drop one message "
+                    f"by its id or a unique prefix of it (at least {MIN_PREFIX} characters). Safe while "
+                    "`invito serve` runs. Exit status: 0 on success, 1 if the id names no message or "
+                    "several, 2 for configuration errors.")
+    # Its own destination: a sub-action's --config default would overwrite `invito queue --config F list`.
+    queue.add_argument("--config", dest="queue_config", metavar="FILE",
+                       help="configuration file, as for `invito serve`")
+    listing = _command(lambda spools, args: list_spools(spools))
+    queue.set_defaults(run=listing)
+    actions = queue.add_subparsers(metavar="ACTION")
+    actions.add_parser("list", parents=[with_config], help="show what waits, what failed, what is quarantined "
+                       "(the default)").set_defaults(run=listing)
+    for name, table, help_text, description in (
+            ("retry", RETRY, "send or process a message again",
+             "A waiting message: its next try becomes now. A failed recipient: queued again with fresh "
+             "attempts. A quarantined inbound message: back in the inbound queue, processed again."),
+            ("drop", DROP, "remove a message for good",
+             "Remove a waiting message (all its recipients), a failed recipient or a quarantined inbound "
+             "message, without asking; prints what was removed.")):
+        action = actions.add_parser(name, parents=[with_config], help=help_text, description=description)
+        action.add_argument("id", metavar="ID",
+                            help=f"an id `invito queue list` shows, or its first {MIN_PREFIX} or more characters")
+        action.set_defaults(run=_command(_acting(table)))
+
+
+def _acting(table: dict[str, Action]) -> Callable[[Spools, argparse.Namespace], list[str]]:
+    def act(spools: Spools, args: argparse.Namespace) -> list[str]:
+        kind, entry_id = spools.resolve(args.id)
+        try:
+            return [table[kind](spools, entry_id)]
+        except FileNotFoundError as e:
+            raise QueueError(f"{entry_id} changed while this command ran (it was {kind}); "
+                             "`invito queue list` shows where it is now") from e
+    return act
+
+
+def _command(body: Callable[[Spools, argparse.Namespace], list[str]]) -> Callable[[argparse.Namespace], int]:
+    """An action as a ``run`` callable: its lines on stdout, problems on stderr, the exit status returned."""
+    def run(args: argparse.Namespace) -> int:
+        config = getattr(args, "config", None)
+        try:
+            lines = body(Spools.of(config if config is not None else args.queue_config), args)
+        except ConfigError as e:
+            print(e, file=sys.stderr)
+            return 2
+        except QueueError as e:
+            print(f"invito: {e}", file=sys.stderr)
+            return 1
+        except OSError as e:
+            print(f"invito: cannot use the mail spool: {e.filename}: {e.strerror}", file=sys.stderr)
+            return 1
+        print("\n".join(lines))
+        return 0
+    return run
