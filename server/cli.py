@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The ``invito`` command: run the server (``serve``), manage the users file (``user add|remove|list``) and
-look after the mail spools (``queue``)."""
+"""The ``invito`` command: run the server (``serve``), check a configuration against what it names
+(``check``), manage the users file (``user add|remove|list``) and look after the mail spools (``queue``)."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +22,7 @@ import radicale.log
 import radicale.server
 from radicale.config import Configuration
 
-from invito.server import queue_admin
+from invito.server import check, queue_admin
 from invito.server.config import ConfigError, load, unconfigured, user_name_problem
 
 logger = logging.getLogger("invito")
@@ -85,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     listing = actions.add_parser("list", parents=[with_config], help="print the user names, one per line")
     listing.set_defaults(run=_user_list)
     queue_admin.add_parser(commands, with_config)
+    check.add_parser(commands, with_config)
     return parser
 
 

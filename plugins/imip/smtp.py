@@ -61,7 +61,7 @@ class Outcome:
     code: int | None = None   # SMTP reply code, when the relay gave one
 
 
-class _ConfigProblem(Exception):
+class ConfigProblem(Exception):
     """A local setting the relay connection needs is unusable (file missing, unreadable)."""
 
 
@@ -82,8 +82,8 @@ class SmtpTransport:
     def _attempt(self, msg: EmailMessage, from_addr: str, to_addr: str) -> Outcome:
         try:
             conn = self._connection()
-        except (OSError, _ConfigProblem) as e:  # smtplib's exceptions are OSErrors too
-            return Outcome(Delivery.TEMPORARY, self._describe(e), Stage.RELAY, _code(e))
+        except (OSError, ConfigProblem) as e:  # smtplib's exceptions are OSErrors too
+            return Outcome(Delivery.TEMPORARY, self.describe(e), Stage.RELAY, _code(e))
         try:
             conn.send_message(msg, from_addr, [to_addr])
         except smtplib.SMTPRecipientsRefused as e:
@@ -100,12 +100,18 @@ class SmtpTransport:
             outcome = _refused(e.smtp_code, e.smtp_error, Stage.RELAY)
         except OSError as e:  # disconnected, reset, timed out: the connection is unusable
             self._drop()
-            return Outcome(Delivery.TEMPORARY, self._describe(e), Stage.RELAY)
+            return Outcome(Delivery.TEMPORARY, self.describe(e), Stage.RELAY)
         else:
             return Outcome(Delivery.SENT, "accepted by %s" % self.settings.relay)
         if conn.sock is None:  # smtplib closes the connection itself on a 421
             self._drop()
         return outcome
+
+    def connect(self) -> None:
+        """Connect, secure and log in now, as a batch's first ``send`` does, but send nothing: how `invito check`
+        tries the relay. Raises OSError (smtplib's and ssl's errors are OSErrors) or ConfigProblem, both of
+        which ``describe`` words for the admin. ``send`` then uses this connection; ``close`` ends it."""
+        self._connection()
 
     def close(self) -> None:
         """End the batch: QUIT politely, or just drop a connection that is already broken."""
@@ -142,9 +148,10 @@ class SmtpTransport:
         if conn is not None:
             conn.close()
 
-    def _describe(self, e: BaseException) -> str:
+    def describe(self, e: BaseException) -> str:
+        """A connection error (see ``connect``) in words for the admin's log."""
         relay = self.settings.relay
-        if isinstance(e, _ConfigProblem):
+        if isinstance(e, ConfigProblem):
             return str(e)
         if isinstance(e, ssl.SSLCertVerificationError):
             return "TLS: the certificate of %s is not trusted: %s" % (relay, e.verify_message)
@@ -183,14 +190,14 @@ def _tls_context(cafile: str) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=cafile or None)
     except (OSError, ssl.SSLError) as e:
-        raise _ConfigProblem("cannot load [smtp] cafile %s: %s" % (cafile, getattr(e, "strerror", None) or e)) from e
+        raise ConfigProblem("cannot load [smtp] cafile %s: %s" % (cafile, getattr(e, "strerror", None) or e)) from e
 
 
 def _password(path: str) -> str:
     if not path:
-        raise _ConfigProblem("[smtp] username is set but password_file is empty")
+        raise ConfigProblem("[smtp] username is set but password_file is empty")
     try:
         with open(path, encoding="utf-8") as f:
             return f.readline().rstrip("\r\n")
     except OSError as e:
-        raise _ConfigProblem("cannot read [smtp] password_file %s: %s" % (path, e.strerror or e)) from e
+        raise ConfigProblem("cannot read [smtp] password_file %s: %s" % (path, e.strerror or e)) from e

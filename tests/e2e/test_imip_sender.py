@@ -189,7 +189,8 @@ def tls_relay(tmp_path: Path) -> Iterator[tuple[int, MailSink, Path]]:
 
     def authenticate(server: SMTP, session: Session, envelope: Envelope, mechanism: str,
                      data: LoginPassword) -> AuthResult:
-        return AuthResult(success=(data.login, data.password) == (b"invito", PASSWORD.encode()))
+        ok = (data.login, data.password) == (b"invito", PASSWORD.encode())
+        return AuthResult(success=ok, handled=ok)  # handled=False: aiosmtpd answers the refusal itself
 
     port, mail = free_port(), MailSink()
     controller = Controller(mail, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
