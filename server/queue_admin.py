@@ -28,7 +28,6 @@ from invito.plugins.itip.model import ITipMessage
 from invito.server.config import ConfigError, load
 
 MIN_PREFIX = 8  # shorter prefixes of the time-based ids would match nearly everything queued the same day
-REWRITE_TRIES = 5  # a queue file the sender keeps rewriting: read again this often before giving up
 
 WAITING = "outbound, waiting"
 FAILED = "outbound, failed"
@@ -167,21 +166,16 @@ def _reason(path: str) -> str:
 def send_now(spools: Spools, entry_id: str) -> str:
     """A waiting message: every recipient's next try becomes "now"; attempts and last error stay."""
     path = spools.waiting_file(entry_id)
-    for _ in range(REWRITE_TRIES):
-        with open(path, "rb") as f:  # kept open: its inode cannot be reused while we compare
-            seen = os.fstat(f.fileno())
-            try:
-                record = _parse(f.read(), path)
-                for state in record["recipients"].values():
-                    state["next_try"] = 0.0
-            except (ValueError, TypeError, KeyError, AttributeError) as e:
-                raise QueueError(f"cannot retry {entry_id}: {path} is not a readable spool file ({e}); "
-                                 f"`invito queue drop {entry_id}` removes it") from e
-            if _replace_if_unchanged(path, seen, json.dumps(record).encode("utf-8")):
-                fsync_dir(spools.outbound.queue)
-                return f"{entry_id}: next try set to now for {', '.join(map(_address, record['recipients']))}"
-    raise QueueError(f"{entry_id} kept changing while this command ran (the sender is working on it); "
-                     "run the command again")
+    try:
+        record = _load(path)
+        for state in record["recipients"].values():
+            state["next_try"] = 0.0
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise QueueError(f"cannot retry {entry_id}: {path} is not a readable spool file ({e}); "
+                         f"`invito queue drop {entry_id}` removes it") from e
+    _replace(path, json.dumps(record).encode("utf-8"))
+    fsync_dir(spools.outbound.queue)
+    return f"{entry_id}: next try set to now for {', '.join(map(_address, record['recipients']))}"
 
 
 def requeue(spools: Spools, failed_id: str) -> str:
@@ -291,17 +285,13 @@ def _record_or_none(path: str) -> dict | None:
         return None
 
 
-def _replace_if_unchanged(path: str, seen: os.stat_result, data: bytes) -> bool:
-    """Atomically replace ``path`` with ``data`` unless it was replaced since ``seen`` (then False)."""
+def _replace(path: str, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data`` (the spool's lock is held: nobody else rewrites it)."""
     fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".queue-admin-", suffix=".tmp")
     os.close(fd)
     try:
         write_synced(temporary, data)
-        now = os.stat(path)  # FileNotFoundError: sent or failed meanwhile
-        if (now.st_dev, now.st_ino) != (seen.st_dev, seen.st_ino):
-            return False
         os.replace(temporary, path)
-        return True
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
@@ -359,7 +349,8 @@ def _acting(table: dict[str, Action]) -> Callable[[Spools, argparse.Namespace], 
     def act(spools: Spools, args: argparse.Namespace) -> list[str]:
         kind, entry_id = spools.resolve(args.id)
         try:
-            return [table[kind](spools, entry_id)]
+            with spools.outbound.locked():  # the running sender waits, and we wait for it
+                return [table[kind](spools, entry_id)]
         except FileNotFoundError as e:
             raise QueueError(f"{entry_id} changed while this command ran (it was {kind}); "
                              "`invito queue list` shows where it is now") from e

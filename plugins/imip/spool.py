@@ -17,6 +17,7 @@ file saying why, where an admin can read it or move it back into ``queue/`` to t
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Iterator
 
 from invito.plugins.itip.model import ITipMessage
 
@@ -124,23 +126,35 @@ class OutboundSpool:
     def due(self, now: float) -> list[SpoolEntry]:
         return [entry for entry in self.queued() if entry.next_try <= now]
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Excludes every other read-modify-write of queued and failed files, in any process: the sender's
+        state updates and `invito queue` (which would otherwise bring back a message it just dropped, or
+        lose a retry). New messages are new files: ``prepare`` and ``commit`` need no lock."""
+        os.makedirs(self.folder, exist_ok=True)
+        with open(os.path.join(self.folder, ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            yield
+
     def update(self, entry: SpoolEntry) -> None:
         """Persist one recipient's new delivery state: atomic replace, fsynced, so restarts resume."""
-        try:
-            record = self._read(entry.id)
-        except FileNotFoundError:  # an admin dropped it meanwhile (`invito queue drop`)
-            return
-        record["recipients"][entry.recipient] = {key: getattr(entry, key) for key in _STATE}
-        self._rewrite(record, sync=True)
+        with self.locked():
+            try:
+                record = self._read(entry.id)
+            except FileNotFoundError:  # an admin dropped it meanwhile (`invito queue drop`)
+                return
+            record["recipients"][entry.recipient] = {key: getattr(entry, key) for key in _STATE}
+            self._rewrite(record, sync=True)
 
     def remove(self, entry: SpoolEntry) -> None:
         """Forget a recipient the relay accepted. Not synced one by one: ``sync`` once after a batch."""
-        try:
-            record = self._read(entry.id)
-        except FileNotFoundError:
-            return
-        record["recipients"].pop(entry.recipient, None)
-        self._rewrite(record, sync=False)
+        with self.locked():
+            try:
+                record = self._read(entry.id)
+            except FileNotFoundError:
+                return
+            record["recipients"].pop(entry.recipient, None)
+            self._rewrite(record, sync=False)
 
     def sync(self) -> None:
         if os.path.isdir(self.queue):
@@ -148,19 +162,20 @@ class OutboundSpool:
 
     def fail(self, entry: SpoolEntry, reason: str) -> None:
         """Move a recipient that will never be reached to ``failed/``, with a ``.reason`` file beside it."""
-        try:
-            record = self._read(entry.id)
-        except FileNotFoundError:
-            return
-        single = dict(record, recipients={entry.recipient: record["recipients"].get(entry.recipient, _NEW_STATE)})
-        failed_id = "%s-%s" % (entry.id, _file_safe(entry.recipient))
-        os.makedirs(self.failed, exist_ok=True)
-        # The reason first: a crash in between leaves the recipient queued (tried again), never reasonless.
-        write_synced(os.path.join(self.failed, failed_id + ".reason"), (reason + "\n").encode("utf-8"))
-        write_synced(os.path.join(self.failed, failed_id + ".json"), _encode(single))
-        fsync_dir(self.failed)
-        record["recipients"].pop(entry.recipient, None)
-        self._rewrite(record, sync=True)
+        with self.locked():
+            try:
+                record = self._read(entry.id)
+            except FileNotFoundError:
+                return
+            single = dict(record, recipients={entry.recipient: record["recipients"].get(entry.recipient, _NEW_STATE)})
+            failed_id = "%s-%s" % (entry.id, _file_safe(entry.recipient))
+            os.makedirs(self.failed, exist_ok=True)
+            # The reason first: a crash in between leaves the recipient queued (tried again), never reasonless.
+            write_synced(os.path.join(self.failed, failed_id + ".reason"), (reason + "\n").encode("utf-8"))
+            write_synced(os.path.join(self.failed, failed_id + ".json"), _encode(single))
+            fsync_dir(self.failed)
+            record["recipients"].pop(entry.recipient, None)
+            self._rewrite(record, sync=True)
 
     def _read(self, entry_id: str) -> dict:
         with open(self._queued(entry_id), encoding="utf-8") as f:

@@ -2,6 +2,7 @@
 """`invito queue` as an admin runs it: spools filled by the real spool classes, the command in its own process."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 from invito.plugins.imip.inbound_spool import ABANDONED_AFTER, InboundEntry, InboundSpool
 from invito.plugins.imip.spool import OutboundSpool, SpoolEntry
 from invito.plugins.itip.model import ITipMessage
-from invito.server import cli, queue_admin
+from invito.server import cli
 from tests.e2e.conftest import INVITO, write_config
 
 QUEUE = [*INVITO, "queue"]
@@ -325,45 +326,55 @@ def test_an_unusable_spool_folder_exits_1_naming_it(config: Path) -> None:
 
 
 # -- beside a running sender ---------------------------------------------------------------------------
-# In-process, so the sender's move can be made exactly between the command's read and its replace.
+# The sender holds the spool's lock while it rewrites a queue file; the command, in its own process, waits.
 
 
-def sender_acts_once(monkeypatch: pytest.MonkeyPatch, act: Callable[[], None]) -> None:
-    """The sender does ``act`` while the command writes its new copy of the queue file."""
-    original = queue_admin.write_synced
-
-    def write_synced(path: str, data: bytes) -> None:
-        monkeypatch.setattr(queue_admin, "write_synced", original)
+def while_the_sender_holds_the_lock(spool: OutboundSpool, config: Path, act: Callable[[], None],
+                                    *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the command while the test holds the lock as the sender would, doing ``act`` meanwhile."""
+    with spool.locked():
+        command = subprocess.Popen([*QUEUE, *args, "--config", str(config)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        assert command.poll() is None  # waiting for the lock
         act()
-        original(path, data)
+    out, err = command.communicate(timeout=30)
+    return subprocess.CompletedProcess(command.args, command.returncode, out, err)
 
-    monkeypatch.setattr(queue_admin, "write_synced", write_synced)
 
-
-def test_retry_waiting_keeps_what_the_sender_wrote_meanwhile(config: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_retry_waiting_keeps_what_the_sender_wrote_meanwhile(config: Path) -> None:
     spool = outbound(config)
     message = invite(spool, "review-1", "guest@partner.example.org", "bob@other.example.net")
     greylisted(spool, message, "guest@partner.example.org")
-    sender_acts_once(monkeypatch, lambda: spool.remove(entry(spool, message, "bob@other.example.net")))  # sent
-
-    assert cli.main(["queue", "retry", message, "--config", str(config)]) == 0
-    assert capsys.readouterr().out == f"{message}: next try set to now for guest@partner.example.org\n"
+    sent = entry(spool, message, "bob@other.example.net")
+    done = while_the_sender_holds_the_lock(spool, config, lambda: remove_unlocked(spool, sent), "retry", message)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{message}: next try set to now for guest@partner.example.org\n"
     [left] = spool.queued()  # bob, sent meanwhile, is not queued again
     assert (left.recipient, left.attempts, left.next_try) == ("mailto:guest@partner.example.org", 2, 0.0)
     assert files(Path(spool.queue)) == [message + ".json"]
 
 
-def test_retry_waiting_of_a_message_sent_meanwhile_says_so(config: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_retry_waiting_of_a_message_sent_meanwhile_says_so(config: Path) -> None:
     spool = outbound(config)
     message = invite(spool, "review-1", "guest@partner.example.org")
-    sender_acts_once(monkeypatch, lambda: spool.remove(entry(spool, message, "guest@partner.example.org")))
-
-    assert cli.main(["queue", "retry", message, "--config", str(config)]) == 1
-    assert capsys.readouterr().err == (f"invito: {message} changed while this command ran (it was outbound, "
-                                       "waiting); `invito queue list` shows where it is now\n")
+    sent = entry(spool, message, "guest@partner.example.org")
+    done = while_the_sender_holds_the_lock(spool, config, lambda: remove_unlocked(spool, sent), "retry", message)
+    assert done.returncode == 1
+    assert done.stderr == (f"invito: {message} changed while this command ran (it was outbound, "
+                           "waiting); `invito queue list` shows where it is now\n")
     assert files(Path(spool.queue)) == []  # not recreated, no temporary file left
+
+
+def remove_unlocked(spool: OutboundSpool, sent: SpoolEntry) -> None:
+    """What ``OutboundSpool.remove`` does, inside the lock this test already holds."""
+    record = json.loads(Path(spool.queue, sent.id + ".json").read_text())
+    record["recipients"].pop(sent.recipient)
+    path = Path(spool.queue, sent.id + ".json")
+    if record["recipients"]:
+        path.write_text(json.dumps(record))
+    else:
+        path.unlink()
 
 
 def test_retry_quarantined_is_not_taken_for_a_leftover_by_the_processor(config: Path, monkeypatch: pytest.MonkeyPatch,
