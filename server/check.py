@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
               else "config file: none given, the built-in defaults apply")
     _folders(configuration, report, f"invito user add NAME{f' --config {args.config}' if args.config else ''}")
     _scheduling(configuration, report)
+    _caldav(configuration, report)
     _smtp(smtp_settings(configuration), report, args.send_test)
     _inbound(configuration, report)
     print(report.summary(), flush=True)
@@ -342,6 +343,16 @@ def _inbound(configuration: Configuration, report: Report) -> None:
         else:
             report.ok(f"inbound mail listener {listen}: the port is free")
     _inbound_tls(configuration.get("imip", "tls_certificate"), configuration.get("imip", "tls_key"), report)
+
+
+def _caldav(configuration: Configuration, report: Report) -> None:
+    """The addresses the CalDAV server will listen on, bound as the listener's are."""
+    for host, port in configuration.get("server", "hosts"):
+        problem = _listen_problem(f"{host}:{port}")
+        if problem:
+            report.fail(f"CalDAV on {host}:{port}", problem, "[server] hosts")
+        else:
+            report.ok(f"CalDAV on {host}:{port}: the port is free")
 
 
 def _listen_problem(listen: str) -> str | None:

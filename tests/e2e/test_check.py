@@ -38,6 +38,24 @@ def check(config: Path | None, *options: str) -> tuple[int, list[str]]:
     return code, out.getvalue().splitlines()
 
 
+def caldav_address(config: Path) -> str:
+    """``[server] hosts`` of a config written by ``write_config``."""
+    return next(line.split("=", 1)[1].strip() for line in config.read_text().splitlines()
+                if line.startswith("hosts"))
+
+
+def test_a_taken_caldav_port_is_named(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        code, lines = check(config)
+    assert f"FAIL CalDAV on 127.0.0.1:{port}: port {port} is in use (is invito serve running?) " \
+           "(set [server] hosts)" in lines
+    assert code == 1
+
+
 def working(tmp: Path, relay_port: int, **changes: dict[str, str]) -> Path:
     """A config where everything works, with one user, a plain relay on ``relay_port`` and a listener
     offering STARTTLS; ``changes`` override it section by section."""
@@ -65,12 +83,14 @@ def test_a_working_setup_passes_every_check(tmp_path: Path, relay: tuple[int, Ma
     config = working(tmp_path, port, imip={"listen": listen})
     code, lines = check(config)
     data = tmp_path / "data"
+    caldav_at = caldav_address(config)
     assert lines == [
         f"ok   config file {config}: valid",
         f"ok   data folder {data}: writable",
         f"ok   collections folder {data / 'collections'}: does not exist yet, `invito serve` will create it",
         f"ok   users file {data / 'users'}: 1 user",
         "ok   scheduling domain example.com: user NAME has the calendar address NAME@example.com",
+        f"ok   CalDAV on {caldav_at}: the port is free",
         f"ok   smtp sender {SENDER}",
         f"ok   smtp relay 127.0.0.1:{port}: connected without TLS, no login",
         "ok   reply address invito+{token}@cal.example.com",
@@ -97,7 +117,8 @@ def test_run_as_a_command_against_a_starttls_relay_with_a_login(
 
 
 def test_warnings_alone_do_not_fail(tmp_path: Path) -> None:
-    config = write_config(tmp_path, free_port(), {"scheduling": {"domain": ""}})
+    caldav_port = free_port()
+    config = write_config(tmp_path, caldav_port, {"scheduling": {"domain": ""}})
     code, lines = check(config)
     assert lines[1:] == [
         f"ok   data folder {tmp_path / 'data'}: does not exist yet, `invito serve` will create it",
@@ -107,6 +128,7 @@ def test_warnings_alone_do_not_fail(tmp_path: Path) -> None:
         f"`invito user add NAME --config {config}`",
         "warn scheduling domain: empty, so users have no calendar address and nothing is scheduled "
         "(set [scheduling] domain)",
+        f"ok   CalDAV on 127.0.0.1:{caldav_port}: the port is free",
         "warn smtp relay: none set, so invitations to external guests wait in the spool (set [smtp] host)",
         "warn inbound mail: no listener, so guests' replies to the organizers never reach Invito "
         "(set [imip] listen)",
