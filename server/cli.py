@@ -23,7 +23,7 @@ import radicale.server
 from radicale.config import Configuration
 
 from invito.server import check, queue_admin
-from invito.server.config import ConfigError, load, unconfigured, user_name_problem
+from invito.server.config import CommandError, ConfigError, load, unconfigured, user_name_problem
 
 logger = logging.getLogger("invito")
 
@@ -33,10 +33,6 @@ BackgroundPart = Callable[[Configuration, threading.Event], None]
 background: list[BackgroundPart] = []
 BACKGROUND_STOP_SECONDS = 10
 BCRYPT_MAX_BYTES = 72  # bcrypt ignores (or refuses) anything longer
-
-
-class CommandError(Exception):
-    """A problem the user can fix; the message says how."""
 
 
 def main(argv: list[str] | None = None) -> int:

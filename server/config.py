@@ -34,6 +34,11 @@ class ConfigError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+class CommandError(Exception):
+    """A problem with what a command was asked to do; the message says how to fix it. ``invito`` prints
+    it and exits 1 (configuration problems: ``ConfigError``, exit 2)."""
+
+
 def one_of(*choices: str) -> Callable[[Any], str]:
     """A schema type accepting exactly ``choices``."""
     def check(value: Any) -> str:

@@ -48,14 +48,13 @@ class Composer:
         self._language = configuration.get("scheduling", "language")
         self._hide_attendees = configuration.get("scheduling", "hide_attendees")
         self._last: tuple[str, mime.Prepared] | None = None  # (spool entry id, its prepared calendar)
+        self._bounce_to: tuple[tuple[str, str], str | None] | None = None  # ((id, recipient), its address)
 
     def __call__(self, entry: SpoolEntry) -> EmailMessage:
         prepared = self._prepared(entry)
         organizer_side = entry.method in ORGANIZER_METHODS
-        reply_to = None
-        if organizer_side and self._reply_template:
-            token = self._tokens.issue(entry.sender, entry.uid, entry.recipient)
-            reply_to = reply_address(self._reply_template, token.token)
+        token_address = self.envelope_from(entry)
+        reply_to = "mailto:" + token_address if token_address else None
         return mime.compose(prepared, entry.recipient, sender=self._sender,
                             language=choose(_language_of(prepared.calendar, entry.recipient), self._language),
                             hide_attendees=self._hide_attendees, changes=entry.changes,
@@ -63,12 +62,17 @@ class Composer:
                             author=None if organizer_side else entry.sender, notes=entry.notes)
 
     def envelope_from(self, entry: SpoolEntry) -> str | None:
-        """The guest's reply-token address, so that a bounce comes back to Invito naming the organizer,
-        the event and the guest (VERP); None without reply addresses."""
-        if entry.method not in ORGANIZER_METHODS or not self._reply_template:
-            return None
-        token = self._tokens.issue(entry.sender, entry.uid, entry.recipient)
-        return self._reply_template.replace("{token}", token.token)
+        """The guest's reply-token address: the ORGANIZER of their calendar, so their reply comes back to
+        Invito, and the envelope sender, so a bounce does too, naming the organizer, the event and the
+        guest (VERP); None without reply addresses."""
+        key = (entry.id, entry.recipient)
+        if self._bounce_to is None or self._bounce_to[0] != key:  # asked by compose, then by the sender
+            address = None
+            if entry.method in ORGANIZER_METHODS and self._reply_template:
+                token = self._tokens.issue(entry.sender, entry.uid, entry.recipient)
+                address = reply_address(self._reply_template, token.token)[len("mailto:"):]
+            self._bounce_to = (key, address)
+        return self._bounce_to[1]
 
     def _prepared(self, entry: SpoolEntry) -> mime.Prepared:
         """The message made fit to mail once for all its recipients (each gets their own ORGANIZER, a reply

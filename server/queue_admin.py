@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import icalendar
 from invito.plugins.imip.inbound_spool import InboundSpool
 from invito.plugins.imip.spool import OutboundSpool, fsync_dir, write_synced
 from invito.plugins.itip.model import ITipMessage
-from invito.server.config import ConfigError, load
+from invito.server.config import CommandError, load
 
 MIN_PREFIX = 8  # shorter prefixes of the time-based ids would match nearly everything queued the same day
 
@@ -35,10 +34,6 @@ QUARANTINED = "inbound, quarantined"
 
 # InboundSpool writes the reason inside a sentence for admins reading the file; the listing shows the reason.
 _EXPLAINED = re.compile(r"was set aside and not processed: (.*?)(?:\. The message is \S+\.eml and its envelope .*)?$")
-
-
-class QueueError(Exception):
-    """A problem with the id or the entry the admin named; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -64,13 +59,13 @@ class Spools:
         if given in ids:  # exact first: a message id also starts its recipients' failed ids
             return ids[given], given
         if len(given) < MIN_PREFIX:
-            raise QueueError(f"id {given!r} is too short: give the whole id or at least its first {MIN_PREFIX} "
+            raise CommandError(f"id {given!r} is too short: give the whole id or at least its first {MIN_PREFIX} "
                              "characters, as `invito queue list` shows them")
         matches = sorted(entry_id for entry_id in ids if entry_id.startswith(given))
         if not matches:
-            raise QueueError(f"no queued, failed or quarantined message with id {given}")
+            raise CommandError(f"no queued, failed or quarantined message with id {given}")
         if len(matches) > 1:
-            raise QueueError(f"id {given} is ambiguous; it starts {len(matches)} ids, give more of it:\n"
+            raise CommandError(f"id {given} is ambiguous; it starts {len(matches)} ids, give more of it:\n"
                              + "\n".join(f"  {entry_id} ({ids[entry_id]})" for entry_id in matches))
         return ids[matches[0]], matches[0]
 
@@ -171,7 +166,7 @@ def send_now(spools: Spools, entry_id: str) -> str:
         for state in record["recipients"].values():
             state["next_try"] = 0.0
     except (ValueError, TypeError, KeyError, AttributeError) as e:
-        raise QueueError(f"cannot retry {entry_id}: {path} is not a readable spool file ({e}); "
+        raise CommandError(f"cannot retry {entry_id}: {path} is not a readable spool file ({e}); "
                          f"`invito queue drop {entry_id}` removes it") from e
     _replace(path, json.dumps(record).encode("utf-8"))
     fsync_dir(spools.outbound.queue)
@@ -189,7 +184,7 @@ def requeue(spools: Spools, failed_id: str) -> str:
         changes = tuple(map(str, record.get("changes", ())))
         notes = tuple((str(key), str(value)) for key, value in record.get("notes", ()))
     except (ValueError, TypeError, KeyError) as e:
-        raise QueueError(f"cannot retry {failed_id}: {path} is not a readable spool file ({e}); "
+        raise CommandError(f"cannot retry {failed_id}: {path} is not a readable spool file ({e}); "
                          f"`invito queue drop {failed_id}` removes it") from e
     new_id = spools.outbound.prepare(message, [recipient], changes, notes)
     spools.outbound.commit([new_id])
@@ -204,7 +199,7 @@ def release(spools: Spools, entry_id: str) -> str:
     names = (entry_id + ".eml", entry_id + ".json")  # the message first: the envelope makes the entry exist
     for name in names:
         if not os.path.exists(os.path.join(inbound.quarantined, name)):
-            raise QueueError(f"cannot retry {entry_id}: {name} is missing from {inbound.quarantined}; "
+            raise CommandError(f"cannot retry {entry_id}: {name} is missing from {inbound.quarantined}; "
                              f"`invito queue drop {entry_id}` removes what is left")
     os.makedirs(inbound.queue, exist_ok=True)
     # Fresh mtime: the processor takes an old message without its envelope in queue/ for the leftover of an
@@ -352,26 +347,19 @@ def _acting(table: dict[str, Action]) -> Callable[[Spools, argparse.Namespace], 
             with spools.outbound.locked():  # the running sender waits, and we wait for it
                 return [table[kind](spools, entry_id)]
         except FileNotFoundError as e:
-            raise QueueError(f"{entry_id} changed while this command ran (it was {kind}); "
+            raise CommandError(f"{entry_id} changed while this command ran (it was {kind}); "
                              "`invito queue list` shows where it is now") from e
     return act
 
 
 def _command(body: Callable[[Spools, argparse.Namespace], list[str]]) -> Callable[[argparse.Namespace], int]:
-    """An action as a ``run`` callable: its lines on stdout, problems on stderr, the exit status returned."""
+    """An action as a ``run`` callable: its lines on stdout; problems raised for ``invito`` to report."""
     def run(args: argparse.Namespace) -> int:
         config = getattr(args, "config", None)
         try:
             lines = body(Spools.of(config if config is not None else args.queue_config), args)
-        except ConfigError as e:
-            print(e, file=sys.stderr)
-            return 2
-        except QueueError as e:
-            print(f"invito: {e}", file=sys.stderr)
-            return 1
         except OSError as e:
-            print(f"invito: cannot use the mail spool: {e.filename}: {e.strerror}", file=sys.stderr)
-            return 1
+            raise CommandError(f"cannot use the mail spool: {e.filename}: {e.strerror}") from e
         print("\n".join(lines))
         return 0
     return run

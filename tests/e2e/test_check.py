@@ -56,6 +56,13 @@ def test_a_taken_caldav_port_is_named(tmp_path: Path) -> None:
     assert code == 1
 
 
+def a_file(tmp_path: Path) -> Path:
+    """A plain file where a folder is expected: nothing can be created below it, even by root."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    return blocker
+
+
 def working(tmp: Path, relay_port: int, **changes: dict[str, str]) -> Path:
     """A config where everything works, with one user, a plain relay on ``relay_port`` and a listener
     offering STARTTLS; ``changes`` override it section by section."""
@@ -182,8 +189,7 @@ def test_a_missing_config_file(tmp_path: Path) -> None:
 
 
 def test_a_data_folder_under_a_file_names_data_folder_once(tmp_path: Path) -> None:
-    blocker = tmp_path / "blocker"
-    blocker.write_text("")
+    blocker = a_file(tmp_path)
     code, lines = check(write_config(tmp_path, free_port(), {"invito": {"data_folder": str(blocker / "data")}}))
     assert failures(lines) == [f"FAIL data folder {blocker / 'data'}: cannot create it: {blocker} is a file, not a "
                                "folder (set [invito] data_folder)"]
@@ -192,8 +198,7 @@ def test_a_data_folder_under_a_file_names_data_folder_once(tmp_path: Path) -> No
 
 
 def test_a_data_folder_that_is_a_file(tmp_path: Path) -> None:
-    blocker = tmp_path / "blocker"
-    blocker.write_text("")
+    blocker = a_file(tmp_path)
     code, lines = check(write_config(tmp_path, free_port(), {"invito": {"data_folder": str(blocker)}}))
     assert failures(lines) == [f"FAIL data folder {blocker}: {blocker} is a file, not a folder "
                                "(set [invito] data_folder)"]
@@ -201,8 +206,7 @@ def test_a_data_folder_that_is_a_file(tmp_path: Path) -> None:
 
 
 def test_collections_and_users_file_set_apart_are_checked_with_their_own_keys(tmp_path: Path) -> None:
-    blocker = tmp_path / "blocker"
-    blocker.write_text("")
+    blocker = a_file(tmp_path)
     (tmp_path / "users-dir").mkdir()
     code, lines = check(write_config(tmp_path, free_port(), {
         "storage": {"filesystem_folder": str(blocker / "collections")},
@@ -236,8 +240,7 @@ def test_a_data_folder_without_write_permission(tmp_path: Path) -> None:
 
 
 def test_a_users_file_that_cannot_be_created(tmp_path: Path) -> None:
-    blocker = tmp_path / "blocker"
-    blocker.write_text("")
+    blocker = a_file(tmp_path)
     code, lines = check(write_config(tmp_path, free_port(), {"auth": {"htpasswd_filename": str(blocker / "users")}}))
     assert failures(lines) == [f"FAIL users file {blocker / 'users'}: {blocker} is a file, not a folder "
                                "(set [auth] htpasswd_filename)"]
