@@ -12,6 +12,7 @@ import io
 import logging
 import xml.etree.ElementTree as ET
 from http import client
+from typing import Iterable
 from urllib.parse import unquote, urlparse
 
 import icalendar
@@ -19,7 +20,9 @@ from radicale import app, httputils, pathutils, types
 from radicale import item as radicale_item
 
 from invito.plugins.itip import schedule_tag
+from invito.plugins.rsvp import links
 from invito.server import errors, outbox, properties
+from invito.server.rsvp import RsvpPages
 from invito.storage import Storage, layout
 from invito.storage.request import SchedulingRefused, WriteRequest, write_request
 
@@ -36,6 +39,16 @@ class InvitoApplication(app.Application):
         if not isinstance(self._storage, Storage):
             raise RuntimeError("[storage] type must be invito.storage for scheduling (got %r)"
                                % configuration.get("storage", "type"))
+        self._rsvp = RsvpPages(configuration, self._storage)
+
+    def __call__(self, environ: types.WSGIEnviron, start_response: types.WSGIStartResponse) -> Iterable[bytes]:
+        """The guests' RSVP pages need no login and speak HTML: they are served before Radicale's
+        authentication and DAV handling; everything else is Radicale's (and ours below)."""
+        if not environ.get("PATH_INFO", "").startswith(links.PREFIX):
+            return super().__call__(environ, start_response)
+        status, headers, body = self._rsvp(environ)
+        start_response("%d %s" % (status, client.responses.get(status, "")), list(headers.items()))
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
     # -- discovery ---------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import os
 import smtplib
 import ssl
 import tempfile
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     _caldav(configuration, report)
     _smtp(smtp_settings(configuration), report, args.send_test)
     _inbound(configuration, report)
+    _rsvp(configuration, report)
     print(report.summary(), flush=True)
     return EXIT_PROBLEMS if report.failures else 0
 
@@ -342,17 +344,33 @@ def _inbound(configuration: Configuration, report: Report) -> None:
             report.fail(f"inbound mail listener {listen}", problem, "[imip] listen")
         else:
             report.ok(f"inbound mail listener {listen}: the port is free")
-    _inbound_tls(configuration.get("imip", "tls_certificate"), configuration.get("imip", "tls_key"), report)
+    _tls("inbound mail TLS", ("imip", "tls_certificate", "tls_key"), configuration, report)
 
 
 def _caldav(configuration: Configuration, report: Report) -> None:
-    """The addresses the CalDAV server will listen on, bound as the listener's are."""
+    """The addresses the CalDAV server will listen on, bound as the listener's are; its TLS files."""
     for host, port in configuration.get("server", "hosts"):
         problem = _listen_problem(f"{host}:{port}")
         if problem:
             report.fail(f"CalDAV on {host}:{port}", problem, "[server] hosts")
         else:
             report.ok(f"CalDAV on {host}:{port}: the port is free")
+    if configuration.get("server", "ssl"):
+        _tls("CalDAV TLS", ("server", "certificate", "key"), configuration, report)
+
+
+def _rsvp(configuration: Configuration, report: Report) -> None:
+    url = configuration.get("rsvp", "public_url")
+    if not url:
+        report.skip("RSVP page", "no [rsvp] public_url, so invitations carry no answer links")
+        return
+    parts = urllib.parse.urlsplit(url)
+    local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if parts.scheme != "https" and not local:
+        report.warn(f"RSVP page {url}", "guests' links and answers would travel unencrypted; use https:// "
+                    "(a reverse proxy doing TLS, see config/mail-and-proxy.md)", "[rsvp] public_url")
+    else:
+        report.ok(f"RSVP page: invitations link to {url}/.invito/rsvp/…")
 
 
 def _listen_problem(listen: str) -> str | None:
@@ -379,25 +397,27 @@ async def _bind(host: str, port: int) -> None:
     await server.wait_closed()
 
 
-def _inbound_tls(certificate: str, key: str, report: Report) -> None:
-    what = "inbound mail TLS"
+def _tls(what: str, keys: tuple[str, str, str], configuration: Configuration, report: Report) -> None:
+    """The certificate and key named by ``keys`` (section, certificate key, key key) load together."""
+    section, certificate_key, key_key = keys
+    certificate, key = configuration.get(section, certificate_key), configuration.get(section, key_key)
     if not certificate and not key:
         return
     if not (certificate and key):
-        given, missing = ("tls_certificate", "tls_key") if certificate else ("tls_key", "tls_certificate")
-        report.fail(what, f"{given} is set but {missing} is empty: both or neither", f"[imip] {missing}")
+        given, missing = (certificate_key, key_key) if certificate else (key_key, certificate_key)
+        report.fail(what, f"{given} is set but {missing} is empty: both or neither", f"[{section}] {missing}")
         return
-    for path, setting in ((certificate, "tls_certificate"), (key, "tls_key")):
+    for path, setting in ((certificate, certificate_key), (key, key_key)):
         try:
             open(path, "rb").close()
         except OSError as e:
-            report.fail(what, f"cannot read {path}: {_why(e)}", f"[imip] {setting}")
+            report.fail(what, f"cannot read {path}: {_why(e)}", f"[{section}] {setting}")
             return
     try:
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certificate, key)
     except ssl.SSLError as e:
         report.fail(what, f"certificate {certificate} with key {key} does not load: {_why(e)}",
-                    "[imip] tls_certificate or tls_key")
+                    f"[{section}] {certificate_key} or {key_key}")
         return
     report.ok(f"{what}: certificate {certificate} with key {key}")
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import configparser
 import importlib.util
+import ipaddress
 import os
 import re
+import urllib.parse
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -98,6 +100,33 @@ def mail_domain(value: Any) -> str:
 
 mail_domain.expected = (  # type: ignore[attr-defined]
     "a mail domain such as example.com (no user part, no '@'), or empty")
+
+def public_url(value: Any) -> str:
+    """Where guests reach this server from outside: ``https://host[:port][/prefix]``, no trailing slash."""
+    value = str(value).strip().rstrip("/")
+    if value:
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("not an http(s) URL without query or fragment")
+    return value
+
+
+public_url.expected = "an https:// URL such as https://cal.example.com, or empty"  # type: ignore[attr-defined]
+
+
+def ip_addresses(value: Any) -> list[str]:
+    """Comma-separated IP addresses, each written as Python writes it (so they compare with REMOTE_ADDR)."""
+    found = []
+    for entry in (v.strip() for v in str(value).split(",")):
+        if entry:
+            try:
+                found.append(str(ipaddress.ip_address(entry)))
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address") from None
+    return found
+
+
+ip_addresses.expected = "IP addresses separated by commas, e.g. 127.0.0.1, ::1, or empty"  # type: ignore[attr-defined]
 
 # Error-message wording for Radicale's own types; ours carry an ``expected`` attribute instead.
 _RADICALE_EXPECTED: dict[Any, str] = {
@@ -249,6 +278,21 @@ INVITO_SCHEMA: types.CONFIG_SCHEMA = OrderedDict([
             "value": "true",
             "help": "email the organizer when a guest answers or proposes a new time",
             "type": bool})])),
+    ("rsvp", OrderedDict([
+        ("public_url", {
+            "value": "",
+            "help": "address guests' browsers reach this server at, e.g. https://cal.example.com: invitations "
+                    "then carry Accept / Maybe / Decline links to a page under /.invito/rsvp/; empty: no links",
+            "type": public_url}),
+        ("requests_per_minute", {
+            "value": "30",
+            "help": "requests one client address may make to the answer pages per minute (0: no limit)",
+            "type": radicale_config.positive_int}),
+        ("trusted_proxies", {
+            "value": "",
+            "help": "addresses of reverse proxies whose X-Forwarded-For names the real client (for the "
+                    "per-client limit), comma separated; empty: the connecting address is the client",
+            "type": ip_addresses})])),
 ])
 
 

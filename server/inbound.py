@@ -118,14 +118,21 @@ class Processor:
             if recipient is None:
                 problems.append(f"{address}: no longer a recipient here")
                 continue
-            decision = triage(mail, recipient, verdict, self.policy, self.storage.directory.user_for,
-                              self.token_for)
-            problem = self._act(decision)
-            logger.info("inbound %s uid=%s attendee=%s: %s", entry.id, decision.uid, decision.guest,
-                        problem or decision.reason)
+            problem = self.answer(mail, recipient, verdict, "inbound " + entry.id)
             if problem:
                 problems.append(f"{address}: {problem}")
         return problems
+
+    def answer(self, mail: Inbound, recipient: Recipient, verdict: Verdict | None, source: str) -> str | None:
+        """Triage ``mail`` for ``recipient`` and carry out the decision: the one path of every answer from
+        outside, by mail or from the RSVP page (``source`` names it in the log). The reason it was not
+        applied, or None."""
+        decision = triage(mail, recipient, verdict, self.policy, self.storage.directory.user_for,
+                          self.token_for)
+        problem = self._act(decision)
+        logger.info("%s uid=%s attendee=%s: %s", source, decision.uid, decision.guest,
+                    problem or decision.reason)
+        return problem
 
     def _authenticate(self, raw: bytes, mail: Inbound) -> Verdict | None:
         if self.policy.authentication == "off" or mail.kind is not Kind.ITIP or not mail.from_address:

@@ -8,10 +8,12 @@ organizer's event, through the storage layer's one entry point for writes from o
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 from email.message import EmailMessage
+from typing import Callable
 
 import icalendar
 import radicale.storage
@@ -22,9 +24,10 @@ from invito.plugins.imip.i18n import choose
 from invito.plugins.imip.sender import Sender
 from invito.plugins.imip.smtp import SmtpSettings
 from invito.plugins.imip.spool import SpoolEntry
-from invito.plugins.imip.tokens import ReplyTokens, reply_address
+from invito.plugins.imip.tokens import ReplyToken, ReplyTokens, reply_address
 from invito.plugins.itip import with_schedule_status
-from invito.plugins.itip.components import find_attendee, scheduled
+from invito.plugins.itip.components import find_attendee, instance_key, scheduled
+from invito.plugins.rsvp import links
 from invito.storage import Storage
 
 logger = logging.getLogger("invito.imip")
@@ -44,11 +47,12 @@ class Composer:
     def __init__(self, configuration: Configuration) -> None:
         self._sender = mime.Sender(configuration.get("smtp", "sender"))
         self._reply_template = configuration.get("imip", "reply_address")
+        self._public_url = configuration.get("rsvp", "public_url")
         self._tokens = ReplyTokens(os.path.join(configuration.get("invito", "data_folder"), "imip", "tokens"))
         self._language = configuration.get("scheduling", "language")
         self._hide_attendees = configuration.get("scheduling", "hide_attendees")
         self._last: tuple[str, mime.Prepared] | None = None  # (spool entry id, its prepared calendar)
-        self._bounce_to: tuple[tuple[str, str], str | None] | None = None  # ((id, recipient), its address)
+        self._issued: tuple[tuple[str, str], ReplyToken | None] | None = None  # ((id, recipient), its token)
 
     def __call__(self, entry: SpoolEntry) -> EmailMessage:
         prepared = self._prepared(entry)
@@ -59,20 +63,37 @@ class Composer:
                             language=choose(_language_of(prepared.calendar, entry.recipient), self._language),
                             hide_attendees=self._hide_attendees, changes=entry.changes,
                             organizer_address=entry.sender if organizer_side else None, reply_address=reply_to,
-                            author=None if organizer_side else entry.sender, notes=entry.notes)
+                            author=None if organizer_side else entry.sender, notes=entry.notes,
+                            answer_link=self._answer_link(entry, prepared))
 
     def envelope_from(self, entry: SpoolEntry) -> str | None:
         """The guest's reply-token address: the ORGANIZER of their calendar, so their reply comes back to
         Invito, and the envelope sender, so a bounce does too, naming the organizer, the event and the
         guest (VERP); None without reply addresses."""
+        token = self._token(entry)
+        if token is None or not self._reply_template:
+            return None
+        return reply_address(self._reply_template, token.token)[len("mailto:"):]
+
+    def _token(self, entry: SpoolEntry) -> ReplyToken | None:
+        """The guest's reply token, behind both their reply address and their RSVP link; looked up once
+        per message and guest (asked by compose, then by the sender)."""
         key = (entry.id, entry.recipient)
-        if self._bounce_to is None or self._bounce_to[0] != key:  # asked by compose, then by the sender
-            address = None
-            if entry.method in ORGANIZER_METHODS and self._reply_template:
-                token = self._tokens.issue(entry.sender, entry.uid, entry.recipient)
-                address = reply_address(self._reply_template, token.token)[len("mailto:"):]
-            self._bounce_to = (key, address)
-        return self._bounce_to[1]
+        if self._issued is None or self._issued[0] != key:
+            wanted = entry.method in ORGANIZER_METHODS and bool(self._reply_template or self._public_url)
+            self._issued = (key, self._tokens.issue(entry.sender, entry.uid, entry.recipient) if wanted else None)
+        return self._issued[1]
+
+    def _answer_link(self, entry: SpoolEntry, prepared: mime.Prepared) -> Callable[[str, str], str] | None:
+        """The guest's RSVP page links, for an invitation when ``[rsvp] public_url`` is set: for the whole
+        event, or for the one occurrence an invitation is about."""
+        token = self._token(entry)
+        if entry.method != "REQUEST" or not self._public_url or token is None:
+            return None
+        comps = scheduled(prepared.calendar)
+        occurrence = instance_key(comps[0]) if len(comps) == 1 else None
+        return functools.partial(links.url, self._public_url, links.Link(token.token, occurrence),
+                                 self._tokens.sign)
 
     def _prepared(self, entry: SpoolEntry) -> mime.Prepared:
         """The message made fit to mail once for all its recipients (each gets their own ORGANIZER, a reply

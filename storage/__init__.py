@@ -96,6 +96,12 @@ class Storage(IndexedStorage):
                                                       text=updated.to_ical().decode()))
             return True
 
+    def read_event(self, user: str, uid: str) -> icalendar.Calendar | None:
+        """``user``'s copy of event ``uid`` as it is stored now (the RSVP page shows the organizer's)."""
+        with self.acquire_lock("r", user):
+            item = self.scheduler.find_copy(user, uid)[2]
+            return icalendar.Calendar.from_ical(item.serialize()) if item is not None else None
+
     def receive(self, user: str, message: ITipMessage, recipient: str,
                 notification: Notification | None = None) -> Applied | Refused | None:
         """An iTIP message from outside (inbound mail) applied to ``user``'s copy, under the write lock;

@@ -59,19 +59,31 @@ class InboundSpool:
 
     def accept(self, raw: bytes, mail_from: str, recipients: list[str], peer: str) -> InboundEntry:
         """Store one message durably; only then may the listener answer 250."""
+        entry = self._store(raw, mail_from, recipients, peer, self.queue)
+        self.arrived.set()
+        return entry
+
+    def set_aside(self, raw: bytes, mail_from: str, recipients: list[str], peer: str, reason: str) -> str:
+        """Keep a message already refused elsewhere (an answer given on the RSVP page) in the quarantine
+        with ``reason``, never passing through the queue; returns the quarantine folder."""
+        entry = self._store(raw, mail_from, recipients, peer, self.quarantined)
+        write_synced(os.path.join(self.quarantined, entry.id + ".reason"), _explain(entry, reason).encode("utf-8"))
+        logger.warning("inbound %s from %s set aside in %s: %s", entry.id, peer, self.quarantined, reason)
+        return self.quarantined
+
+    def _store(self, raw: bytes, mail_from: str, recipients: list[str], peer: str, folder: str) -> InboundEntry:
         entry_id = "%d-%s" % (time.time_ns(), uuid.uuid4().hex)
         envelope = {"id": entry_id, "mail_from": mail_from, "recipients": list(recipients), "peer": peer,
                     "received": time.time()}
         os.makedirs(self._tmp, exist_ok=True)
-        os.makedirs(self.queue, exist_ok=True)
+        os.makedirs(folder, exist_ok=True)
         names = (entry_id + ".eml", entry_id + ".json")
         write_synced(os.path.join(self._tmp, names[0]), raw)
         write_synced(os.path.join(self._tmp, names[1]), json.dumps(envelope).encode("utf-8"))
         for name in names:  # the envelope last: it is what makes the entry exist
-            os.rename(os.path.join(self._tmp, name), os.path.join(self.queue, name))
-        fsync_dir(self.queue)
-        self.arrived.set()
-        return _entry(envelope, self.queue)
+            os.rename(os.path.join(self._tmp, name), os.path.join(folder, name))
+        fsync_dir(folder)
+        return _entry(envelope, folder)
 
     def pending(self) -> list[InboundEntry]:
         """Entries to process, oldest first. An unreadable envelope is quarantined, leftovers are skipped."""

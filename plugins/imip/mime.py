@@ -30,7 +30,7 @@ from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import icalendar
 import jinja2
@@ -68,6 +68,9 @@ _QP_UTF8.body_encoding = charset.QP  # readable in any mail source view, unlike 
 _TITLE_LIMIT = 150
 _TEXT_LIMIT = 500
 _VTIMEZONE_YEARS = 10  # generated VTIMEZONEs cover this long after the start of an open-ended series
+
+# The RSVP buttons, in the email and on the page: white text on these keeps WCAG AA contrast (≥ 4.5:1).
+ACCEPT_COLOR, MAYBE_COLOR, DECLINE_COLOR = "#1e6b35", "#8a5300", "#a3262e"
 
 _TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 
@@ -162,7 +165,8 @@ class Prepared:
 def compose(calendar: icalendar.Calendar | Prepared, recipient: str, *, sender: Sender, language: str = "en",
             hide_attendees: bool = False, changes: Sequence[str] = (), organizer_address: str | None = None,
             reply_address: str | None = None, author: str | None = None,
-            notes: Sequence[tuple[str, str]] = (), message_date: datetime | None = None) -> EmailMessage:
+            notes: Sequence[tuple[str, str]] = (), message_date: datetime | None = None,
+            answer_link: Callable[[str, str], str] | None = None) -> EmailMessage:
     """The iMIP message that brings ``calendar`` (one iTIP message) to ``recipient`` (``mailto:…``).
 
     ``calendar`` may be :func:`prepare`d once and composed for each of its recipients (the expensive
@@ -173,7 +177,9 @@ def compose(calendar: icalendar.Calendar | Prepared, recipient: str, *, sender: 
     own address, for Reply-To and the body. ``hide_attendees`` does not apply to REPLY, which names only the
     replying attendee anyway. ``author``: a COUNTER's proposing attendee. ``notes``: what the organizer
     should know about a guest's answer relayed to them, (kind, value) with kind ``from`` (who really
-    sent it), ``authentication`` (why it failed) or ``uninvited``.
+    sent it), ``authentication`` (why it failed) or ``uninvited``. ``answer_link(answer, language)``: the
+    guest's RSVP page URL for ``accept``, ``tentative`` or ``decline``, offered in a REQUEST's body for mail
+    programs that show no invitation buttons.
     """
     prepared = calendar if isinstance(calendar, Prepared) else prepare(calendar)
     method, files = prepared.method, prepared.files
@@ -187,7 +193,9 @@ def compose(calendar: icalendar.Calendar | Prepared, recipient: str, *, sender: 
         speaker = normalize(author) if author else None
         _set_headers(msg, event, guest, speaker, sender, loc, changes, message_date)
         msg["Message-ID"] = message_id(sent, guest, sender)
-        text, html = _render(_body(event, guest, speaker, loc, changes, hidden, files, notes))
+        context = _body(event, guest, speaker, loc, changes, hidden, files, notes)
+        context["answer_links"] = _answer_links(loc, answer_link) if method == "REQUEST" and answer_link else []
+        text, html = _render(context)
         if hidden:  # this guest's own calendar: nothing to share with the others
             with _organizer_as(sent, reply_address):
                 ics = sent.to_ical()
@@ -556,6 +564,24 @@ def _body(event: _Event, guest: str, speaker: str | None, loc: Localizer, change
     }
 
 
+def _answer_links(loc: Localizer, answer_link: Callable[[str, str], str]) -> list[dict[str, str]]:
+    return [{"label": loc.text("rsvp." + partstat), "url": answer_link(word, loc.language), "color": color}
+            for word, partstat, color in (("accept", "ACCEPTED", ACCEPT_COLOR), ("tentative", "TENTATIVE", MAYBE_COLOR),
+                                          ("decline", "DECLINED", DECLINE_COLOR))]
+
+
+def page_details(calendar: icalendar.Calendar, guest: str, language: str) -> dict[str, object]:
+    """What the RSVP page shows of ``calendar`` (the guest's part of the organizer's copy): the invitation
+    body's own data (title, time in the event's zone, place, organizer, links, attachments, description),
+    read the same way and with the same care for untrusted text."""
+    as_invitation = icalendar.Calendar.from_ical(calendar.to_ical())
+    as_invitation.pop("METHOD", None)
+    as_invitation.add("METHOD", "REQUEST")
+    prepared = prepare(as_invitation)
+    loc = Localizer(language)
+    return _body(prepared.event(loc, None), normalize(guest), None, loc, (), True, prepared.files, ())
+
+
 def _headline(event: _Event, loc: Localizer, changes: Sequence[str], organizer_name: str,
               speaker: str | None) -> str:
     if event.method in _FROM_ATTENDEE:
@@ -657,16 +683,17 @@ def _nl2br(value: str) -> Markup:
     return Markup("<br>\n").join(escape(value).split("\n"))
 
 
-def _environment(autoescape: bool) -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=autoescape,
+def template_environment(autoescape: bool, folder: str = _TEMPLATES) -> jinja2.Environment:
+    """Jinja2 as the mail bodies use it (strict, ``nl2br``); the RSVP page renders with it too."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(folder), autoescape=autoescape,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
     env.filters["nl2br"] = _nl2br
     return env
 
 
-_HTML = _environment(autoescape=True)
-_TEXT = _environment(autoescape=False)  # plain text: escaping would show "&amp;" to the reader
+_HTML = template_environment(autoescape=True)
+_TEXT = template_environment(autoescape=False)  # plain text: escaping would show "&amp;" to the reader
 
 
 def _render(context: dict[str, object]) -> tuple[str, str]:

@@ -39,13 +39,17 @@ class ReplyTokens:
         self.folder = folder
 
     def issue(self, organizer: str, uid: str, guest: str) -> ReplyToken:
-        digest = hmac.new(self._secret(), "\0".join((organizer, uid, guest)).encode(), hashlib.sha256).digest()
-        token = base64.b32encode(digest[:TOKEN_BYTES]).decode().lower()
+        token = self._mac(TOKEN_BYTES, organizer, uid, guest)
         record = ReplyToken(token, organizer, uid, guest)
         path = self._path(token)
         if not os.path.exists(path):
             _write_once(path, json.dumps(record.__dict__).encode())
         return record
+
+    def sign(self, *parts: str) -> str:
+        """A 16-character MAC of ``parts`` under the same secret, for values handed out beside a token (an
+        RSVP link's occurrence, its form's timestamp) that must come back unchanged."""
+        return self._mac(10, *parts)
 
     def lookup(self, token: str) -> ReplyToken | None:
         token = token.lower()
@@ -56,6 +60,10 @@ class ReplyTokens:
                 return ReplyToken(**json.load(f))
         except FileNotFoundError:
             return None
+
+    def _mac(self, size: int, *parts: str) -> str:
+        digest = hmac.new(self._secret(), "\0".join(parts).encode(), hashlib.sha256).digest()
+        return base64.b32encode(digest[:size]).decode().lower()
 
     def _path(self, token: str) -> str:
         return os.path.join(self.folder, token + ".json")

@@ -65,8 +65,10 @@ def write_config(tmp: Path, port: int, settings: dict[str, dict[str, str]] | Non
     return config
 
 
-def start(tmp: Path, settings: dict[str, dict[str, str]] | None = None) -> tuple[subprocess.Popen, Server]:
-    port = free_port()
+def start(tmp: Path, settings: dict[str, dict[str, str]] | None = None,
+          port: int | None = None) -> tuple[subprocess.Popen, Server]:
+    """`invito serve` with ``settings``, CalDAV on ``port`` (default: a free one), users alice, bob, carol."""
+    port = port or free_port()
     config = write_config(tmp, port, settings)
     password_file = tmp / "password"
     password_file.write_text(PASSWORD + "\n")

@@ -74,6 +74,7 @@ def working(tmp: Path, relay_port: int, **changes: dict[str, str]) -> Path:
         "smtp": {"host": "127.0.0.1", "port": str(relay_port), "security": "none", "sender": SENDER, "timeout": "5"},
         "imip": {"reply_address": "invito+{token}@cal.example.com", "listen": f"127.0.0.1:{free_port()}",
                  "tls_certificate": str(cert), "tls_key": str(key)},
+        "rsvp": {"public_url": "https://cal.example.com"},
     }
     for section, values in changes.items():
         settings.setdefault(section, {}).update(values)
@@ -103,6 +104,7 @@ def test_a_working_setup_passes_every_check(tmp_path: Path, relay: tuple[int, Ma
         "ok   reply address invito+{token}@cal.example.com",
         f"ok   inbound mail listener {listen}: the port is free",
         f"ok   inbound mail TLS: certificate {tmp_path / 'inbound.crt'} with key {tmp_path / 'inbound.key'}",
+        "ok   RSVP page: invitations link to https://cal.example.com/.invito/rsvp/…",
         "no problems",
     ]
     assert code == 0
@@ -139,6 +141,7 @@ def test_warnings_alone_do_not_fail(tmp_path: Path) -> None:
         "warn smtp relay: none set, so invitations to external guests wait in the spool (set [smtp] host)",
         "warn inbound mail: no listener, so guests' replies to the organizers never reach Invito "
         "(set [imip] listen)",
+        "skip RSVP page: no [rsvp] public_url, so invitations carry no answer links",
         "no problems, 4 warnings",
     ]
     assert code == 0
@@ -478,3 +481,28 @@ def test_inbound_tls_files(tmp_path: Path, relay: tuple[int, MailSink], imip: di
     code, lines = check(working(tmp_path, relay[0], imip={k: v.format(tmp=tmp_path) for k, v in imip.items()}))
     assert failures(lines) == ["FAIL inbound mail TLS: " + expected.format(tmp=tmp_path)]
     assert code == 1
+
+
+def test_caldav_tls_files(tmp_path: Path, relay: tuple[int, MailSink]) -> None:
+    cert, _ = self_signed(tmp_path, "caldav")
+    _, other_key = self_signed(tmp_path, "other")
+    code, lines = check(working(tmp_path, relay[0], server={"ssl": "true", "certificate": str(cert),
+                                                             "key": str(other_key)}))
+    assert failures(lines) == [f"FAIL CalDAV TLS: certificate {cert} with key {other_key} does not load: "
+                               "KEY_VALUES_MISMATCH (set [server] certificate or key)"]
+    assert code == 1
+    (tmp_path / "missing").mkdir()
+    code, lines = check(working(tmp_path / "missing", relay[0], server={"ssl": "true",
+                                                                       "key": str(tmp_path / "none.key")}))
+    assert failures(lines) == ["FAIL CalDAV TLS: cannot read /etc/ssl/radicale.cert.pem: No such file or "
+                               "directory (set [server] certificate)"]
+
+
+def test_rsvp_links_over_plain_http_are_flagged(tmp_path: Path, relay: tuple[int, MailSink]) -> None:
+    code, lines = check(working(tmp_path, relay[0], rsvp={"public_url": "http://cal.example.com"}))
+    assert "warn RSVP page http://cal.example.com: guests' links and answers would travel unencrypted; use " \
+           "https:// (a reverse proxy doing TLS, see config/mail-and-proxy.md) (set [rsvp] public_url)" in lines
+    assert code == 0
+    (tmp_path / "none").mkdir()
+    code, lines = check(working(tmp_path / "none", relay[0], rsvp={"public_url": ""}))
+    assert "skip RSVP page: no [rsvp] public_url, so invitations carry no answer links" in lines

@@ -6,17 +6,24 @@ from pathlib import Path
 
 import pytest
 import radicale.storage
+from radicale.config import Configuration
 
 from invito.server import config as invito_config
 from invito.storage import Storage
 
 
 @pytest.fixture
-def storage(tmp_path: Path) -> Storage:
-    configuration = invito_config.load(None)
-    configuration.update({"invito": {"data_folder": str(tmp_path)}, "auth": {"type": "none"},
-                          "storage": {"filesystem_folder": str(tmp_path / "collections")},
-                          "scheduling": {"domain": "example.com"}}, "test", privileged=True)
+def configuration(tmp_path: Path) -> Configuration:
+    """Invito's defaults, data in ``tmp_path``, no login, users' addresses at example.com."""
+    loaded = invito_config.load(None)
+    loaded.update({"invito": {"data_folder": str(tmp_path)}, "auth": {"type": "none"},
+                   "storage": {"filesystem_folder": str(tmp_path / "collections")},
+                   "scheduling": {"domain": "example.com"}}, "test", privileged=True)
+    return loaded
+
+
+@pytest.fixture
+def storage(configuration: Configuration) -> Storage:
     loaded = radicale.storage.load(configuration)
     assert isinstance(loaded, Storage)
     with loaded.acquire_lock("w"):

@@ -1,0 +1,122 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What a guest's RSVP page may offer, and the REPLY an answer given there becomes: pure, like the iTIP core.
+
+The page reads the organizer's copy as it stands now, so a link keeps working through updates and stops
+when the event is deleted or cancelled, the guest is removed, or the event is over (its last occurrence,
+or the linked occurrence, has ended). The REPLY it builds is the one a mail client would send: the
+guest's ATTENDEE with the new PARTSTAT for the whole event or the one occurrence, the SEQUENCE answered,
+and the comment; it then takes the path of any emailed reply.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+
+import icalendar
+import recurring_ical_events
+
+from invito.plugins.itip.components import (NEEDS_ACTION, Component, addresses, cancelled, decoded, find_attendee,
+                                            new_calendar, param)
+from invito.plugins.itip.view import SchedulingObject, is_occurrence
+from invito.plugins.rsvp.links import rid_of
+
+PARTSTATS = ("ACCEPTED", "TENTATIVE", "DECLINED")
+COMMENT_LIMIT = 1000  # characters kept of the guest's comment
+_COPIED = ("UID", "SEQUENCE", "DTSTART", "RECURRENCE-ID", "ORGANIZER", "SUMMARY")
+
+
+class State(enum.Enum):
+    OPEN = "open"                # the guest may answer
+    GONE = "gone"                # the event, or the linked occurrence, no longer exists
+    CANCELLED = "cancelled"      # the organizer cancelled it
+    NOT_INVITED = "not_invited"  # the guest is no longer on the guest list
+    OVER = "over"                # it has ended: answers are closed
+
+
+@dataclass(frozen=True)
+class Assessment:
+    state: State
+    components: tuple[Component, ...] = ()  # what the guest answers: the event, or the occurrence(s) they attend
+    answer: str = ""                         # the guest's answer so far (PARTSTAT)
+
+
+def assess(calendar: icalendar.Calendar | None, guest: str, instance: str | None, now: datetime) -> Assessment:
+    """What the link of ``guest`` for ``instance`` (None: the whole event) allows on the organizer's copy."""
+    if calendar is None:
+        return Assessment(State.GONE)
+    event = SchedulingObject(calendar)
+    if instance is not None:
+        rid = rid_of(instance)
+        if instance in event.excluded:
+            return Assessment(State.CANCELLED)
+        if instance not in event.overrides and (event.master is None or not is_occurrence(event.master, rid)):
+            return Assessment(State.GONE)
+        occurrence = event.component(instance, rid)
+        assert occurrence is not None  # an override, or an occurrence of the master
+        components: list[Component] = [occurrence]
+    elif event.master is not None and guest in addresses(event.master):
+        components = [event.master]
+    else:  # invited to some occurrences only: the answer is for those still taking place
+        named = [c for c in event.overrides.values() if guest in addresses(c)]
+        components = [c for c in named if not cancelled(c)]
+        if named and not components:
+            return Assessment(State.CANCELLED)
+    if (instance is None and event.cancelled) or any(cancelled(c) for c in components):
+        return Assessment(State.CANCELLED)
+    if not components or any(guest not in addresses(c) for c in components):
+        return Assessment(State.NOT_INVITED)
+    if not _still_to_come(calendar, components, instance, now):
+        return Assessment(State.OVER)
+    return Assessment(State.OPEN, tuple(components), param(find_attendee(components[0], guest), "PARTSTAT",
+                                                           NEEDS_ACTION))
+
+
+def reply(calendar: icalendar.Calendar, assessment: Assessment, guest: str, partstat: str, comment: str,
+          now: datetime) -> icalendar.Calendar:
+    """The METHOD:REPLY the guest sends with ``partstat`` (one of :data:`PARTSTATS`) and ``comment``."""
+    if assessment.state is not State.OPEN or partstat not in PARTSTATS:
+        raise ValueError("nothing to answer")
+    note = " ".join(comment.split())[:COMMENT_LIMIT]
+    answered = []
+    for comp in assessment.components:
+        out = icalendar.cal.component.Component.from_ical(f"BEGIN:{comp.name}\r\nEND:{comp.name}\r\n")
+        for name in _COPIED:
+            if name in comp:
+                out.add(name, decoded(comp, name) if name in ("DTSTART", "RECURRENCE-ID") else comp[name])
+        out.add("DTSTAMP", now)
+        known = find_attendee(comp, guest)
+        attendee = icalendar.vCalAddress(guest)
+        if known is not None and known.params.get("CN"):
+            attendee.params["CN"] = known.params["CN"]
+        attendee.params["PARTSTAT"] = partstat
+        out.add("ATTENDEE", attendee)
+        if note:
+            out.add("COMMENT", note)
+        answered.append(out)
+    return new_calendar("REPLY", answered, [calendar])
+
+
+def _still_to_come(calendar: icalendar.Calendar, components: list[Component], instance: str | None,
+                   now: datetime) -> bool:
+    """Whether any of what the guest answers ends after ``now`` (a series: any occurrence at all)."""
+    if instance is None and any("RRULE" in c or "RDATE" in c for c in components):
+        found = recurring_ical_events.of(calendar, components=["VEVENT", "VTODO"], skip_bad_series=True)
+        return next(iter(found.after(now)), None) is not None
+    return any(_end(c) > now for c in components)
+
+
+def _end(comp: Component) -> datetime:
+    """When one component ends, in UTC (floating times read as UTC: a few hours either way do not matter
+    for closing answers)."""
+    start = decoded(comp, "DTSTART") or decoded(comp, "DUE")
+    end = decoded(comp, "DTEND") or decoded(comp, "DUE")
+    if end is None and isinstance(start, date):
+        duration = decoded(comp, "DURATION")
+        end = start + (duration if isinstance(duration, timedelta) else
+                       timedelta(days=0 if isinstance(start, datetime) else 1))
+    if not isinstance(end, date):
+        return datetime.max.replace(tzinfo=timezone.utc)  # no date at all: never over
+    if not isinstance(end, datetime):
+        end = datetime.combine(end, time())
+    return end if end.tzinfo is not None else end.replace(tzinfo=timezone.utc)
