@@ -3,7 +3,7 @@
 
 Ten events with 50 external guests each are PUT through InvitoApplication in-process (so the spool holds
 what a real server would), then the real sender composes every guest's mail (MIME, templates, reply
-token) and delivers it to an aiosmtpd relay on 127.0.0.1, run as its own process like any real relay
+token, RSVP links) and delivers it to an aiosmtpd relay on 127.0.0.1, run as its own process like any real relay
 (in this process it would compete with the sender for the interpreter lock). Plain Radicale sends no mail, so there is no
 ratio: the goal is absolute. Usage: ``python bench/mail_bench.py [--events N] [--guests N]``.
 """
@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             config = configuration(folder, "invito", True)
             config.update({"smtp": {"host": "127.0.0.1", "port": str(port), "security": "none",
                                     "sender": "invito@cal.example.com"},
-                           "imip": {"reply_address": "invito+{token}@cal.example.com"}}, "bench")
+                           "imip": {"reply_address": "invito+{token}@cal.example.com"},
+                           "rsvp": {"public_url": "https://cal.example.com"}}, "bench")
             app = InvitoApplication(config)
             client = Client(app)
             for _ in range(args.events):

@@ -20,11 +20,16 @@ from dataclasses import dataclass
 from typing import Callable
 
 import icalendar
+import radicale.storage
+from radicale.config import Configuration
 
 from invito.plugins.imip.inbound_spool import InboundSpool
-from invito.plugins.imip.spool import OutboundSpool, fsync_dir, write_synced
+from invito.plugins.imip.sender import NOT_DELIVERED
+from invito.plugins.imip.spool import OutboundSpool, entries_of, fsync_dir, write_synced
 from invito.plugins.itip.model import ITipMessage
 from invito.server.config import CommandError, load
+from invito.server.mail import StatusWriter
+from invito.storage import Storage
 
 MIN_PREFIX = 8  # shorter prefixes of the time-based ids would match nearly everything queued the same day
 
@@ -40,11 +45,14 @@ _EXPLAINED = re.compile(r"was set aside and not processed: (.*?)(?:\. The messag
 class Spools:
     outbound: OutboundSpool
     inbound: InboundSpool
+    configuration: Configuration
 
     @classmethod
     def of(cls, config_file: str | None) -> "Spools":
-        spool = os.path.join(load(config_file).get("invito", "data_folder"), "spool")
-        return cls(OutboundSpool(os.path.join(spool, "outbound")), InboundSpool(os.path.join(spool, "inbound")))
+        configuration = load(config_file)
+        spool = os.path.join(configuration.get("invito", "data_folder"), "spool")
+        return cls(OutboundSpool(os.path.join(spool, "outbound")), InboundSpool(os.path.join(spool, "inbound")),
+                   configuration)
 
     def ids(self) -> dict[str, str]:
         """Every id an admin can name, with its kind."""
@@ -218,10 +226,20 @@ def release(spools: Spools, entry_id: str) -> str:
 
 
 def drop_waiting(spools: Spools, entry_id: str) -> str:
+    """Forget a waiting message; its guests' SCHEDULE-STATUS in the organizer's event becomes 5.1 (not
+    delivered) instead of staying 1.0 (pending) for ever. Safe under the spool lock: whoever holds the
+    storage lock never waits for the spool's."""
     path = spools.waiting_file(entry_id)
+    record = _load(path)
     what = _outbound_description(path)
     os.remove(path)
     fsync_dir(spools.outbound.queue)
+    storage = radicale.storage.load(spools.configuration)
+    if isinstance(storage, Storage):
+        status = StatusWriter(storage)
+        for entry in entries_of(record):
+            status(entry, NOT_DELIVERED, "dropped by the admin")
+        status.flush()
     return f"dropped {entry_id}: {what}"
 
 
@@ -313,7 +331,7 @@ def add_parser(commands: argparse._SubParsersAction, with_config: argparse.Argum
     """Register ``queue`` and its actions (``list`` when none is given) on the ``invito`` command."""
     queue = commands.add_parser(
         "queue", help="show the mail spools; retry or drop a message",
-        usage="%(prog)s [-h] [--config FILE] [list | retry ID | drop ID]",
+        usage="%(prog)s [-h] [--config FILE] [list | retry ID | retry all | drop ID]",
         description="Show the outbound mail spool (messages waiting to be sent, recipients that failed) and "
                     "the inbound quarantine (mail that could not be applied), or retry or drop one message "
                     f"by its id or a unique prefix of it (at least {MIN_PREFIX} characters). Safe while "
@@ -330,18 +348,42 @@ def add_parser(commands: argparse._SubParsersAction, with_config: argparse.Argum
     for name, table, help_text, description in (
             ("retry", RETRY, "send or process a message again",
              "A waiting message: its next try becomes now. A failed recipient: queued again with fresh "
-             "attempts. A quarantined inbound message: back in the inbound queue, processed again."),
+             "attempts. A quarantined inbound message: back in the inbound queue, processed again. "
+             "`retry all`: every waiting and failed outbound message, counted as it goes."),
             ("drop", DROP, "remove a message for good",
              "Remove a waiting message (all its recipients), a failed recipient or a quarantined inbound "
              "message, without asking; prints what was removed.")):
         action = actions.add_parser(name, parents=[with_config], help=help_text, description=description)
         action.add_argument("id", metavar="ID",
-                            help=f"an id `invito queue list` shows, or its first {MIN_PREFIX} or more characters")
+                            help=f"an id `invito queue list` shows, or its first {MIN_PREFIX} or more characters"
+                            + (" (retry: or `all`)" if table is RETRY else ""))
         action.set_defaults(run=_command(_acting(table)))
+
+
+def retry_all(spools: Spools) -> list[str]:
+    """``retry all``: every waiting and failed outbound message at once (after the relay was down or
+    misconfigured), each line printed as it is done with its count; the total last."""
+    ids = spools.ids()
+    chosen = sorted(entry_id for entry_id, kind in ids.items() if kind in (WAITING, FAILED))
+    done = 0
+    with spools.outbound.locked():
+        for n, entry_id in enumerate(chosen, 1):
+            try:
+                line = RETRY[ids[entry_id]](spools, entry_id)
+                done += 1
+            except FileNotFoundError:
+                line = f"{entry_id}: sent or dropped meanwhile"
+            except CommandError as e:
+                line = str(e)
+            print(f"[{n}/{len(chosen)}] {line}", flush=True)
+    return [f"{done} of {len(chosen)} outbound message{'' if len(chosen) == 1 else 's'} retried"
+            + ("" if chosen else ": nothing waits or failed")]
 
 
 def _acting(table: dict[str, Action]) -> Callable[[Spools, argparse.Namespace], list[str]]:
     def act(spools: Spools, args: argparse.Namespace) -> list[str]:
+        if table is RETRY and args.id == "all":
+            return retry_all(spools)
         kind, entry_id = spools.resolve(args.id)
         try:
             with spools.outbound.locked():  # the running sender waits, and we wait for it

@@ -114,7 +114,7 @@ class OutboundSpool:
             entry_id = name[:-len(".json")]
             try:
                 record = self._read(entry_id)
-                entries.extend(_entries(record))
+                entries.extend(entries_of(record))
             except FileNotFoundError:  # sent or moved aside meanwhile
                 continue
             except (ValueError, TypeError, KeyError, AttributeError) as e:
@@ -208,7 +208,8 @@ class OutboundSpool:
         return os.path.join(self.queue, entry_id + ".json")
 
 
-def _entries(record: dict) -> list[SpoolEntry]:
+def entries_of(record: dict) -> list[SpoolEntry]:
+    """A queued message file's recipients, one entry each."""
     common = {key: record[key] for key in ("id", "method", "uid", "sender", "ics", "created")}
     return [SpoolEntry(**common, recipient=recipient, changes=tuple(record.get("changes", ())),
                        notes=tuple((str(k), str(v)) for k, v in record.get("notes", ())),

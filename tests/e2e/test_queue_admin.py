@@ -17,7 +17,8 @@ from invito.plugins.imip.inbound_spool import ABANDONED_AFTER, InboundEntry, Inb
 from invito.plugins.imip.spool import OutboundSpool, SpoolEntry
 from invito.plugins.itip.model import ITipMessage
 from invito.server import cli
-from tests.e2e.conftest import INVITO, write_config
+from tests.e2e.conftest import INVITO, Server, write_config
+from tests.e2e.test_scheduling import attendee, calendar, copy_of, event
 
 QUEUE = [*INVITO, "queue"]
 LATER = 4102444800.0  # 2100-01-01 00:00:00 UTC
@@ -171,6 +172,28 @@ def test_retry_waiting_sends_every_recipient_now(config: Path) -> None:
         (message, "mailto:guest@partner.example.org", 2, "451 4.7.1 greylisted,\n try later")]
     assert entry(spool, other, "carol@partner.example.org").next_try == LATER
     assert files(Path(spool.queue)) == sorted([message + ".json", other + ".json"])  # no temporary file left
+
+
+def test_retry_all_resends_every_waiting_and_failed_message_with_a_count(config: Path) -> None:
+    spool = outbound(config)
+    waiting = invite(spool, "review-1", "guest@partner.example.org")
+    greylisted(spool, waiting, "guest@partner.example.org")
+    failing = invite(spool, "other-2", "carol@partner.example.org")
+    spool.fail(entry(spool, failing, "carol@partner.example.org"), "550 5.1.1 no such user")
+    kept = quarantined(config, "not a reply")  # refused mail is not retried in bulk: each has its reason
+
+    result = queue(config, "retry", "all")
+    assert result.returncode == 0, result.stderr
+    [again] = [e for e in spool.due(time.time()) if e.uid == "other-2"]
+    assert result.stdout.splitlines() == [
+        f"[1/2] {waiting}: next try set to now for guest@partner.example.org",
+        f"[2/2] {failing}-carol@partner.example.org: back in the queue as {again.id}, to carol@partner.example.org",
+        "2 of 2 outbound messages retried"]
+    assert sorted(e.uid for e in spool.due(time.time())) == ["other-2", "review-1"]
+    assert files(Path(inbound(config).quarantined)) == sorted(f"{kept.id}{s}" for s in (".eml", ".json", ".reason"))
+    assert queue(config, "retry", "all").stdout.endswith("\n2 of 2 outbound messages retried\n")  # both waiting
+    assert queue(config, "drop", waiting).returncode == 0 and queue(config, "drop", again.id).returncode == 0
+    assert queue(config, "retry", "all").stdout == "0 of 0 outbound messages retried: nothing waits or failed\n"
 
 
 def test_retry_quarantined_puts_the_mail_back_in_the_inbound_queue(config: Path) -> None:
@@ -395,3 +418,20 @@ def test_retry_quarantined_is_not_taken_for_a_leftover_by_the_processor(config: 
     capsys.readouterr()
     [pending] = spool.pending()
     assert pending.raw() == RAW
+
+
+def test_dropping_a_waiting_invitation_tells_the_organizers_event(server: Server) -> None:
+    """No relay: the invitation waits (SCHEDULE-STATUS 1.0); dropped while `invito serve` runs, the guest's
+    status in alice's event says it was not delivered (5.1), and no other guest's changes."""
+    uid = "dropped-1"
+    calendar(server, "alice").save_event(event(uid, attendees=("bob",), extra="\r\n".join(
+        ["ATTENDEE;CN=Guest;PARTSTAT=NEEDS-ACTION:mailto:guest@partner.example.org",
+         "ATTENDEE;CN=Other;PARTSTAT=NEEDS-ACTION:mailto:other@partner.example.org"])))
+    assert attendee(copy_of(server, "alice", uid), "mailto:guest@partner.example.org").params[
+        "SCHEDULE-STATUS"] == "1.0"
+    [waiting] = outbound(server.config).queued()[:1]
+    assert queue(server.config, "drop", waiting.id).returncode == 0
+    stored = copy_of(server, "alice", uid)
+    assert attendee(stored, "mailto:guest@partner.example.org").params["SCHEDULE-STATUS"] == "5.1"
+    assert attendee(stored, "mailto:other@partner.example.org").params["SCHEDULE-STATUS"] == "5.1"  # same message
+    assert attendee(stored, "mailto:bob@example.com").params["SCHEDULE-STATUS"] == "1.2"  # delivered inside
