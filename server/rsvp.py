@@ -32,7 +32,7 @@ from invito.plugins.imip.extract import Inbound, Kind
 from invito.plugins.imip.i18n import SUPPORTED, Localizer, choose
 from invito.plugins.imip.tokens import ReplyToken, reply_address
 from invito.plugins.imip.triage import Recipient
-from invito.plugins.itip.components import find_attendee, new_calendar
+from invito.plugins.itip.components import Component, find_attendee, new_calendar
 from invito.plugins.rsvp import links
 from invito.plugins.rsvp.answer import COMMENT_LIMIT, PARTSTATS, Assessment, State, assess, reply
 from invito.plugins.rsvp.ratelimit import RateLimiter
@@ -162,7 +162,7 @@ class RsvpPages:
                    calendar: icalendar.Calendar, assessment: Assessment, *, chosen: str | None = None,
                    answered: bool = False, error: str | None = None) -> Response:
         loc = Localizer(language)
-        shown = new_calendar("REQUEST", list(assessment.components), [calendar])
+        shown = new_calendar("REQUEST", [_guest_view(c, token.guest) for c in assessment.components], [calendar])
         event = mime.page_details(shown, token.guest, language)
         answer_word = loc.text("status." + assessment.answer) if loc.has("status." + assessment.answer) else \
             assessment.answer
@@ -231,6 +231,18 @@ class RsvpPages:
                         client=_client(environ, self._proxies), origin=environ.get("HTTP_ORIGIN"),
                         own_origin=f"{scheme}://{environ.get('HTTP_HOST', '')}".lower(),
                         accept_language=environ.get("HTTP_ACCEPT_LANGUAGE", ""))
+
+
+def _guest_view(comp: Component, guest: str) -> Component:
+    """``comp`` with the guest as its only attendee: the page lists no other guests, and leaving them out
+    spares copying them (a meeting may have hundreds). Shares the rest with ``comp``: read only."""
+    view = comp.copy()
+    view.subcomponents = list(comp.subcomponents)
+    own = find_attendee(comp, guest)
+    view.pop("ATTENDEE", None)
+    if own is not None:
+        view.add("ATTENDEE", own)
+    return view
 
 
 def _fields(text: str) -> dict[str, str]:

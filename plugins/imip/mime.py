@@ -571,13 +571,10 @@ def _answer_links(loc: Localizer, answer_link: Callable[[str, str], str]) -> lis
 
 
 def page_details(calendar: icalendar.Calendar, guest: str, language: str) -> dict[str, object]:
-    """What the RSVP page shows of ``calendar`` (the guest's part of the organizer's copy): the invitation
-    body's own data (title, time in the event's zone, place, organizer, links, attachments, description),
-    read the same way and with the same care for untrusted text."""
-    as_invitation = icalendar.Calendar.from_ical(calendar.to_ical())
-    as_invitation.pop("METHOD", None)
-    as_invitation.add("METHOD", "REQUEST")
-    prepared = prepare(as_invitation)
+    """What the RSVP page shows of ``calendar`` (the guest's part of the organizer's copy, as a
+    METHOD:REQUEST): the invitation body's own data (title, time in the event's zone, place, organizer,
+    links, attachments, description), read the same way and with the same care for untrusted text."""
+    prepared = prepare(calendar)
     loc = Localizer(language)
     return _body(prepared.event(loc, None), normalize(guest), None, loc, (), True, prepared.files, ())
 

@@ -161,6 +161,10 @@ def test_an_answer_on_the_page_is_recorded_like_an_emailed_reply(site: tuple[Ser
     time.sleep(1)
     assert len(sink.received) == already + 2
     assert inbox_methods(srv, "alice", uid) == ["REPLY", "REPLY"]
+    # The log tells the story without the link, which is the guest's key.
+    log = srv.log.read_text()
+    token = re.search(r"/rsvp/([a-z2-7]{32})", answer_links(mails[GRACE])["accept"]).group(1)
+    assert f"uid={uid} attendee={GRACE}: REPLY from {GRACE}" in log and token not in log
 
 
 def test_forms_from_elsewhere_or_tampered_change_nothing(site: tuple[Server, MailSink]) -> None:
