@@ -34,7 +34,8 @@ from invito.plugins.imip.tokens import ReplyToken, reply_address
 from invito.plugins.imip.triage import Recipient
 from invito.plugins.itip.components import Component, find_attendee, new_calendar
 from invito.plugins.rsvp import links
-from invito.plugins.rsvp.answer import COMMENT_LIMIT, PARTSTATS, Assessment, State, assess, reply
+from invito.plugins.rsvp.answer import (COMMENT_LIMIT, PARTSTATS, Assessment, State, assess, changed_since, reply,
+                                        seen)
 from invito.plugins.rsvp.ratelimit import RateLimiter
 from invito.server.inbound import Processor
 from invito.storage import Storage
@@ -126,6 +127,11 @@ class RsvpPages:
             logger.info("rsvp uid=%s attendee=%s: refused a form that is stale or from elsewhere (origin %s)",
                         token.uid, token.guest, request.origin)
             return self._open_page(request, 403, language, link, token, calendar, assessment, error="rsvp.error.form")
+        if changed_since(assessment, request.form.get("seen", "")):
+            logger.info("rsvp uid=%s attendee=%s: the time changed since the page was shown; shown again",
+                        token.uid, token.guest)
+            return self._open_page(request, 409, language, link, token, calendar, assessment,
+                                   error="rsvp.error.changed")
         partstat = request.form.get("answer", "").upper()
         if partstat not in PARTSTATS:
             return self._open_page(request, 400, language, link, token, calendar, assessment,
@@ -179,6 +185,7 @@ class RsvpPages:
         form = {
             "action": links.path_of(link, self._tokens.sign),
             "stamp": links.form_stamp(link, self._tokens.sign, self._clock()),
+            "seen": seen(assessment),
             "current": loc.text("rsvp.current", answer=answer_word),
             "scope": loc.text(scope) if scope else "",
             "comment_limit": COMMENT_LIMIT,

@@ -117,6 +117,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "rsvp.error.form": "This page was open for too long or did not come from this server. Nothing was sent: "
                            "please choose your answer again.",
         "rsvp.error.answer": "Please choose Accept, Maybe or Decline.",
+        "rsvp.error.changed": "The organizer has changed the time of this event since you opened this page. "
+                              "Nothing was sent: please check the event below and answer again.",
         "rsvp.error.not_applied": "Your answer could not be recorded. Please answer from your mail program, or "
                                   "write to the organizer.",
         "rsvp.error.internal": "Something went wrong on the server, and your answer may not have been recorded. "
@@ -233,6 +235,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "rsvp.error.form": "Questa pagina è rimasta aperta troppo a lungo o non proviene da questo server. Non è "
                            "stato inviato nulla: scegli di nuovo la tua risposta.",
         "rsvp.error.answer": "Scegli Accetta, Forse o Rifiuta.",
+        "rsvp.error.changed": "L'organizzatore ha cambiato l'orario di questo evento da quando hai aperto questa "
+                              "pagina. Non è stato inviato nulla: controlla l'evento qui sotto e rispondi di nuovo.",
         "rsvp.error.not_applied": "Non è stato possibile registrare la tua risposta. Rispondi dal tuo programma di "
                                   "posta, oppure scrivi all'organizzatore.",
         "rsvp.error.internal": "Si è verificato un problema sul server e la tua risposta potrebbe non essere stata "

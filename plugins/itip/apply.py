@@ -16,8 +16,8 @@ import icalendar
 from invito.plugins.itip.address import normalize
 from invito.plugins.itip.components import (NEEDS_ACTION, REPLY_COMMENT, RESCHEDULED, REPLY_DTSTAMP, Component, answer,
                                             attendees, decoded, find_attendee, in_zone_of, instance_key,
-                                            new_calendar, organizer, param, replace, scheduled, sequence,
-                                            set_answer, utc_stamp, values)
+                                            new_calendar, organizer, param, replace, rescheduled_since, scheduled,
+                                            sequence, set_answer, utc_stamp, values)
 from invito.plugins.itip.model import Applied, Refused
 from invito.plugins.itip.view import SchedulingObject, derive_instance, instance_view, is_occurrence
 
@@ -174,7 +174,7 @@ def _record_reply(cal: icalendar.Calendar, current: SchedulingObject, comp: Comp
     known = find_attendee(target, address)
     if known is None:
         return Refused(f"{address} is not invited to this event", uninvited=True)
-    if "SEQUENCE" in comp and sequence(comp) < int(target.get(RESCHEDULED, 0)):
+    if "SEQUENCE" in comp and rescheduled_since(target, sequence(comp)):
         return Refused(f"stale: the reply answers SEQUENCE {sequence(comp)}, the event was rescheduled "
                        f"at {int(target[RESCHEDULED])}")
     stamp = utc_stamp(comp.decoded("DTSTAMP")) if "DTSTAMP" in comp else None

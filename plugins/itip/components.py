@@ -98,6 +98,12 @@ def sequence(comp: Component) -> int:
         return 0
 
 
+def rescheduled_since(comp: Component, seen: int) -> bool:
+    """Whether the organizer's ``comp`` changed time after SEQUENCE ``seen``: an answer given to what
+    was sent at ``seen`` answers another time, and is stale."""
+    return seen < int(comp.get(RESCHEDULED, 0))
+
+
 def decoded(comp: Component, name: str) -> object | None:
     return comp.decoded(name) if name in comp else None
 

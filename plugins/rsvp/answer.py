@@ -17,7 +17,7 @@ import icalendar
 import recurring_ical_events
 
 from invito.plugins.itip.components import (NEEDS_ACTION, Component, addresses, cancelled, decoded, find_attendee,
-                                            new_calendar, param)
+                                            new_calendar, param, rescheduled_since, sequence)
 from invito.plugins.itip.view import SchedulingObject, is_occurrence
 from invito.plugins.rsvp.links import rid_of
 
@@ -70,6 +70,21 @@ def assess(calendar: icalendar.Calendar | None, guest: str, instance: str | None
         return Assessment(State.OVER)
     return Assessment(State.OPEN, tuple(components), param(find_attendee(components[0], guest), "PARTSTAT",
                                                            NEEDS_ACTION))
+
+
+def seen(assessment: Assessment) -> str:
+    """What a page shows, for its form to carry back: the SEQUENCE of each component the guest answers."""
+    return ",".join(str(sequence(c)) for c in assessment.components)
+
+
+def changed_since(assessment: Assessment, shown: str) -> bool:
+    """Whether the organizer changed the time of what the guest answers since a page showing ``shown``
+    (:func:`seen` then) was served: answering now would accept a time the guest never saw. The same rule
+    makes an emailed reply to an older SEQUENCE stale; edits that move nothing do not count."""
+    parts = shown.split(",")
+    if len(parts) != len(assessment.components) or not all(p.isdigit() for p in parts):
+        return True
+    return any(rescheduled_since(c, int(p)) for c, p in zip(assessment.components, parts))
 
 
 def reply(calendar: icalendar.Calendar, assessment: Assessment, guest: str, partstat: str, comment: str,

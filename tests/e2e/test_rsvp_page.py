@@ -182,7 +182,8 @@ def test_forms_from_elsewhere_or_tampered_change_nothing(site: tuple[Server, Mai
     tampered = requests.post(path, data={"form": str(int(stamp.split(".")[0]) + 1) + "." + stamp.split(".")[1],
                                          "answer": "DECLINED"}, allow_redirects=False, timeout=10)
     assert tampered.status_code == 403
-    no_answer = requests.post(path, data={"form": stamp, "answer": "MAYBE-LATER"}, allow_redirects=False, timeout=10)
+    no_answer = requests.post(path, data={"form": stamp, "seen": form["seen"], "answer": "MAYBE-LATER"},
+                              allow_redirects=False, timeout=10)
     assert no_answer.status_code == 400 and "Please choose Accept, Maybe or Decline." in text_of(no_answer.text)
     # A form for Gino's link does not answer for Grace.
     gino_form = form_of(requests.get(answer_links(mails[GINO])["accept"], timeout=10).text)
@@ -193,6 +194,32 @@ def test_forms_from_elsewhere_or_tampered_change_nothing(site: tuple[Server, Mai
     # The browser's own Origin is fine.
     assert post_answer(srv, link, "TENTATIVE", Origin=srv.url.rstrip("/")).status_code == 303
     assert partstat(srv, uid, GRACE) == "TENTATIVE"
+
+
+def test_a_time_changed_while_the_page_was_open_is_shown_before_anything_is_sent(site: tuple[Server, MailSink]) -> None:
+    srv, sink = site
+    uid, mails = invite(srv, sink)
+    link = answer_links(mails[GRACE])["accept"]
+    opened = form_of(requests.get(link, timeout=10).text)
+    obj = srv.principal("alice").calendar(cal_id="work").event_by_uid(uid)
+    obj.data = obj.data.replace("DTSTART;TZID=Europe/Rome:20301010T090000", "DTSTART;TZID=Europe/Rome:20301010T140000")
+    obj.save()  # the organizer moves the meeting to 14:00 while Grace reads the page
+    late = requests.post(srv.url.rstrip("/") + opened.pop("action"), data={**opened, "answer": "ACCEPTED"},
+                         allow_redirects=False, timeout=10)
+    assert late.status_code == 409
+    shown = text_of(late.text)
+    assert "The organizer has changed the time of this event since you opened this page. Nothing was sent" in shown
+    assert "Thursday, 10 October 2030, 14:00 – 19:00" in shown
+    assert partstat(srv, uid, GRACE) == "NEEDS-ACTION"
+    # Answering the page as it is now works; an edit that moves nothing does not get in the way.
+    again = form_of(late.text)
+    obj = srv.principal("alice").calendar(cal_id="work").event_by_uid(uid)
+    obj.data = obj.data.replace("SUMMARY:Quarterly review", "SUMMARY:Quarterly review (Q3)")
+    obj.save()
+    done = requests.post(srv.url.rstrip("/") + again.pop("action"), data={**again, "answer": "ACCEPTED"},
+                         allow_redirects=False, timeout=10)
+    assert done.status_code == 303
+    assert partstat(srv, uid, GRACE) == "ACCEPTED"
 
 
 def test_links_that_lead_nowhere_say_why(site: tuple[Server, MailSink]) -> None:

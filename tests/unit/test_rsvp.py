@@ -17,7 +17,7 @@ from invito.plugins.imip.tokens import ReplyTokens
 from invito.plugins.itip import Applied, apply
 from invito.plugins.itip.components import find_attendee, scheduled
 from invito.plugins.rsvp import links
-from invito.plugins.rsvp.answer import COMMENT_LIMIT, State, assess, reply
+from invito.plugins.rsvp.answer import COMMENT_LIMIT, State, assess, changed_since, reply, seen
 from invito.plugins.rsvp.ratelimit import RateLimiter
 from invito.server import config as invito_config
 from invito.server.mail import Composer
@@ -196,6 +196,23 @@ def test_an_occurrence_reply_names_it_and_keeps_its_time_zone() -> None:
     assert isinstance(result, Applied) and result.calendar is not None
     occurrence = [c for c in scheduled(result.calendar) if "RECURRENCE-ID" in c]
     assert len(occurrence) == 1 and find_attendee(occurrence[0], GUEST).params["PARTSTAT"] == "DECLINED"
+
+
+def test_a_page_shown_before_the_time_changed_is_shown_again() -> None:
+    stored = event("X-INVITO-RESCHEDULED:2")  # the time last changed at SEQUENCE 2 (the event is at 2)
+    found = assess(stored, GUEST, None, NOW)
+    assert seen(found) == "2" and not changed_since(found, "2")
+    assert changed_since(found, "1")  # the guest saw SEQUENCE 1: another time
+    for forged in ("", "x", "2,2", "-1", "2.0"):
+        assert changed_since(found, forged)
+    retitled = event("X-INVITO-RESCHEDULED:2").to_ical().replace(b"SEQUENCE:2", b"SEQUENCE:3")
+    assert not changed_since(assess(icalendar.Calendar.from_ical(retitled), GUEST, None, NOW), "2")  # moves nothing
+    # Invited to two occurrences only: each is checked against what was shown of it.
+    two = event("RRULE:FREQ=WEEKLY;COUNT=10", guests=(), overrides=(
+        override("20301017T090000Z"), override("20301031T090000Z", "X-INVITO-RESCHEDULED:3")))
+    found = assess(two, GUEST, None, NOW)
+    assert seen(found) == "3,3" and not changed_since(found, "3,3")
+    assert changed_since(found, "3,2") and not changed_since(found, "2,3")
 
 
 def test_nothing_to_answer_builds_no_reply() -> None:

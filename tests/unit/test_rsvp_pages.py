@@ -51,8 +51,9 @@ def call(pages: RsvpPages, method: str, path: str, form: dict[str, str] | None =
     return status, headers, answer.decode()
 
 
-def stamp(page: str) -> str:
-    return page.split('name="form" value="')[1].split('"')[0]
+def hidden(page: str) -> dict[str, str]:
+    """The form's hidden fields, as a browser sends them back."""
+    return {name: page.split(f'name="{name}" value="')[1].split('"')[0] for name in ("form", "seen")}
 
 
 def test_an_answer_the_event_refuses_is_kept_for_the_admin(pages: tuple[RsvpPages, Storage, str],
@@ -64,7 +65,7 @@ def test_an_answer_the_event_refuses_is_kept_for_the_admin(pages: tuple[RsvpPage
         return cal
     assert storage.update_event("alice", "meeting-1", answered_in_2099)  # an emailed reply from a clock ahead
     _, _, page = call(site, "GET", path)
-    status, _, page = call(site, "POST", path, {"form": stamp(page), "answer": "DECLINED", "comment": "sorry"})
+    status, _, page = call(site, "POST", path, {**hidden(page), "answer": "DECLINED", "comment": "sorry"})
     assert status == 409
     assert "Your answer could not be recorded. Please answer from your mail program, or write to the organizer." \
         in page
