@@ -129,9 +129,9 @@ class Processor:
         applied, or None."""
         decision = triage(mail, recipient, verdict, self.policy, self.storage.directory.user_for,
                           self.token_for)
-        problem = self._act(decision)
-        logger.info("%s uid=%s attendee=%s: %s", source, decision.uid, decision.guest,
-                    problem or decision.reason)
+        problem, outcome = self._act(decision)
+        logger.info("%s uid=%s attendee=%s: %s: %s", source, decision.uid, decision.guest,
+                    "quarantined" if decision.action is Action.QUARANTINE else decision.reason, problem or outcome)
         return problem
 
     def _authenticate(self, raw: bytes, mail: Inbound) -> Verdict | None:
@@ -140,21 +140,24 @@ class Processor:
         return authenticate(raw, _HEADERS.parsebytes(raw), mail.from_address.rsplit("@", 1)[-1],
                             self._authserv_id)
 
-    def _act(self, d: Decision) -> str | None:
-        """Carry out ``d``; the reason it was not applied, or None."""
+    def _act(self, d: Decision) -> tuple[str | None, str]:
+        """Carry out ``d``: the reason it was not applied (None: it was), and what happened, for the log."""
         if d.action is Action.QUARANTINE:
-            return d.reason
+            return d.reason, "quarantined"
         assert d.user is not None and d.uid is not None and d.guest is not None and d.organizer is not None
         if d.action is Action.BOUNCE:
-            stamp = _status_setter(d.guest, d.status)
-            return None if self.storage.update_event(d.user, d.uid, stamp) else "no such event any more"
+            if self.storage.update_event(d.user, d.uid, _status_setter(d.guest, d.status)):
+                return None, f"SCHEDULE-STATUS {d.status} recorded"
+            return "no such event any more", ""
         if d.action is Action.REFRESH:
-            return None if self.storage.resend(d.user, d.uid, d.guest) else "not invited to such an event"
+            if self.storage.resend(d.user, d.uid, d.guest):
+                return None, "the invitation is queued again"
+            return "not invited to such an event", ""
         assert d.calendar is not None
         method = str(d.calendar.get("METHOD", "")).upper()
         if d.action is Action.COUNTER:
             self.storage.to_inbox(d.user, d.calendar, self._notification(method, d))
-            return None
+            return None, "in the organizer's inbox"
         if d.action is Action.DELIVER:
             message = ITipMessage(method, d.uid, d.organizer, (d.guest,), d.calendar)
             return _outcome(self.storage.receive(d.user, message, d.guest))
@@ -174,10 +177,12 @@ class Processor:
                             d.notes + extra)
 
 
-def _outcome(result: Applied | Refused | None) -> str | None:
+def _outcome(result: Applied | Refused | None) -> tuple[str | None, str]:
     if isinstance(result, Refused):
-        return "not applied: " + result.reason
-    return None  # applied, or already applied before (the same mail twice)
+        return "not applied: " + result.reason, ""
+    if result is None:  # the same mail twice: nothing to do, and nothing wrong
+        return None, "applied before, nothing changed"
+    return None, "applied"
 
 
 def _status_setter(guest: str, status: str):  # type: ignore[no-untyped-def]

@@ -74,6 +74,17 @@ class _Request:
     accept_language: str
 
 
+@dataclass(frozen=True)
+class _Visit:
+    """A request for a link that may be answered, with what it names."""
+    request: _Request
+    language: str
+    link: links.Link
+    token: ReplyToken
+    calendar: icalendar.Calendar  # the organizer's copy, as stored now
+    assessment: Assessment
+
+
 class RsvpPages:
     """Serves the RSVP pages of one server; thread-safe (the rate limiter locks, storage takes its locks)."""
 
@@ -118,36 +129,38 @@ class RsvpPages:
         language = _language(request, _attendee_language(assessment, token.guest), self._language)
         if assessment.state is not State.OPEN or calendar is None:
             return self._state_page(request, assessment.state.value, _STATUS[assessment.state], language)
-        if request.method == "GET":
-            answered = request.query.get("done") == "1"
-            chosen = links.ANSWERS.get(request.query.get("answer", "").lower()) if not answered else None
-            return self._open_page(request, 200, language, link, token, calendar, assessment,
-                                   chosen=chosen, answered=answered)
-        if not self._form_trusted(request, link):
+        visit = _Visit(request, language, link, token, calendar, assessment)
+        if request.method == "POST":
+            return self._post(visit, now)
+        answered = request.query.get("done") == "1"
+        chosen = links.ANSWERS.get(request.query.get("answer", "").lower()) if not answered else None
+        return self._open_page(visit, 200, chosen=chosen, answered=answered)
+
+    def _post(self, visit: _Visit, now: datetime) -> Response:
+        """The form sent: checked, then the answer given, then back to the page (POST/redirect/GET)."""
+        request, token = visit.request, visit.token
+        if not self._form_trusted(request, visit.link):
             logger.info("rsvp uid=%s attendee=%s: refused a form that is stale or from elsewhere (origin %s)",
                         token.uid, token.guest, request.origin)
-            return self._open_page(request, 403, language, link, token, calendar, assessment, error="rsvp.error.form")
-        if changed_since(assessment, request.form.get("seen", "")):
+            return self._open_page(visit, 403, error="rsvp.error.form")
+        if changed_since(visit.assessment, request.form.get("seen", "")):
             logger.info("rsvp uid=%s attendee=%s: the time changed since the page was shown; shown again",
                         token.uid, token.guest)
-            return self._open_page(request, 409, language, link, token, calendar, assessment,
-                                   error="rsvp.error.changed")
+            return self._open_page(visit, 409, error="rsvp.error.changed")
         partstat = request.form.get("answer", "").upper()
         if partstat not in PARTSTATS:
-            return self._open_page(request, 400, language, link, token, calendar, assessment,
-                                   error="rsvp.error.answer")
-        problem = self._answer(token, calendar, assessment, partstat, request.form.get("comment", ""), now)
-        if problem:
-            return self._open_page(request, 409, language, link, token, calendar, assessment,
-                                   error="rsvp.error.not_applied")
-        location = links.path_of(link, self._tokens.sign) + "?" + urlencode({"done": "1", "lang": language})
+            return self._open_page(visit, 400, error="rsvp.error.answer")
+        if self._answer(visit, partstat, request.form.get("comment", ""), now):
+            return self._open_page(visit, 409, error="rsvp.error.not_applied")
+        location = links.path_of(visit.link, self._tokens.sign) + "?" + urlencode({"done": "1",
+                                                                                   "lang": visit.language})
         return 303, {"Location": location, "Cache-Control": "no-store", "Content-Length": "0"}, b""
 
-    def _answer(self, token: ReplyToken, calendar: icalendar.Calendar, assessment: Assessment, partstat: str,
-                comment: str, now: datetime) -> str | None:
+    def _answer(self, visit: _Visit, partstat: str, comment: str, now: datetime) -> str | None:
         """Send the guest's REPLY down the emailed replies' path; what went wrong, or None. A refused
         answer is kept in the inbound quarantine, like a refused mail, for the admin to see."""
-        message = reply(calendar, assessment, token.guest, partstat, comment, now)
+        token = visit.token
+        message = reply(visit.calendar, visit.assessment, token.guest, partstat, comment, now)
         mail = Inbound(Kind.ITIP, "", "REPLY", message, token.guest, None, "")
         address = reply_address(self._reply_template, token.token) if self._reply_template else ""
         problem = self._processor.answer(mail, Recipient(address, token=token), VERDICT, "rsvp " + partstat)
@@ -164,12 +177,13 @@ class RsvpPages:
 
     # -- pages ---------------------------------------------------------------------------------------
 
-    def _open_page(self, request: _Request, status: int, language: str, link: links.Link, token: ReplyToken,
-                   calendar: icalendar.Calendar, assessment: Assessment, *, chosen: str | None = None,
-                   answered: bool = False, error: str | None = None) -> Response:
-        loc = Localizer(language)
-        shown = new_calendar("REQUEST", [_guest_view(c, token.guest) for c in assessment.components], [calendar])
-        event = mime.page_details(shown, token.guest, language)
+    def _open_page(self, visit: _Visit, status: int, *, chosen: str | None = None, answered: bool = False,
+                   error: str | None = None) -> Response:
+        """The event and the form; ``chosen``: the answer picked in the email; ``answered``: just sent."""
+        loc, assessment = Localizer(visit.language), visit.assessment
+        shown = new_calendar("REQUEST", [_guest_view(c, visit.token.guest) for c in assessment.components],
+                             [visit.calendar])
+        event = mime.page_details(shown, visit.token.guest, visit.language)
         answer_word = loc.text("status." + assessment.answer) if loc.has("status." + assessment.answer) else \
             assessment.answer
         notice = None
@@ -181,18 +195,18 @@ class RsvpPages:
         elif chosen:
             notice = loc.text("rsvp.chosen", answer=loc.text("rsvp." + chosen))
         recurring = any("RRULE" in c or "RDATE" in c for c in assessment.components)
-        scope = "rsvp.scope.occurrence" if link.instance else "rsvp.scope.series" if recurring else None
+        scope = "rsvp.scope.occurrence" if visit.link.instance else "rsvp.scope.series" if recurring else None
         form = {
-            "action": links.path_of(link, self._tokens.sign),
-            "stamp": links.form_stamp(link, self._tokens.sign, self._clock()),
+            "action": links.path_of(visit.link, self._tokens.sign),
+            "stamp": links.form_stamp(visit.link, self._tokens.sign, self._clock()),
             "seen": seen(assessment),
             "current": loc.text("rsvp.current", answer=answer_word),
             "scope": loc.text(scope) if scope else "",
             "comment_limit": COMMENT_LIMIT,
             "buttons": [{"value": p, "label": loc.text("rsvp." + p), "chosen": p == chosen} for p in PARTSTATS],
         }
-        return self._page(request, status, language, heading=str(event["title"]), event=event, form=form,
-                          notice=notice, error=error)
+        return self._page(visit.request, status, visit.language, heading=str(event["title"]), event=event,
+                          form=form, notice=notice, error=error)
 
     def _state_page(self, request: _Request, state: str, status: int, language: str | None,
                     **values: object) -> Response:

@@ -164,7 +164,9 @@ def test_an_answer_on_the_page_is_recorded_like_an_emailed_reply(site: tuple[Ser
     # The log tells the story without the link, which is the guest's key.
     log = srv.log.read_text()
     token = re.search(r"/rsvp/([a-z2-7]{32})", answer_links(mails[GRACE])["accept"]).group(1)
-    assert f"uid={uid} attendee={GRACE}: REPLY from {GRACE}" in log and token not in log
+    assert f"rsvp ACCEPTED uid={uid} attendee={GRACE}: REPLY from {GRACE}: applied\n" in log
+    assert f"rsvp DECLINED uid={uid} attendee={GRACE}: REPLY from {GRACE}: applied before, nothing changed\n" in log
+    assert token not in log
 
 
 def test_forms_from_elsewhere_or_tampered_change_nothing(site: tuple[Server, MailSink]) -> None:
