@@ -165,8 +165,8 @@ class RsvpPages:
         address = reply_address(self._reply_template, token.token) if self._reply_template else ""
         problem = self._processor.answer(mail, Recipient(address, token=token), VERDICT, "rsvp " + partstat)
         if problem:
-            self._processor.spool.set_aside(_as_mail(message, token, address), token.guest,
-                                            [address or "rsvp page"], "rsvp page", problem)
+            self._processor.spool.set_aside(_as_mail(message, token, address), token.guest.removeprefix("mailto:"),
+                                            [address.removeprefix("mailto:") or "rsvp page"], "rsvp page", problem)
         return problem
 
     def _form_trusted(self, request: _Request, link: links.Link) -> bool:

@@ -75,7 +75,7 @@ def test_an_answer_the_event_refuses_is_kept_for_the_admin(pages: tuple[RsvpPage
     raw = open(os.path.join(spool.quarantined, kept), "rb").read()
     assert b"METHOD:REPLY" in raw and b"PARTSTAT=DECLINED" in raw and b"COMMENT:sorry" in raw
     reason = open(os.path.join(spool.quarantined, kept[:-4] + ".reason"), encoding="utf-8").read()
-    assert "out of order" in reason
+    assert "out of order" in reason and "(from <guest@partner.example.org> to <rsvp page>" in reason
     assert not os.path.isdir(spool.queue) or os.listdir(spool.queue) == []  # set aside, never queued
 
 
