@@ -368,6 +368,9 @@ def unconfigured(configuration: radicale_config.Configuration) -> list[str]:
     if not configuration.get("imip", "reply_address"):
         notes.append("[imip] reply_address is empty: guests reply to the organizer's own address, so your "
                      "mail server must hand those replies to Invito")
+    if configuration.get("smtp", "host") and not configuration.get("rsvp", "public_url"):
+        notes.append("[rsvp] public_url is empty: invitations carry no Accept / Maybe / Decline links for guests "
+                     "whose mail program shows no buttons; set it to the https:// address guests reach Invito at")
     return notes
 
 

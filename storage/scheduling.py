@@ -225,16 +225,18 @@ class Scheduler:
 
         Unlike a delivery between users it lands in the inbox (and ``notification`` in the mail spool)
         only when it changes the user's copy, so the same mail received twice changes nothing the second
-        time; None says it was such a duplicate, Refused why it must not be applied.
+        time, and the same answer given again is not announced again; None says it was such a duplicate,
+        Refused why it must not be applied.
         """
         with Transaction(self.spool) as tx:
             result, stored_item = self._apply_local(message, user, recipient, tx)
-            if isinstance(result, Applied) and result.calendar is not None:
+            news = isinstance(result, Applied) and result.calendar is not None and result.news
+            if news:
                 self._to_inbox(user, message.calendar, tx, stored_item if message.method == "REPLY" else None)
                 if notification is not None:
                     _name_attendees(notification.message.calendar, result.calendar)
                     tx.spool(self.spool.prepare(notification.message, [notification.to], notes=notification.notes))
-        return result if not isinstance(result, Applied) or result.calendar is not None else None
+        return result if not isinstance(result, Applied) or news else None
 
     def to_inbox(self, user: str, calendar: icalendar.Calendar, notification: Notification | None = None) -> None:
         """A message for ``user``'s attention only (a COUNTER), and its notification. Lock held."""

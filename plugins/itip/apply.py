@@ -149,17 +149,20 @@ def _reply(message: icalendar.Calendar, comps: list[Component], stored: icalenda
         return Refused("there is no copy of this event to record the reply in")
     cal = stored.copy(recursive=True)
     current = SchedulingObject(cal)
-    changed = False
+    changed = news = False
     for comp in comps:
         recorded = _record_reply(cal, current, comp)
         if isinstance(recorded, Refused):
             return recorded
-        changed |= recorded
-    return Applied(cal if changed else None)  # None: the same reply again, nothing to store
+        changed |= recorded[0]
+        news |= recorded[1]
+    return Applied(cal, news=news) if changed else Applied(None)  # None: the same reply again, nothing to store
 
 
-def _record_reply(cal: icalendar.Calendar, current: SchedulingObject, comp: Component) -> Refused | bool:
-    """Record one instance's answer in ``cal`` (a private copy); whether that changed it, or why it must not."""
+def _record_reply(cal: icalendar.Calendar, current: SchedulingObject, comp: Component
+                  ) -> Refused | tuple[bool, bool]:
+    """Record one instance's answer in ``cal`` (a private copy): whether that changed it, and whether the
+    answer itself changed (not only the time it was given); or why it must not be recorded."""
     replied = next(iter(attendees(comp)), None)
     if replied is None:
         return Refused("the REPLY has no ATTENDEE")
@@ -188,14 +191,15 @@ def _record_reply(cal: icalendar.Calendar, current: SchedulingObject, comp: Comp
     comment = "\n".join(str(c) for c in values(comp, "COMMENT"))
     if comment:
         wanted[REPLY_COMMENT] = comment
-    if derived and _same_answer(wanted, answer(known)):
-        return False  # the series already says this for the instance: no override needed
+    news = not _same_answer(wanted, answer(known))
+    if derived and not news:
+        return False, False  # the series already says this for the instance: no override needed
     if stamp:
-        wanted[REPLY_DTSTAMP] = stamp
+        wanted[REPLY_DTSTAMP] = stamp  # kept even when the answer is the same: later replies are ordered by it
     changed = set_answer(known, wanted)
     if derived:
         cal.add_component(target)
-    return changed or derived
+    return changed or derived, news
 
 
 def _same_answer(a: dict[str, object], b: dict[str, object]) -> bool:

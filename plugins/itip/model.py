@@ -49,9 +49,14 @@ class Plan:
 
 @dataclass(frozen=True)
 class Applied:
-    """A message merged into the recipient's copy; ``calendar`` None means there is nothing to store."""
+    """A message merged into the recipient's copy; ``calendar`` None means there is nothing to store.
+
+    ``news`` False: only bookkeeping changed (a newer reply repeating the answer already recorded), so
+    the copy is stored but nobody needs to hear of it again.
+    """
 
     calendar: icalendar.Calendar | None
+    news: bool = True
 
 
 @dataclass(frozen=True)

@@ -217,7 +217,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 
 MAIL_SET_UP = "[smtp]\nhost = mail.example.com\nsender = invito@example.com\n" \
-              "[imip]\nreply_address = invito+{token}@cal.example.com\n"
+              "[imip]\nreply_address = invito+{token}@cal.example.com\n[rsvp]\npublic_url = https://cal.example.com\n"
 
 
 def test_unconfigured_domain_is_reported_until_set(tmp_path: Path) -> None:
@@ -233,7 +233,9 @@ def test_unconfigured_mail_names_the_keys_to_set(tmp_path: Path) -> None:
     assert notes[1].startswith("[imip] reply_address is empty")
     assert unconfigured(load(write(tmp_path, "[scheduling]\ndomain = example.com\n[smtp]\nhost = m\n"
                                    "[imip]\nreply_address = invito+{token}@cal.example.com\n"))) == [
-        "[smtp] sender is empty: set the address invitations are sent from"]
+        "[smtp] sender is empty: set the address invitations are sent from",
+        "[rsvp] public_url is empty: invitations carry no Accept / Maybe / Decline links for guests whose mail "
+        "program shows no buttons; set it to the https:// address guests reach Invito at"]
 
 
 def test_reply_address_and_invite_policy_values(tmp_path: Path) -> None:

@@ -225,6 +225,20 @@ def test_the_same_reply_twice_changes_nothing() -> None:
     assert apply(reply("TENTATIVE"), once, ALICE, LATER) == Applied(None)  # nothing to store
 
 
+def test_the_same_answer_given_again_later_is_recorded_quietly() -> None:
+    """A newer reply repeating the answer: its time is kept (later replies are ordered by it), but it is no
+    news for the organizer; a changed answer is."""
+    once = applied(apply(reply("DECLINED"), ORGANIZER_COPY, ALICE, NOW))
+    again = apply(reply("DECLINED", stamp="20300903T000000Z"), once, ALICE, LATER)
+    assert isinstance(again, Applied) and again.calendar is not None and not again.news
+    assert attendee(again.calendar, BOB).params["X-INVITO-REPLY-DTSTAMP"] == "20300903T000000Z"
+    # So a reply from between the two, arriving last, is still out of order.
+    assert refused(apply(reply("ACCEPTED", stamp="20300902T120000Z"), again.calendar, ALICE, LATER)).startswith(
+        "out of order")
+    changed = apply(reply("ACCEPTED", stamp="20300904T000000Z"), again.calendar, ALICE, LATER)
+    assert isinstance(changed, Applied) and changed.news
+
+
 REFUSED_REPLIES = {
     "party crasher": (reply(who="dave"), ORGANIZER_COPY, "mailto:dave@example.com is not invited to this event"),
     "stale sequence": (reply(sequence=0), calendar(vevent("X-INVITO-RESCHEDULED:1", sequence=1)),
