@@ -76,23 +76,30 @@ def prefill(folder: Path, size: int, fsync: bool) -> None:
 
 
 class Client:
+    """Requests straight into a WSGI application, as its server would hand them over (no sockets)."""
+
     def __init__(self, app: radicale.Application) -> None:
         self._app = app
 
     def put(self, href: str, body: str) -> str:
-        data = body.encode()
+        """A new event in the calendar (``If-None-Match: *``); the status line."""
+        return self.request("PUT", CALENDAR + href, body.encode(), authorization=AUTH, if_none_match="*",
+                            content_type="text/calendar; charset=utf-8")[0]
+
+    def request(self, method: str, path: str, body: bytes = b"", query: str = "",
+                **headers: str) -> tuple[str, dict[str, str], bytes]:
+        """Any request; ``headers`` by their CGI names without ``HTTP_`` (``if_match``); status line,
+        headers and body of the answer."""
         environ = {
-            "REQUEST_METHOD": "PUT", "PATH_INFO": CALENDAR + href, "SCRIPT_NAME": "",
-            "CONTENT_TYPE": "text/calendar; charset=utf-8", "CONTENT_LENGTH": str(len(data)),
-            "HTTP_AUTHORIZATION": AUTH, "HTTP_IF_NONE_MATCH": "*",
-            "wsgi.input": io.BytesIO(data), "wsgi.errors": sys.stderr, "wsgi.url_scheme": "http",
-            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "5232", "SERVER_PROTOCOL": "HTTP/1.1",
-            "REMOTE_ADDR": "127.0.0.1",
+            "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SCRIPT_NAME": "",
+            "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
+            "wsgi.url_scheme": "http", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "5232",
+            "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:5232",
+            **{("" if name == "content_type" else "HTTP_") + name.upper(): value for name, value in headers.items()},
         }
-        status: list[str] = []
-        for _ in self._app(environ, lambda s, headers, exc_info=None: status.append(s)):
-            pass
-        return status[0]
+        answer: list[tuple[str, dict[str, str]]] = []
+        chunks = self._app(environ, lambda status, hdrs, exc_info=None: answer.append((status, dict(hdrs))))
+        return answer[0][0], answer[0][1], b"".join(chunks)
 
 
 @dataclass

@@ -15,7 +15,6 @@ Usage: ``python bench/rsvp_bench.py [--requests N]``.
 from __future__ import annotations
 
 import argparse
-import io
 import re
 import shutil
 import sys
@@ -28,25 +27,13 @@ from urllib.parse import urlencode
 import radicale
 
 from invite_bench import meeting
-from put_bench import AUTH, CALENDAR, USER, configuration, prefill
+from put_bench import AUTH, CALENDAR, USER, Client, configuration, prefill
 
 from invito.plugins.imip.tokens import ReplyTokens
 from invito.plugins.rsvp import links
 from invito.server.app import InvitoApplication
 
 GUESTS = 50
-
-
-def call(app: radicale.Application, method: str, path: str, body: bytes = b"", query: str = "",
-         **headers: str) -> tuple[str, dict[str, str], bytes]:
-    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SCRIPT_NAME": "",
-               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
-               "wsgi.url_scheme": "http", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "5232",
-               "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:5232",
-               **{"HTTP_" + k.upper(): v for k, v in headers.items()}}
-    answer: list[tuple[str, dict[str, str]]] = []
-    chunks = app(environ, lambda status, hdrs, exc_info=None: answer.append((status, dict(hdrs))))
-    return answer[0][0], answer[0][1], b"".join(chunks)
 
 
 def timed(requests: int, step) -> float:  # type: ignore[no-untyped-def]
@@ -64,19 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="invito-rsvp-bench-") as tmp:
         template = Path(tmp, "template", "collections")
         prefill(template, 1000, True)
-        apps = {}
+        apps: dict[str, Client] = {}
         for impl in ("radicale", "invito"):
             folder = Path(tmp, impl, "collections")
             shutil.copytree(template, folder)
             config = configuration(folder, impl, True)
             if impl == "invito":
                 config.update({"rsvp": {"requests_per_minute": "0"}}, "bench", privileged=True)
-            apps[impl] = radicale.Application(config) if impl == "radicale" else InvitoApplication(config)
+            apps[impl] = Client(radicale.Application(config) if impl == "radicale" else InvitoApplication(config))
         uid = uuid.uuid4().hex
         event = meeting(uid, GUESTS).encode()
         href = CALENDAR + uid + ".ics"
-        for app in apps.values():
-            status, _, _ = call(app, "PUT", href, event, authorization=AUTH, content_type="text/calendar")
+        for client in apps.values():
+            status, _, _ = client.request("PUT", href, event, authorization=AUTH, content_type="text/calendar")
             assert status.startswith("201"), status
         tokens = ReplyTokens(str(Path(tmp, "invito", "imip", "tokens")))
         token = tokens.issue(f"mailto:{USER}@example.com", uid, "mailto:guest7@partner0.example.org")
@@ -84,25 +71,25 @@ def main(argv: list[str] | None = None) -> int:
         invito, plain = apps["invito"], apps["radicale"]
 
         def show(_: int) -> None:
-            status, _, body = call(invito, "GET", page)
+            status, _, body = invito.request("GET", page)
             assert status.startswith("200") and b"Quarterly review" in body, status
 
         def answer(i: int) -> None:
-            _, _, body = call(invito, "GET", page)
-            stamp = re.search(rb'name="form" value="([^"]+)"', body).group(1).decode()
-            form = urlencode({"form": stamp, "answer": ("ACCEPTED", "DECLINED")[i % 2]}).encode()
-            status, headers, _ = call(invito, "POST", page, form, content_type="application/x-www-form-urlencoded")
+            _, _, body = invito.request("GET", page)
+            hidden = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', body.decode()))
+            form = urlencode({**hidden, "answer": ("ACCEPTED", "DECLINED")[i % 2]}).encode()
+            status, headers, _ = invito.request("POST", page, form, content_type="application/x-www-form-urlencoded")
             assert status.startswith("303"), status
-            status, _, _ = call(invito, "GET", page, query=headers["Location"].split("?", 1)[1])
+            status, _, _ = invito.request("GET", page, query=headers["Location"].split("?", 1)[1])
             assert status.startswith("200"), status
 
         def get(_: int) -> None:
-            status, _, body = call(plain, "GET", href, authorization=AUTH)
+            status, _, body = plain.request("GET", href, authorization=AUTH)
             assert status.startswith("200") and b"Quarterly review" in body, status
 
         def put(i: int) -> None:
             body = event.replace(b"Room 4", b"Room %d" % i)
-            status, _, _ = call(plain, "PUT", href, body, authorization=AUTH, content_type="text/calendar")
+            status, _, _ = plain.request("PUT", href, body, authorization=AUTH, content_type="text/calendar")
             assert status.startswith("20"), status
 
         show(0), answer(0), get(0), put(0)  # warm-up: caches, templates, index

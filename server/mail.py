@@ -26,7 +26,7 @@ from invito.plugins.imip.smtp import SmtpSettings
 from invito.plugins.imip.spool import SpoolEntry
 from invito.plugins.imip.tokens import ReplyToken, ReplyTokens, reply_address
 from invito.plugins.itip import with_schedule_status
-from invito.plugins.itip.components import find_attendee, instance_key, scheduled
+from invito.plugins.itip.components import attendee_language, find_attendee, instance_key, scheduled
 from invito.plugins.rsvp import links
 from invito.storage import Storage
 
@@ -60,7 +60,8 @@ class Composer:
         token_address = self.envelope_from(entry)
         reply_to = "mailto:" + token_address if token_address else None
         return mime.compose(prepared, entry.recipient, sender=self._sender,
-                            language=choose(_language_of(prepared.calendar, entry.recipient), self._language),
+                            language=choose(attendee_language(scheduled(prepared.calendar), entry.recipient),
+                                            self._language),
                             hide_attendees=self._hide_attendees, changes=entry.changes,
                             organizer_address=entry.sender if organizer_side else None, reply_address=reply_to,
                             author=None if organizer_side else entry.sender, notes=entry.notes,
@@ -101,14 +102,6 @@ class Composer:
         if self._last is None or self._last[0] != entry.id:
             self._last = (entry.id, mime.prepare(icalendar.Calendar.from_ical(entry.ics)))
         return self._last[1]
-
-
-def _language_of(calendar: icalendar.Calendar, recipient: str) -> str | None:
-    for component in scheduled(calendar):
-        attendee = find_attendee(component, recipient)
-        if attendee is not None and attendee.params.get("LANGUAGE"):
-            return str(attendee.params["LANGUAGE"])
-    return None
 
 
 class StatusWriter:

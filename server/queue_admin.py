@@ -230,22 +230,22 @@ def drop_waiting(spools: Spools, entry_id: str) -> str:
     delivered) instead of staying 1.0 (pending) for ever. Safe under the spool lock: whoever holds the
     storage lock never waits for the spool's."""
     path = spools.waiting_file(entry_id)
-    record = _load(path)
-    what = _outbound_description(path)
+    record = _record_or_none(path)  # read once: for the description and for the statuses
     os.remove(path)
     fsync_dir(spools.outbound.queue)
     storage = radicale.storage.load(spools.configuration)
-    if isinstance(storage, Storage):
+    if record is not None and isinstance(storage, Storage):
         status = StatusWriter(storage)
-        for entry in entries_of(record):
-            status(entry, NOT_DELIVERED, "dropped by the admin")
+        with contextlib.suppress(KeyError, TypeError, AttributeError):  # a damaged record names no guests
+            for entry in entries_of(record):
+                status(entry, NOT_DELIVERED, "dropped by the admin")
         status.flush()
-    return f"dropped {entry_id}: {what}"
+    return f"dropped {entry_id}: {_outbound_description(record)}"
 
 
 def drop_failed(spools: Spools, failed_id: str) -> str:
     path = spools.failed_file(failed_id)
-    what = _outbound_description(path)
+    what = _outbound_description(_record_or_none(path))
     _remove(path, spools.failed_file(failed_id, ".reason"))
     return f"dropped {failed_id}: {what}"
 
@@ -261,8 +261,8 @@ def drop_quarantined(spools: Spools, entry_id: str) -> str:
     return f"dropped {entry_id}: {what}"
 
 
-def _outbound_description(path: str) -> str:
-    recipients, method, uid = _outbound_cells(_record_or_none(path))
+def _outbound_description(record: dict | None) -> str:
+    recipients, method, uid = _outbound_cells(record)
     return f"{method} uid={uid} to {recipients}"
 
 

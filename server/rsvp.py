@@ -32,7 +32,7 @@ from invito.plugins.imip.extract import Inbound, Kind
 from invito.plugins.imip.i18n import SUPPORTED, Localizer, choose
 from invito.plugins.imip.tokens import ReplyToken, reply_address
 from invito.plugins.imip.triage import Recipient
-from invito.plugins.itip.components import Component, find_attendee, new_calendar
+from invito.plugins.itip.components import attendee_language
 from invito.plugins.rsvp import links
 from invito.plugins.rsvp.answer import (COMMENT_LIMIT, PARTSTATS, Assessment, State, assess, changed_since, reply,
                                         seen)
@@ -113,7 +113,8 @@ class RsvpPages:
             return self._respond(request)
         except Exception:  # a bug must show a page, not a traceback; the log keeps the details
             logger.exception("rsvp: unexpected error on %s", request.method)
-            return self._page(request, 500, _language(request, None, self._language), error="rsvp.error.internal")
+            return self._page(request, 500, Localizer(_language(request, None, self._language)),
+                              error="rsvp.error.internal")
 
     # -- the flow ------------------------------------------------------------------------------------
 
@@ -126,7 +127,7 @@ class RsvpPages:
         calendar = self._storage.read_event(organizer, token.uid) if organizer else None
         now = datetime.fromtimestamp(self._clock(), timezone.utc)
         assessment = assess(calendar, token.guest, link.instance, now)
-        language = _language(request, _attendee_language(assessment, token.guest), self._language)
+        language = _language(request, attendee_language(assessment.components, token.guest), self._language)
         if assessment.state is not State.OPEN or calendar is None:
             return self._state_page(request, assessment.state.value, _STATUS[assessment.state], language)
         visit = _Visit(request, language, link, token, calendar, assessment)
@@ -181,9 +182,7 @@ class RsvpPages:
                    error: str | None = None) -> Response:
         """The event and the form; ``chosen``: the answer picked in the email; ``answered``: just sent."""
         loc, assessment = Localizer(visit.language), visit.assessment
-        shown = new_calendar("REQUEST", [_guest_view(c, visit.token.guest) for c in assessment.components],
-                             [visit.calendar])
-        event = mime.page_details(shown, visit.token.guest, visit.language)
+        event = mime.page_details(assessment.components, visit.calendar, visit.token.guest, loc)
         answer_word = loc.text("status." + assessment.answer) if loc.has("status." + assessment.answer) else \
             assessment.answer
         notice = None
@@ -205,20 +204,19 @@ class RsvpPages:
             "comment_limit": COMMENT_LIMIT,
             "buttons": [{"value": p, "label": loc.text("rsvp." + p), "chosen": p == chosen} for p in PARTSTATS],
         }
-        return self._page(visit.request, status, visit.language, heading=str(event["title"]), event=event,
-                          form=form, notice=notice, error=error)
+        return self._page(visit.request, status, loc, heading=str(event["title"]), event=event, form=form,
+                          notice=notice, error=error)
 
     def _state_page(self, request: _Request, state: str, status: int, language: str | None,
                     **values: object) -> Response:
-        language = language or _language(request, None, self._language)
-        loc = Localizer(language)
-        return self._page(request, status, language, heading=loc.text(f"rsvp.{state}.title"),
+        loc = Localizer(language or _language(request, None, self._language))
+        return self._page(request, status, loc, heading=loc.text(f"rsvp.{state}.title"),
                           explanation=loc.text(f"rsvp.{state}.text", **values))
 
-    def _page(self, request: _Request, status: int, language: str, *, heading: str = "", explanation: str = "",
+    def _page(self, request: _Request, status: int, loc: Localizer, *, heading: str = "", explanation: str = "",
               event: dict | None = None, form: dict | None = None, notice: str | None = None,
               error: str | None = None) -> Response:
-        loc = Localizer(language)
+        language = loc.language
         query = {k: v for k, v in request.query.items() if k == "answer"}
         html = _PAGE.render(
             language=language, t=loc.text, heading=heading or loc.text("rsvp.page"), explanation=explanation,
@@ -252,18 +250,6 @@ class RsvpPages:
                         client=_client(environ, self._proxies), origin=environ.get("HTTP_ORIGIN"),
                         own_origin=f"{scheme}://{environ.get('HTTP_HOST', '')}".lower(),
                         accept_language=environ.get("HTTP_ACCEPT_LANGUAGE", ""))
-
-
-def _guest_view(comp: Component, guest: str) -> Component:
-    """``comp`` with the guest as its only attendee: the page lists no other guests, and leaving them out
-    spares copying them (a meeting may have hundreds). Shares the rest with ``comp``: read only."""
-    view = comp.copy()
-    view.subcomponents = list(comp.subcomponents)
-    own = find_attendee(comp, guest)
-    view.pop("ATTENDEE", None)
-    if own is not None:
-        view.add("ATTENDEE", own)
-    return view
 
 
 def _fields(text: str) -> dict[str, str]:
@@ -304,14 +290,6 @@ def _preferred(header: str) -> list[str]:
         if tag and weight > 0:
             weighted.append((-weight, index, tag.strip()))
     return [tag for _, _, tag in sorted(weighted)]
-
-
-def _attendee_language(assessment: Assessment, guest: str) -> str | None:
-    for comp in assessment.components:
-        attendee = find_attendee(comp, guest)
-        if attendee is not None and attendee.params.get("LANGUAGE"):
-            return str(attendee.params["LANGUAGE"])
-    return None
 
 
 def _origin(url: str) -> str:

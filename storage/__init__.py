@@ -100,7 +100,8 @@ class Storage(IndexedStorage):
         """``user``'s copy of event ``uid`` as it is stored now (the RSVP page shows the organizer's)."""
         with self.acquire_lock("r", user):
             item = self.scheduler.find_copy(user, uid)[2]
-            return icalendar.Calendar.from_ical(item.serialize()) if item is not None else None
+            text = item.serialize() if item is not None else None
+        return icalendar.Calendar.from_ical(text) if text is not None else None  # parsed after the lock
 
     def receive(self, user: str, message: ITipMessage, recipient: str,
                 notification: Notification | None = None) -> Applied | Refused | None:

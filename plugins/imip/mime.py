@@ -39,8 +39,8 @@ from markupsafe import Markup, escape
 from invito.plugins.imip.i18n import Localizer
 from invito.plugins.imip.tokens import set_organizer_address
 from invito.plugins.itip.address import normalize
-from invito.plugins.itip.components import (SERVER_PARAMS, Component, decoded, key_of, param, scheduled,
-                                            sequence, strip_params, tzids, values)
+from invito.plugins.itip.components import (SERVER_PARAMS, Component, decoded, key_of, new_calendar, param,
+                                            scheduled, sequence, strip_params, tzids, values)
 
 logger = logging.getLogger("invito.imip")
 
@@ -570,13 +570,21 @@ def _answer_links(loc: Localizer, answer_link: Callable[[str, str], str]) -> lis
                                           ("decline", "DECLINED", DECLINE_COLOR))]
 
 
-def page_details(calendar: icalendar.Calendar, guest: str, language: str) -> dict[str, object]:
-    """What the RSVP page shows of ``calendar`` (the guest's part of the organizer's copy, as a
-    METHOD:REQUEST): the invitation body's own data (title, time in the event's zone, place, organizer,
-    links, attachments, description), read the same way and with the same care for untrusted text."""
-    prepared = prepare(calendar)
-    loc = Localizer(language)
-    return _body(prepared.event(loc, None), normalize(guest), None, loc, (), True, prepared.files, ())
+def page_details(components: Sequence[Component], stored: icalendar.Calendar, guest: str,
+                 loc: Localizer) -> dict[str, object]:
+    """What the RSVP page shows of ``components`` (the guest's part of the organizer's copy ``stored``):
+    the invitation body's own data (title, time in the event's zone, place, organizer, links, attachments,
+    description), read the same way and with the same care for untrusted text. The page lists no other
+    guests, so only the guest's own ATTENDEE is copied (a meeting may have hundreds)."""
+    guest = normalize(guest)
+    views = []
+    for comp in components:
+        view = comp.copy()  # shares property values with ``comp``: only its ATTENDEE list is replaced
+        view.subcomponents = list(comp.subcomponents)
+        _keep_attendees(view, guest)
+        views.append(view)
+    prepared = prepare(new_calendar("REQUEST", views, [stored]))
+    return _body(prepared.event(loc, None), guest, None, loc, (), True, prepared.files, ())
 
 
 def _headline(event: _Event, loc: Localizer, changes: Sequence[str], organizer_name: str,

@@ -37,6 +37,7 @@ class ReplyToken:
 class ReplyTokens:
     def __init__(self, folder: str) -> None:
         self.folder = folder
+        self._key: bytes | None = None  # the secret, read once: it is written once and never changes
 
     def issue(self, organizer: str, uid: str, guest: str) -> ReplyToken:
         token = self._mac(TOKEN_BYTES, organizer, uid, guest)
@@ -69,15 +70,14 @@ class ReplyTokens:
         return os.path.join(self.folder, token + ".json")
 
     def _secret(self) -> bytes:
-        path = os.path.join(self.folder, "secret")
-        try:
+        if self._key is None:
+            path = os.path.join(self.folder, "secret")
+            if not os.path.exists(path):
+                os.makedirs(self.folder, mode=0o700, exist_ok=True)
+                _write_once(path, os.urandom(32))  # another process may win the race: what is on disk counts
             with open(path, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            os.makedirs(self.folder, mode=0o700, exist_ok=True)
-            _write_once(path, os.urandom(32))
-            with open(path, "rb") as f:  # another thread may have won the race: use what is on disk
-                return f.read()
+                self._key = f.read()
+        return self._key
 
 
 def reply_address(template: str, token: str) -> str:

@@ -7,7 +7,7 @@ instant can be written in UTC or in any time zone; these helpers give every call
 from __future__ import annotations
 
 import copy
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Iterable
 
 import icalendar
@@ -96,6 +96,24 @@ def sequence(comp: Component) -> int:
         return int(comp.get("SEQUENCE", 0))
     except (TypeError, ValueError):
         return 0
+
+
+def as_utc(value: date | datetime) -> datetime:
+    """Aware UTC datetime; dates start at midnight and floating times are read as UTC."""
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, time())
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def attendee_language(components: Iterable[Component], address: str) -> str | None:
+    """The LANGUAGE parameter of ``address``'s ATTENDEE, from the first of ``components`` that gives one."""
+    for component in components:
+        attendee = find_attendee(component, address)
+        if attendee is not None and attendee.params.get("LANGUAGE"):
+            return str(attendee.params["LANGUAGE"])
+    return None
 
 
 def rescheduled_since(comp: Component, seen: int) -> bool:

@@ -7,14 +7,14 @@ here is testable with literal calendars.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Iterable, Iterator
 
 import icalendar
 import recurring_ical_events
 
 from invito.plugins.itip.address import normalize
-from invito.plugins.itip.components import values
+from invito.plugins.itip.components import as_utc, values
 
 Period = tuple[datetime, datetime, str]
 
@@ -44,7 +44,7 @@ def parse_request(cal: icalendar.Calendar) -> FreeBusyRequest:
     for name in ("DTSTART", "DTEND", "ORGANIZER", "ATTENDEE"):
         if name not in fb:
             raise ValueError(f"the VFREEBUSY has no {name}")
-    start, end = _utc(fb["DTSTART"].dt), _utc(fb["DTEND"].dt)
+    start, end = as_utc(fb["DTSTART"].dt), as_utc(fb["DTEND"].dt)
     if end <= start:
         raise ValueError(f"DTEND {end:%Y%m%dT%H%M%SZ} is not after DTSTART {start:%Y%m%dT%H%M%SZ}")
     attendees = tuple(dict.fromkeys(normalize(str(a)) for a in values(fb, "ATTENDEE")))
@@ -59,7 +59,7 @@ def busy_periods(calendars: Iterable[icalendar.Calendar], start: datetime, end: 
     ``owner`` holds the owner's normalized addresses: their own PARTSTAT decides whether an event
     they were invited to blocks their time.
     """
-    start, end = _utc(start), _utc(end)
+    start, end = as_utc(start), as_utc(end)
     found: list[Period] = []
     for cal in calendars:
         for begin, finish, fbtype in _event_periods(cal, start, end, owner):
@@ -79,14 +79,14 @@ def response_calendar(request: FreeBusyRequest, attendee: str, busy: list[Period
     fb = icalendar.FreeBusy()
     if request.uid is not None:
         fb.add("UID", request.uid)
-    fb.add("DTSTAMP", _utc(now))
-    fb.add("DTSTART", _utc(request.start))
-    fb.add("DTEND", _utc(request.end))
+    fb.add("DTSTAMP", as_utc(now))
+    fb.add("DTSTART", as_utc(request.start))
+    fb.add("DTEND", as_utc(request.end))
     fb.add("ORGANIZER", icalendar.vCalAddress(request.organizer))
     fb.add("ATTENDEE", icalendar.vCalAddress(attendee))
     for begin, finish, fbtype in busy:
         # Given parameters, vPeriod leaves out VALUE=PERIOD, which is no FREEBUSY parameter (RFC 5545 §3.8.2.6).
-        fb.add("FREEBUSY", icalendar.vPeriod((_utc(begin), _utc(finish)), params={"FBTYPE": fbtype}))
+        fb.add("FREEBUSY", icalendar.vPeriod((as_utc(begin), as_utc(finish)), params={"FBTYPE": fbtype}))
     cal.add_component(fb)
     return cal
 
@@ -102,7 +102,7 @@ def _event_periods(cal: icalendar.Calendar, start: datetime, end: datetime,
     for event in occurrences.between(start, end):
         fbtype = _event_fbtype(event, owner)
         if fbtype is not None:
-            yield _utc(event.start), _utc(event.end), fbtype
+            yield as_utc(event.start), as_utc(event.end), fbtype
 
 
 def _event_fbtype(event: icalendar.Event, owner: frozenset[str]) -> str | None:
@@ -129,8 +129,8 @@ def _published_periods(cal: icalendar.Calendar) -> Iterator[Period]:
             if fbtype == "FREE":
                 continue
             begin, finish = period.dt
-            begin = _utc(begin)
-            yield begin, begin + finish if isinstance(finish, timedelta) else _utc(finish), fbtype
+            begin = as_utc(begin)
+            yield begin, begin + finish if isinstance(finish, timedelta) else as_utc(finish), fbtype
 
 
 def _clip_into(found: list[Period], begin: datetime, finish: datetime, fbtype: str,
@@ -151,13 +151,3 @@ def _merge(periods: list[Period]) -> list[Period]:
         else:
             same.append([begin, finish])
     return sorted((begin, finish, fbtype) for fbtype, spans in runs.items() for begin, finish in spans)
-
-
-def _utc(value: date | datetime) -> datetime:
-    """Aware UTC datetime; dates start at midnight and floating times are read as UTC."""
-    if not isinstance(value, datetime):
-        value = datetime.combine(value, time())
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
-

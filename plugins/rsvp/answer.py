@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, timezone
 
 import icalendar
 import recurring_ical_events
+from icalendar.error import IncompleteComponent, InvalidCalendar
 
-from invito.plugins.itip.components import (NEEDS_ACTION, Component, addresses, cancelled, decoded, find_attendee,
-                                            new_calendar, param, rescheduled_since, sequence)
+from invito.plugins.itip.components import (NEEDS_ACTION, Component, addresses, as_utc, cancelled, decoded,
+                                            find_attendee, new_calendar, param, rescheduled_since, sequence)
 from invito.plugins.itip.view import SchedulingObject, is_occurrence
 from invito.plugins.rsvp.links import rid_of
 
@@ -95,7 +96,7 @@ def reply(calendar: icalendar.Calendar, assessment: Assessment, guest: str, part
     note = " ".join(comment.split())[:COMMENT_LIMIT]
     answered = []
     for comp in assessment.components:
-        out = icalendar.cal.component.Component.from_ical(f"BEGIN:{comp.name}\r\nEND:{comp.name}\r\n")
+        out = type(comp)()  # a VEVENT or VTODO, like what it answers
         for name in _COPIED:
             if name in comp:
                 out.add(name, decoded(comp, name) if name in ("DTSTART", "RECURRENCE-ID") else comp[name])
@@ -122,16 +123,8 @@ def _still_to_come(calendar: icalendar.Calendar, components: list[Component], in
 
 
 def _end(comp: Component) -> datetime:
-    """When one component ends, in UTC (floating times read as UTC: a few hours either way do not matter
-    for closing answers)."""
-    start = decoded(comp, "DTSTART") or decoded(comp, "DUE")
-    end = decoded(comp, "DTEND") or decoded(comp, "DUE")
-    if end is None and isinstance(start, date):
-        duration = decoded(comp, "DURATION")
-        end = start + (duration if isinstance(duration, timedelta) else
-                       timedelta(days=0 if isinstance(start, datetime) else 1))
-    if not isinstance(end, date):
-        return datetime.max.replace(tzinfo=timezone.utc)  # no date at all: never over
-    if not isinstance(end, datetime):
-        end = datetime.combine(end, time())
-    return end if end.tzinfo is not None else end.replace(tzinfo=timezone.utc)
+    """When one component ends (RFC 5545's rules, as icalendar applies them), in UTC; never, without dates."""
+    try:
+        return as_utc(comp.end)
+    except (IncompleteComponent, InvalidCalendar):
+        return datetime.max.replace(tzinfo=timezone.utc)
