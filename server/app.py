@@ -76,7 +76,8 @@ class InvitoApplication(app.Application):
             return errors.refusal(403, "Clients cannot write into a scheduling inbox or outbox.")
         body = _buffer_body(environ)
         request = WriteRequest(user=user, user_groups=frozenset(user_groups),
-                               if_schedule_tag_match=environ.get("HTTP_IF_SCHEDULE_TAG_MATCH"))
+                               if_schedule_tag_match=environ.get("HTTP_IF_SCHEDULE_TAG_MATCH"),
+                               client_text=_decoded(self.configuration, environ, body))
         try:
             with write_request(request):
                 status, headers, answer, xml_request = super().do_PUT(
@@ -168,6 +169,15 @@ def _buffer_body(environ: types.WSGIEnviron) -> bytes:
     body = environ["wsgi.input"].read(length) if length else b""
     environ["wsgi.input"] = io.BytesIO(body)
     return body
+
+
+def _decoded(configuration, environ: types.WSGIEnviron, body: bytes) -> str | None:
+    """The body as Radicale's PUT handler decodes it (same charset rules), so the stored text is the
+    client's; None when it cannot be decoded (Radicale then refuses the PUT itself)."""
+    try:
+        return httputils.decode_request(configuration, environ, body)
+    except UnicodeDecodeError:
+        return None
 
 
 def _why_invalid(body: bytes) -> str:

@@ -18,13 +18,13 @@ from radicale import config
 
 from invito.plugins.directory import Directory, HtpasswdUsers
 from invito.plugins.imip.spool import OutboundSpool
-from invito.storage import layout, request
+from invito.storage import layout, request, verbatim
 from invito.storage.indexed import IndexedCollection, IndexedStorage
 from invito.plugins.itip import Applied, ITipMessage, Refused
 from invito.storage.scheduling import Notification, Scheduler
 
 
-class Collection(IndexedCollection):
+class Collection(verbatim.VerbatimCacheCollection, IndexedCollection):
 
     def get_item(self, href: str) -> radicale_item.Item | None:
         return self._get(href)
@@ -40,10 +40,15 @@ class Collection(IndexedCollection):
 
     def upload(self, href: str, item: radicale_item.Item
                ) -> tuple[radicale_item.Item, radicale_item.Item | None]:
+        """A client's PUT: what is stored starts from the client's own text, not Radicale's parse of it."""
         storage: Storage = self._storage  # type: ignore[assignment]
+        write = request.current()
+        client_text = write.take_client_text() if write is not None else None
+        if client_text is not None:
+            item = verbatim.as_sent(self.path, item, client_text)
         if not storage.schedules(self):
             return self.store(href, item)
-        return storage.scheduler.put(self, href, item, request.current())
+        return storage.scheduler.put(self, href, item, write)
 
     def delete(self, href: str | None = None) -> None:
         """Deleting an event, or a whole calendar of them, cancels (organizer) or declines (attendee)."""
@@ -93,7 +98,7 @@ class Storage(IndexedStorage):
             if updated is None:
                 return False
             collection.store(href, radicale_item.Item(collection_path=collection.path,
-                                                      text=updated.to_ical().decode()))
+                                                      text=verbatim.render(updated, [item.serialize()])))
             return True
 
     def read_event(self, user: str, uid: str) -> icalendar.Calendar | None:

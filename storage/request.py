@@ -18,9 +18,17 @@ class WriteRequest:
     user: str
     user_groups: frozenset[str] = frozenset()
     if_schedule_tag_match: str | None = None
+    # A PUT's body as Radicale decoded it: the text to store (see ``verbatim``); taken by the one upload.
+    client_text: str | None = None
     # Filled in by the storage layer:
     schedule_tag: str | None = None
     rewritten: bool = False
+
+    def take_client_text(self) -> str | None:
+        """The PUT body, once: Radicale uploads one item per single-object PUT, and nothing else done
+        under this request (deliveries to other copies) may take it."""
+        text, self.client_text = self.client_text, None
+        return text
 
 
 _current: contextvars.ContextVar[WriteRequest | None] = contextvars.ContextVar("invito_write", default=None)

@@ -26,7 +26,7 @@ from invito.plugins.itip.components import addresses, attendees, scheduled
 from invito.plugins.imip.spool import OutboundSpool
 from invito.plugins.itip import (Applied, ITipMessage, Plan, Refused, Role, SchedulingError, apply,
                                  changed_aspects, plan, schedule_tag, with_schedule_status)
-from invito.storage import layout
+from invito.storage import layout, verbatim
 from invito.storage.request import SchedulingRefused, WriteRequest, current
 from invito.storage.transaction import Transaction
 
@@ -88,6 +88,7 @@ class Write:
     item: radicale_item.Item  # the event as stored before (DELETE) or as written (PUT)
     old: icalendar.Calendar | None = None
     new: icalendar.Calendar | None = None
+    sources: tuple[str, ...] = ()  # the texts the messages are made from (see ``verbatim.render``)
 
     # Only needed when mail goes out: computed then, not on every write under the lock.
     @functools.cached_property
@@ -128,11 +129,12 @@ class Scheduler:
         self._check_schedule_tag(old, request)
         self._check_unique_uid(collection, href, item.uid)
         the_plan = self._plan(old, new, owner)
-        write = Write(collection.owner, _groups(request), item, old, the_plan.stored)
+        sources = (item.serialize(),) + ((old_item.serialize(),) if old_item else ())
+        write = Write(collection.owner, _groups(request), item, old, the_plan.stored, sources)
         with Transaction(self.spool) as tx:
             stored = self._deliver_and_stamp(the_plan, write, tx)
             rewritten = the_plan.changed or stored is not the_plan.stored
-            to_store = (radicale_item.Item(collection_path=collection.path, text=stored.to_ical().decode())
+            to_store = (radicale_item.Item(collection_path=collection.path, text=verbatim.render(stored, sources))
                         if rewritten else item)
             uploaded = tx.store(collection, href, to_store)
         if request is not None:
@@ -146,7 +148,7 @@ class Scheduler:
             collection.remove(href)  # raises Radicale's ComponentNotFoundError
             return
         the_plan = self._plan(parse(old_item.serialize()), None, self.directory.addresses_of(collection.owner))
-        write = Write(collection.owner, _groups(current()), old_item)
+        write = Write(collection.owner, _groups(current()), old_item, sources=(old_item.serialize(),))
         with Transaction(self.spool) as tx:
             self._deliver_and_stamp(the_plan, write, tx)
             tx.remove(collection, href, old_item)
@@ -204,17 +206,19 @@ class Scheduler:
         """Deliver to an internal user now, or decide on mail; (SCHEDULE-STATUS or None, mail it?)."""
         user = self.directory.user_for(recipient)
         if user is not None:
-            self.deliver_local(message, user, recipient, tx)
+            self.deliver_local(message, user, recipient, tx, write.sources)
             return DELIVERED, False
         may_invite = policy.may_invite_externals(write.owner, write.groups, self.external_invites)
         decision = policy.decide(message, recipient, may_invite=may_invite, event_over=write.over)
         logger.info("%s uid=%s to=%s: %s", message.method, message.uid, recipient, decision.reason)
         return decision.status, decision.send
 
-    def deliver_local(self, message: ITipMessage, user: str, recipient: str, tx: Transaction) -> None:
-        """Put the message in ``user``'s inbox and apply it to their calendar copy."""
-        self._to_inbox(user, message.calendar, tx)
-        result, _ = self._apply_local(message, user, recipient, tx)
+    def deliver_local(self, message: ITipMessage, user: str, recipient: str, tx: Transaction,
+                      sources: tuple[str, ...] = ()) -> None:
+        """Put the message in ``user``'s inbox and apply it to their calendar copy; ``sources``: the
+        texts the message was made from, whose lines the copies keep verbatim."""
+        self._to_inbox(user, message.calendar, tx, sources=sources)
+        result, _ = self._apply_local(message, user, recipient, tx, sources)
         if isinstance(result, Refused):
             logger.info("%s uid=%s to=%s: delivered to inbox, not applied: %s",
                         message.method, message.uid, recipient, result.reason)
@@ -280,24 +284,25 @@ class Scheduler:
         return False
 
     def _to_inbox(self, user: str, calendar: icalendar.Calendar, tx: Transaction,
-                  same_span: radicale_item.Item | None = None) -> None:
+                  same_span: radicale_item.Item | None = None, sources: tuple[str, ...] = ()) -> None:
         inbox = layout.ensure_inbox(self._storage, user)
-        text = calendar.to_ical().decode()
+        text = verbatim.render(calendar, sources)
         tx.store(inbox, "%d-%s.ics" % (time.time_ns(), uuid.uuid4().hex[:12]),  # names sort by arrival
                  _item(inbox.path, text, same_span))
 
-    def _apply_local(self, message: ITipMessage, user: str, recipient: str, tx: Transaction
-                     ) -> tuple[Applied | Refused, radicale_item.Item | None]:
+    def _apply_local(self, message: ITipMessage, user: str, recipient: str, tx: Transaction,
+                     sources: tuple[str, ...] = ()) -> tuple[Applied | Refused, radicale_item.Item | None]:
         """Apply ``message`` to ``user``'s copy and store the result; Applied(None) when nothing changed.
-        Also returns the copy as it was stored before."""
+        Also returns the copy as it was stored before. The result keeps the lines of the stored copy and
+        of ``sources`` (what the message was made from) that it did not change."""
         target, href, stored_item = self.find_copy(user, message.uid)
         stored = parse(stored_item.serialize()) if stored_item else None
         result = apply(message.calendar, stored, recipient, now_utc())
         if not isinstance(result, Applied) or result.calendar is None:
             return result, stored_item
-        text = result.calendar.to_ical().decode()
-        if message.method != "REPLY" and stored is not None and text == stored.to_ical().decode():
+        if message.method != "REPLY" and stored is not None and result.calendar.to_ical() == stored.to_ical():
             return Applied(None), stored_item  # the same invitation again (a REPLY says so itself, see apply)
+        text = verbatim.render(result.calendar, ((stored_item.serialize(),) if stored_item else ()) + sources)
         if target is None:
             target = layout.default_calendar(self._storage, user)
             href = layout.href_for_uid(target, message.uid)
