@@ -19,6 +19,7 @@ from radicale import config
 from invito.plugins.directory import Directory, HtpasswdUsers
 from invito.plugins.imip.spool import OutboundSpool
 from invito.storage import layout, request, verbatim
+from invito.storage import vobject_base64  # noqa: F401  (fixes vobject when imported)
 from invito.storage.indexed import IndexedCollection, IndexedStorage
 from invito.plugins.itip import Applied, ITipMessage, Refused
 from invito.storage.scheduling import Notification, Scheduler
