@@ -23,7 +23,7 @@ import pytest
 from tests.e2e.conftest import Server, free_port, start, stop
 from tests.e2e.mailsink import MailSink, start_sink
 from tests.e2e.semantic import Allowed, differences
-from tests.e2e.test_invitations_by_mail import calendar_part, to
+from tests.e2e.test_invitations_by_mail import calendar_part, to, wait_for_status
 from tests.e2e.test_replies_by_mail import inbound_settings, send, wait_listening, wait_partstat, wire
 
 CORPUS = sorted((Path(__file__).parent.parent / "data" / "roundtrip").glob("*.ics"))
@@ -268,3 +268,18 @@ def test_every_line_survives_scheduling(site: Site, path: Path) -> None:
     answered = ORGANIZER_COPY | Allowed(answers_of=frozenset({BOB, GRACE}))
     for way, got in read_back(srv, "alice", uid):
         assert_same(sent, got, answered, f"the organizer's copy after both replies ({way})")
+
+
+@pytest.mark.parametrize("path", CORPUS[:1], ids=lambda p: p.stem)
+def test_a_failed_delivery_recorded_later_changes_only_the_status(site: Site, path: Path) -> None:
+    """The relay refuses Grace: the sender records 5.x in the stored event afterwards; nothing else moves."""
+    site.sink.refuse[GRACE] = "550 5.1.1 <%s>: no such user" % GRACE
+    try:
+        uid = str(uuid.uuid4())
+        sent = corpus_text(path, uid)
+        put(site.srv, "alice", uid, sent)
+        wait_for_status(site.srv, uid, "mailto:" + GRACE, "5.2")
+    finally:
+        del site.sink.refuse[GRACE]
+    for way, got in read_back(site.srv, "alice", uid):
+        assert_same(sent, got, ORGANIZER_COPY, f"the organizer's copy after the failure ({way})")
