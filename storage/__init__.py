@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import icalendar
 import radicale.item as radicale_item
-from radicale import config
+from radicale import config, pathutils
 
 from invito.plugins.directory import Directory, HtpasswdUsers
 from invito.plugins.imip.spool import OutboundSpool
@@ -77,6 +77,17 @@ class Storage(IndexedStorage):
     @property
     def directory(self) -> Directory:
         return self.scheduler.directory
+
+    def create_collection(self, href: str, items: Iterable[radicale_item.Item] | None = None, props=None):
+        """A whole calendar PUT: each object Radicale splits off it is stored as the client's own lines."""
+        write = request.current()
+        client_text = write.take_client_text() if write is not None and items is not None else None
+        if client_text is not None:
+            texts = verbatim.objects_by_uid(client_text)
+            path = pathutils.strip_path(href)
+            items = (verbatim.as_sent(path, item, texts[item.uid]) if item.uid in texts else item
+                     for item in items)
+        return super().create_collection(href, items, props)
 
     def schedules(self, collection: Collection) -> bool:
         """Only users' own calendars schedule; inbox items and plain setups without addresses do not."""

@@ -172,3 +172,54 @@ def _raw_components(text: str) -> tuple[str, dict[str, list[str]], list] | None:
         else:
             stack[-1][1].setdefault(name, []).append(canonical_lines(raw))
     return root[2][0] if len(stack) == 1 and len(root[2]) == 1 else None
+
+
+_TZID = re.compile(r';TZID=("[^"]*"|[^;:]*)', re.IGNORECASE)
+
+
+def objects_by_uid(text: str) -> dict[str, str]:
+    """A whole calendar (PUT on a collection) as one object text per UID, made of the client's own lines:
+    the calendar's properties, the VTIMEZONEs the object uses and its components. Radicale splits such a
+    PUT the same way, but writes vobject's serialization of each part."""
+    header: list[str] = []
+    zones: dict[str, list[str]] = {}
+    objects: dict[str, list[list[str]]] = {}
+    block: list[str] = []
+    depth = 0
+    for match in _FOLDED_LINES.finditer(text):
+        raw = match.group(0)
+        if not raw.strip():
+            continue
+        unfolded = _FOLD.sub("", raw)
+        name = re.split(r"[;:]", unfolded, maxsplit=1)[0].upper()
+        depth -= name == "END"
+        if depth == 1 and name not in ("BEGIN", "END") and not block:
+            header.append(canonical_lines(raw))
+        elif depth >= 1:
+            block.append(raw)
+        depth += name == "BEGIN"
+        if depth == 1 and name == "END" and block:
+            _file_block(block, zones, objects)
+            block = []
+    texts = {}
+    for uid, blocks in objects.items():
+        used = dict.fromkeys(t.strip('"') for b in blocks for line in b for t in _TZID.findall(_FOLD.sub("", line)))
+        parts = [*header, *(line for t in used for line in zones.get(t, ())), *(l for b in blocks for l in b)]
+        texts[uid] = "BEGIN:VCALENDAR\r\n" + "".join(canonical_lines(p) for p in parts) + "END:VCALENDAR\r\n"
+    return texts
+
+
+def _file_block(block: list[str], zones: dict[str, list[str]], objects: dict[str, list[list[str]]]) -> None:
+    """One top-level component's raw lines: a VTIMEZONE by its TZID, anything else by its UID."""
+    props = {}
+    depth = 0
+    for raw in block:
+        unfolded = _FOLD.sub("", raw)
+        name = re.split(r"[;:]", unfolded, maxsplit=1)[0].upper()
+        depth += (name == "BEGIN") - (name == "END")
+        if depth == 1 and name not in ("BEGIN", "END"):
+            props.setdefault(name, unfolded.split(":", 1)[-1].strip())
+    if "TZID" in props and _FOLD.sub("", block[0]).upper().startswith("BEGIN:VTIMEZONE"):
+        zones[props["TZID"]] = block
+    elif "UID" in props:
+        objects.setdefault(props["UID"], []).append(block)

@@ -27,6 +27,7 @@ from tests.e2e.test_invitations_by_mail import calendar_part, to, wait_for_statu
 from tests.e2e.test_replies_by_mail import inbound_settings, send, wait_listening, wait_partstat, wire
 
 CORPUS = sorted((Path(__file__).parent.parent / "data" / "roundtrip").glob("*.ics"))
+CORPUS_BY_NAME = {p.stem: p for p in CORPUS}
 BOB = "bob@example.com"
 GRACE = "grace@client.example.net"
 
@@ -283,3 +284,19 @@ def test_a_failed_delivery_recorded_later_changes_only_the_status(site: Site, pa
         del site.sink.refuse[GRACE]
     for way, got in read_back(site.srv, "alice", uid):
         assert_same(sent, got, ORGANIZER_COPY, f"the organizer's copy after the failure ({way})")
+
+
+def test_a_whole_calendar_put_keeps_each_objects_lines(site: Site) -> None:
+    """A calendar imported in one PUT (``curl -T calendar.ics``): Radicale splits it into one object per
+    UID; each is stored as the client's own lines."""
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    apple = without_scheduling(corpus_text(CORPUS_BY_NAME["apple-macos14-structured-location"], first))
+    lists = without_scheduling(corpus_text(CORPUS_BY_NAME["rfc5545-list-and-structured-values"], second))
+    body = apple.replace("END:VCALENDAR\r\n", "") + lists[lists.index("BEGIN:VEVENT"):]
+    response = site.srv.principal("alice").client.put(f"{site.srv.url}alice/imported/", body,
+                                                      {"Content-Type": "text/calendar; charset=utf-8"})
+    assert response.status == 201, response.raw
+    for way, got in read_back(site.srv, "alice", first):
+        assert_same(apple, got, Allowed(), way)
+    for way, got in read_back(site.srv, "alice", second):
+        assert_same(lists, got, Allowed(only=frozenset({"VEVENT"})), way)

@@ -7,6 +7,7 @@ from pathlib import Path
 import icalendar
 import pytest
 
+from invito.storage import verbatim
 from invito.storage.verbatim import canonical_lines, render
 from tests.e2e.semantic import Allowed, differences
 
@@ -67,3 +68,21 @@ def test_the_comparison_is_order_and_fold_insensitive_but_sees_every_value() -> 
     assert differences(sent, sent.replace("RESOURCES:A,B", "RESOURCES:A\\,B"))
     assert differences(sent, sent.replace("P=x,y", "P=x"))
     assert differences(sent, sent.replace('R="1,2"', "R=1,2"))  # a quoted comma is part of one value
+
+
+def test_a_whole_calendar_splits_into_the_clients_own_lines() -> None:
+    text = canonical_lines(
+        "BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:client\nX-WR-CALNAME:Imported\n"
+        "BEGIN:VTIMEZONE\nTZID:Europe/Rome\nBEGIN:STANDARD\nDTSTART:19701025T030000\nTZOFFSETFROM:+0200\n"
+        "TZOFFSETTO:+0100\nEND:STANDARD\nEND:VTIMEZONE\n"
+        "BEGIN:VTIMEZONE\nTZID:Unused/Zone\nBEGIN:STANDARD\nDTSTART:19700101T000000\nTZOFFSETFROM:+0000\n"
+        "TZOFFSETTO:+0000\nEND:STANDARD\nEND:VTIMEZONE\n"
+        "BEGIN:VEVENT\nUID:a\nDTSTART;TZID=\"Europe/Rome\":20300101T100000\nX-L:geo:1,2\nEND:VEVENT\n"
+        "BEGIN:VEVENT\nUID:a\nRECURRENCE-ID;TZID=Europe/Rome:20300102T100000\nEND:VEVENT\n"
+        "BEGIN:VTODO\nUID:b\nRESOURCES:A,\n B\nEND:VTODO\nEND:VCALENDAR\n")
+    split = verbatim.objects_by_uid(text)
+    assert sorted(split) == ["a", "b"]
+    assert split["a"].count("BEGIN:VEVENT") == 2 and "TZID:Europe/Rome" in split["a"]
+    assert "Unused/Zone" not in split["a"] and "VTIMEZONE" not in split["b"]
+    assert "X-WR-CALNAME:Imported\r\n" in split["b"] and "RESOURCES:A,\r\n B\r\n" in split["b"]
+    assert "X-L:geo:1,2\r\n" in split["a"]
