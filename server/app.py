@@ -21,7 +21,7 @@ from radicale import item as radicale_item
 
 from invito.plugins.itip import schedule_tag
 from invito.plugins.rsvp import links
-from invito.server import errors, outbox, properties
+from invito.server import errors, expanded, outbox, properties
 from invito.server.rsvp import RsvpPages
 from invito.storage import Storage, layout
 from invito.storage.request import SchedulingRefused, WriteRequest, write_request
@@ -133,6 +133,19 @@ class InvitoApplication(app.Application):
             if tag:
                 headers = dict(headers)
                 headers["Schedule-Tag"] = '"%s"' % tag
+        return status, headers, answer, xml_request
+
+    def do_REPORT(self, environ: types.WSGIEnviron, base_prefix: str, path: str, user: str,
+                  user_groups: set, request_info: dict) -> types.WSGIResponse:
+        """An expand REPORT answers with the stored lines too (see ``expanded``)."""
+        body = _buffer_body(environ)
+        status, headers, answer, xml_request = super().do_REPORT(
+            environ, base_prefix, path, user, user_groups, request_info)
+        if status == client.MULTI_STATUS and answer and expanded.asks_expand(body):
+            multistatus = ET.fromstring(answer)
+            with self._storage.acquire_lock("r", user):
+                expanded.restore(multistatus, base_prefix, self._storage)
+            answer = self._xml_response(multistatus, request_info)
         return status, headers, answer, xml_request
 
     def do_POST(self, environ: types.WSGIEnviron, base_prefix: str, path: str, user: str,

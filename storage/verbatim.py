@@ -23,6 +23,7 @@ from typing import Iterable
 
 import icalendar
 import radicale.item as radicale_item
+import vobject
 from radicale.storage import multifilesystem
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
@@ -223,3 +224,47 @@ def _file_block(block: list[str], zones: dict[str, list[str]], objects: dict[str
         zones[props["TZID"]] = block
     elif "UID" in props:
         objects.setdefault(props["UID"], []).append(block)
+
+
+def restore(rewritten: str, stored: str) -> str:
+    """``rewritten`` (vobject's serialization of something made from ``stored``, e.g. the instances of a
+    REPORT's expand) with each line that is vobject's rendering of a line of ``stored`` put back as
+    stored; lines vobject made anew (an instance's DTSTART, RECURRENCE-ID) stay."""
+    originals = _vobject_forms(stored)
+    out = []
+    for match in _FOLDED_LINES.finditer(rewritten):
+        raw = match.group(0)
+        if raw.strip():
+            out.append(originals.get(_FOLD.sub("", raw), canonical_lines(raw)))
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _vobject_forms(text: str) -> dict[str, str]:
+    """Each raw line of ``text`` (folded, CRLF-ended) by the unfolded line vobject writes for it."""
+    raw_tree = _raw_components(text)
+    try:
+        parsed = vobject.readOne(text)
+    except Exception:  # vobject's parse errors have no common base; then nothing can be restored
+        return {}
+    if raw_tree is None:
+        return {}
+    forms: dict[str, str] = {}
+
+    def pair(comp, raw: tuple[str, dict[str, list[str]], list]) -> None:
+        _, raw_lines, raw_subs = raw
+        for name, children in comp.contents.items():
+            subs = [s for s in raw_subs if s[0] == name.upper()]
+            raws = raw_lines.get(name.upper(), [])
+            for k, child in enumerate(children):
+                if isinstance(child, vobject.base.Component):
+                    if k < len(subs):
+                        pair(child, subs[k])
+                elif len(raws) == len(children):
+                    try:
+                        forms.setdefault(_FOLD.sub("", child.serialize()).rstrip("\r\n"), raws[k])
+                    except Exception:  # a line vobject cannot write back: it is never in its output either
+                        continue
+
+    pair(parsed, raw_tree)
+    return forms

@@ -300,3 +300,31 @@ def test_a_whole_calendar_put_keeps_each_objects_lines(site: Site) -> None:
         assert_same(apple, got, Allowed(), way)
     for way, got in read_back(site.srv, "alice", second):
         assert_same(lists, got, Allowed(only=frozenset({"VEVENT"})), way)
+
+
+EXPAND = """<?xml version="1.0" encoding="utf-8"?>
+<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">
+  <D:prop><C:calendar-data><C:expand start="20301001T000000Z" end="20301201T000000Z"/></C:calendar-data></D:prop>
+  <C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">
+    <C:time-range start="20301001T000000Z" end="20301201T000000Z"/>
+    <C:prop-filter name="UID"><C:text-match collation="i;octet">{uid}</C:text-match></C:prop-filter>
+  </C:comp-filter></C:comp-filter></C:filter>
+</C:calendar-query>"""
+
+
+def test_expanded_instances_keep_every_stored_line(site: Site) -> None:
+    """RFC 4791 §9.6.5 expand: each instance carries the series' properties as the client wrote them;
+    only what makes it an instance (DTSTART, DTEND, RECURRENCE-ID, no RRULE/EXDATE) is the server's."""
+    uid = str(uuid.uuid4())
+    sent = without_scheduling(corpus_text(CORPUS_BY_NAME["thunderbird-128-x-moz"], uid)).replace(
+        "X-MOZ-GENERATION:4", "X-MOZ-GENERATION:4\r\nX-CUSTOM-LIST:one,two,three\r\n"
+        "X-APPLE-STRUCTURED-LOCATION;VALUE=URI;X-TITLE=Duomo:geo:45.46,9.19")
+    url, _ = put(site.srv, "alice", uid, sent)
+    instances = calendar_data(site.srv, "alice", url.rsplit("/", 1)[0] + "/", EXPAND.format(uid=uid), url)
+    assert instances.count("BEGIN:VEVENT") == 10  # 12 weekly, minus the two EXDATEs
+    series = Allowed(properties=frozenset({"DTSTART", "DTEND", "RRULE", "EXDATE", "RECURRENCE-ID"}),
+                     only=frozenset({"VEVENT"}))
+    for instance in re.findall(r"BEGIN:VEVENT\r?\n.*?END:VEVENT\r?\n", instances, flags=re.S):
+        alone = "BEGIN:VCALENDAR\r\n" + instance + "END:VCALENDAR\r\n"
+        master = sent[:sent.index("BEGIN:VTIMEZONE")] + sent[sent.index("BEGIN:VEVENT"):]
+        assert_same(master, alone, series, "an expanded instance")
