@@ -109,8 +109,7 @@ class Storage(IndexedStorage):
             updated = change(icalendar.Calendar.from_ical(item.serialize()))
             if updated is None:
                 return False
-            collection.store(href, radicale_item.Item(collection_path=collection.path,
-                                                      text=verbatim.render(updated, [item.serialize()])))
+            collection.store(href, verbatim.item(collection.path, verbatim.render(updated, [item.serialize()])))
             return True
 
     def read_event(self, user: str, uid: str) -> icalendar.Calendar | None:

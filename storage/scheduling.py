@@ -56,7 +56,7 @@ def _item(collection_path: str, text: str, same_span: radicale_item.Item | None)
     (a reply changes answers, never times): its UID, kind and time range are taken from it instead of
     Radicale parsing ``text`` again with vobject to find them."""
     if same_span is None:
-        return radicale_item.Item(collection_path=collection_path, text=text)
+        return verbatim.item(collection_path, text)
     return radicale_item.Item(collection_path=collection_path, text=text, uid=same_span.uid, name=same_span.name,
                               component_name=same_span.component_name, time_range=same_span.time_range)
 
@@ -134,8 +134,7 @@ class Scheduler:
         with Transaction(self.spool) as tx:
             stored = self._deliver_and_stamp(the_plan, write, tx)
             rewritten = the_plan.changed or stored is not the_plan.stored
-            to_store = (radicale_item.Item(collection_path=collection.path, text=verbatim.render(stored, sources))
-                        if rewritten else item)
+            to_store = verbatim.item(collection.path, verbatim.render(stored, sources)) if rewritten else item
             uploaded = tx.store(collection, href, to_store)
         if request is not None:
             request.rewritten = rewritten

@@ -48,6 +48,17 @@ def as_sent(collection_path: str, item: radicale_item.Item, text: str) -> radica
                               name=item.name, component_name=item.component_name, time_range=item.time_range)
 
 
+def item(collection_path: str, text: str) -> radicale_item.Item:
+    """An item of ``text`` (a copy Invito writes) whose UID and time range Radicale derives as it does for
+    a client's PUT, after fixing the client quirks it knows (Evolution's DATE EXDATEs on a DATE-TIME
+    series, which it could not otherwise compare); the text stays as it is. No RRULE limit: the event
+    was accepted already."""
+    vobject_items = radicale_item.read_components(text)
+    radicale_item.check_and_sanitize_items(vobject_items, max_vevent_rrule_occurrence=0, tag="VCALENDAR")
+    return as_sent(collection_path, radicale_item.Item(collection_path=collection_path,
+                                                       vobject_item=vobject_items[0]), text)
+
+
 class VerbatimCacheCollection(multifilesystem.Collection):
     """Radicale's item cache holding the file's own text.
 

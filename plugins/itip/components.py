@@ -152,6 +152,15 @@ def date_values(comp: Component, name: str) -> list:
     return [d.dt for prop in values(comp, name) for d in getattr(prop, "dts", [prop])]
 
 
+def excluded_dates(comp: Component) -> list:
+    """The EXDATEs of a series, typed as its DTSTART. RFC 5545 §3.8.5.1 wants the same type, but Evolution
+    writes VALUE=DATE for a DATE-TIME series; such a date excludes the occurrence on it (at DTSTART's
+    time, as Radicale reads it). The stored object keeps what the client wrote."""
+    start = decoded(comp, "DTSTART")
+    return [datetime.combine(d, start.timetz()) if isinstance(start, datetime) and not isinstance(d, datetime)
+            else d for d in date_values(comp, "EXDATE")]
+
+
 def utc_stamp(value: datetime) -> str:
     return key_of(value if value.tzinfo else value.replace(tzinfo=timezone.utc))
 

@@ -16,8 +16,8 @@ import icalendar
 from dateutil.rrule import rrulestr
 
 from invito.plugins.itip.components import (PRIVATE_PREFIX, REPLY_PARAMS, SCHEDULED, Component, addresses,
-                                            cancelled, date_values, decoded, in_zone_of, instance_key, key_of,
-                                            replace, scheduled, values)
+                                            cancelled, date_values, decoded, excluded_dates, in_zone_of,
+                                            instance_key, key_of, replace, scheduled, values)
 
 _RECURRENCE = ("RRULE", "RDATE", "EXDATE", "EXRULE")
 _TIMING = ("DTSTART", "DTEND", "DUE", "RRULE", "RDATE")
@@ -71,7 +71,7 @@ def instance_view(comp: Component) -> Instance:
     )
     details = (*(_text(comp.get(name, "")) for name in _DETAILS[:-1]), _text(comp.get("STATUS", "")).upper())
     return Instance(timing, details, frozenset(addresses(comp)),
-                    frozenset(key_of(d) for d in date_values(comp, "EXDATE")))
+                    frozenset(key_of(d) for d in excluded_dates(comp)))
 
 
 def derive_instance(master: Component, rid: date | datetime, shared: bool = False) -> Component:
@@ -145,7 +145,7 @@ class SchedulingObject:
                 self.rids.setdefault(key, comp.decoded("RECURRENCE-ID"))
         self.excluded: frozenset[str] = frozenset()
         if self.master is not None:
-            exdates = date_values(self.master, "EXDATE")
+            exdates = excluded_dates(self.master)
             self.rids.update({key_of(d): d for d in exdates if key_of(d) not in self.rids})
             self.excluded = frozenset(key_of(d) for d in exdates)
 
