@@ -36,8 +36,9 @@ class Component:
 @dataclass(frozen=True)
 class Allowed:
     """What scheduling may change in a copy; everything else must be as the client sent it."""
+    # Names ending in "-" are prefixes (X-INVITO-: all of our bookkeeping).
     properties: frozenset[str] = frozenset()  # e.g. SEQUENCE, DTSTAMP, METHOD
-    params: frozenset[str] = frozenset()  # e.g. SCHEDULE-STATUS; ending in "-": a prefix (X-INVITO-)
+    params: frozenset[str] = frozenset()  # e.g. SCHEDULE-STATUS
     answers_of: frozenset[str] = frozenset()  # addresses whose PARTSTAT/RSVP may change
     components: frozenset[str] = frozenset()  # subcomponents a copy need not carry (the organizer's VALARMs)
     only: frozenset[str] = frozenset()  # compare only these top-level subcomponents (deliveries: VEVENT)
@@ -48,7 +49,14 @@ class Allowed:
                        self.only | other.only)
 
     def ignores_param(self, name: str) -> bool:
-        return any(name == p or (p.endswith("-") and name.startswith(p)) for p in self.params)
+        return _named(name, self.params)
+
+    def ignores_property(self, name: str) -> bool:
+        return _named(name, self.properties)
+
+
+def _named(name: str, names: frozenset[str]) -> bool:
+    return any(name == n or (n.endswith("-") and name.startswith(n)) for n in names)
 
 
 def content_line(line: str) -> Line:
@@ -114,7 +122,7 @@ def _address(value: str) -> str:
 def _normalized(comp: Component, allowed: Allowed) -> Component:
     lines: Counter = Counter()
     for (name, params, value), count in comp.lines.items():
-        if name in allowed.properties:
+        if allowed.ignores_property(name):
             continue
         drop = {"PARTSTAT", "RSVP"} if name == "ATTENDEE" and _address(value) in allowed.answers_of else set()
         kept = tuple((p, v) for p, v in params if not allowed.ignores_param(p) and p not in drop)

@@ -68,6 +68,8 @@ def test_the_comparison_is_order_and_fold_insensitive_but_sees_every_value() -> 
     assert differences(sent, sent.replace("RESOURCES:A,B", "RESOURCES:A\\,B"))
     assert differences(sent, sent.replace("P=x,y", "P=x"))
     assert differences(sent, sent.replace('R="1,2"', "R=1,2"))  # a quoted comma is part of one value
+    ours = sent.replace("UID:1", "UID:1\r\nX-INVITO-RESCHEDULED:2")
+    assert differences(sent, ours) and not differences(sent, ours, Allowed(properties=frozenset({"X-INVITO-"})))
 
 
 def test_a_whole_calendar_splits_into_the_clients_own_lines() -> None:
