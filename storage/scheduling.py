@@ -25,7 +25,8 @@ from invito.plugins.imip import policy
 from invito.plugins.itip.components import addresses, attendees, scheduled
 from invito.plugins.imip.spool import OutboundSpool
 from invito.plugins.itip import (Applied, ITipMessage, Plan, Refused, Role, SchedulingError, apply,
-                                 changed_aspects, plan, schedule_tag, with_schedule_status)
+                                 changed_aspects, changes_schedule_status, plan, schedule_tag,
+                                 with_schedule_status)
 from invito.storage import layout
 from invito.storage.request import SchedulingRefused, WriteRequest, current
 from invito.storage.transaction import Transaction
@@ -197,8 +198,8 @@ class Scheduler:
             for guests, changes in ((updated, write.changes), ([r for r in mail_to if r not in updated], ())):
                 if guests:
                     tx.spool(self.spool.prepare(message, guests, changes))
-        if the_plan.stored is None or not statuses:
-            return the_plan.stored
+        if the_plan.stored is None or not changes_schedule_status(the_plan.stored, statuses):
+            return the_plan.stored  # the client's text already says it all: stored as sent, strong ETag
         return with_schedule_status(the_plan.stored, statuses)
 
     def _deliver(self, message: ITipMessage, recipient: str, write: Write, tx: Transaction
