@@ -244,6 +244,7 @@ def drop_waiting(spools: Spools, entry_id: str) -> str:
         entries = entries_of(record) if record is not None else []
     for entry in entries:
         spools.outbound.record(entry, NOT_DELIVERED, "dropped by the admin")
+    spools.outbound.sync()
     os.remove(path)
     fsync_dir(spools.outbound.queue)
     storage = radicale.storage.load(spools.configuration)

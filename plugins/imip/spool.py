@@ -16,7 +16,8 @@ The file keeps each recipient's delivery state (attempts, next try, last error).
 replace, so a restart resumes exactly where it stopped. Every final outcome (sent, refused, gave up) is
 appended to ``outcomes/<day>.jsonl`` (:meth:`OutboundSpool.record`) BEFORE the recipient leaves the queue:
 that log, not the client's event, is the record of routine progress, and a kill in between at worst sends
-a message twice, never loses its outcome. A recipient the relay accepted is dropped from the file (deleted
+a message twice, never loses its outcome (a power cut can lose the log lines of the batch being sent,
+which ``sync`` fsyncs at its end, before the queue's removals). A recipient the relay accepted is dropped from the file (deleted
 when none is left); one that will never be reached moves to ``failed/<id>-<address>.json``, next to a
 ``.reason`` file saying why, where an admin can read it or move it back into ``queue/`` to try again.
 """
@@ -73,6 +74,7 @@ class OutboundSpool:
         self.queue = os.path.join(folder, "queue")
         self.failed = os.path.join(folder, "failed")
         self.outcomes = os.path.join(folder, "outcomes")
+        self._unsynced: set[str] = set()  # outcome logs written since the last ``sync``
         self.durable = True  # False while the storage layer defers syncing to one flush (deferred_sync)
 
     # -- the storage layer's side ------------------------------------------------------------------
@@ -180,8 +182,10 @@ class OutboundSpool:
             self._rewrite(record, sync=True)
 
     def record(self, entry: SpoolEntry, status: str, detail: str) -> None:
-        """Append a recipient's final outcome to today's outcome log, durably: called before the recipient
-        leaves the queue, so after a kill at any point the log or the queue tells what became of it."""
+        """Append a recipient's final outcome to today's outcome log: called before the recipient leaves
+        the queue, so after a kill at any point the log or the queue tells what became of it. Written
+        through at once (a killed process loses nothing); fsynced by ``sync``, once per batch before the
+        queue's removals, as fsyncing 500 lines one by one took longer than sending the mail."""
         os.makedirs(self.outcomes, exist_ok=True)
         now = time.time()
         line = _encode({"time": now, "id": entry.id, "method": entry.method, "uid": entry.uid,
@@ -190,9 +194,7 @@ class OutboundSpool:
         path = os.path.join(self.outcomes, time.strftime("%Y-%m-%d", time.gmtime(now)) + ".jsonl")
         with open(path, "ab") as f:
             f.write(line)
-            f.flush()
-            if self.durable:
-                os.fsync(f.fileno())
+        self._unsynced.add(path)
 
     def recorded(self) -> list[dict]:
         """Every outcome in the log, oldest first; a line torn by a kill is skipped."""
@@ -228,6 +230,14 @@ class OutboundSpool:
             self._rewrite(record, sync=False)
 
     def sync(self) -> None:
+        """The outcomes recorded since the last call, then the queue's removals, onto the disk."""
+        unsynced, self._unsynced = self._unsynced, set()
+        for path in sorted(unsynced):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         if os.path.isdir(self.queue):
             fsync_dir(self.queue)
 
