@@ -3,8 +3,9 @@
 
 Runs in its own thread beside the HTTP server, after the storage lock is released. Each queued message
 is composed for its guest (ORGANIZER replaced by the guest's reply-token address, the guest's language,
-attendees hidden if configured) and sent; the relay's verdict becomes that guest's SCHEDULE-STATUS in the
-organizer's event, through the storage layer's one entry point for writes from outside HTTP.
+attendees hidden if configured) and sent; the relay's verdict goes to the spool's outcome log, and a
+permanent failure also becomes that guest's SCHEDULE-STATUS in the organizer's event, through the storage
+layer's one entry point for writes from outside HTTP.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from email.message import EmailMessage
 from typing import Callable
 
@@ -29,11 +31,13 @@ from invito.plugins.itip import with_schedule_status
 from invito.plugins.itip.components import attendee_language, find_attendee, instance_key, scheduled
 from invito.plugins.rsvp import links
 from invito.storage import Storage
+from invito.storage.transaction import recover
 
 logger = logging.getLogger("invito.imip")
 
 ORGANIZER_METHODS = ("REQUEST", "CANCEL", "DECLINECOUNTER")  # sent on the organizer's behalf
 STATUS_METHODS = ("REQUEST", "CANCEL")  # their delivery is the guest's SCHEDULE-STATUS
+KEEP_OUTCOMES_DAYS = 30  # how long `invito queue` can tell what became of a sent message
 
 
 def smtp_settings(configuration: Configuration) -> SmtpSettings:
@@ -105,10 +109,14 @@ class Composer:
 
 
 class StatusWriter:
-    """Records the relay's verdicts as the guests' SCHEDULE-STATUS in the organizers' copies.
+    """Writes into the organizers' copies only what they must see there: a guest's permanent failure
+    (5.x), or the success that corrects one (after an admin's retry).
 
-    Verdicts are collected during a send batch and written once per event at its end (``flush``): a
-    message to 50 guests rewrites the organizer's event once, not 50 times.
+    The PUT stamped every guest's status as Invito knew it then (1.1 queued with a relay, 1.0 without);
+    routine progress is the spool's outcome log, so the client's object (and its ETag) stays as the client
+    last saw it. The Schedule-Tag ignores SCHEDULE-STATUS, so a failure written here does not make the
+    organizer's next If-Schedule-Tag-Match fail. Verdicts are collected during a send batch and written
+    once per event at its end (``flush``): 50 refused guests rewrite the event once, not 50 times.
     """
 
     def __init__(self, storage: Storage) -> None:
@@ -116,7 +124,7 @@ class StatusWriter:
         self._pending: dict[tuple[str, str], dict[str, str]] = {}  # (organizer, UID) → guest → status
 
     def __call__(self, entry: SpoolEntry, status: str, detail: str) -> None:
-        if entry.method in STATUS_METHODS:
+        if entry.method in STATUS_METHODS and (status.startswith("5.") or entry.after_failure):
             self._pending.setdefault((entry.sender, entry.uid), {})[entry.recipient] = status
 
     def flush(self) -> None:
@@ -128,10 +136,12 @@ class StatusWriter:
 
             def stamp(calendar: icalendar.Calendar, statuses: dict[str, str] = statuses
                       ) -> icalendar.Calendar | None:
-                present = {guest: status for guest, status in statuses.items()
-                           if any(find_attendee(c, guest) is not None for c in scheduled(calendar))}
-                # Guests removed since (their CANCEL) have nothing to record.
-                return with_schedule_status(calendar, present) if present else None
+                # Guests removed since (their CANCEL) have nothing to record; a status already there is
+                # not written again (a recipient sent again after a kill).
+                changed = {guest: status for guest, status in statuses.items()
+                           if any((prop := find_attendee(c, guest)) is not None
+                                  and prop.params.get("SCHEDULE-STATUS") != status for c in scheduled(calendar))}
+                return with_schedule_status(calendar, changed) if changed else None
 
             if self._storage.update_event(user, uid, stamp):
                 logger.info("uid=%s: SCHEDULE-STATUS recorded for %s", uid,
@@ -145,6 +155,9 @@ def send_outbound(configuration: Configuration, stop: threading.Event) -> None:
         logger.error("outbound mail disabled: [storage] type is not invito.storage")
         return
     spool = storage.scheduler.spool
+    with storage.acquire_lock("w"):  # no write is halfway while we hold it, in any process
+        recover(spool)
+    spool.prune(KEEP_OUTCOMES_DAYS, time.time())
     status_writer = StatusWriter(storage)
     composer = Composer(configuration)
     sender = Sender(spool, smtp_settings(configuration), composer, status_writer,

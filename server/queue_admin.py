@@ -25,10 +25,10 @@ from radicale.config import Configuration
 
 from invito.plugins.imip.inbound_spool import InboundSpool
 from invito.plugins.imip.sender import NOT_DELIVERED
-from invito.plugins.imip.spool import OutboundSpool, entries_of, fsync_dir, write_synced
+from invito.plugins.imip.spool import OutboundSpool, SpoolEntry, entries_of, fsync_dir, write_synced
 from invito.plugins.itip.model import ITipMessage
 from invito.server.config import CommandError, load
-from invito.server.mail import StatusWriter
+from invito.server.mail import KEEP_OUTCOMES_DAYS, StatusWriter
 from invito.storage import Storage
 
 MIN_PREFIX = 8  # shorter prefixes of the time-based ids would match nearly everything queued the same day
@@ -93,7 +93,9 @@ class Spools:
 
 
 def list_spools(spools: Spools) -> list[str]:
-    """The three sections of ``invito queue list``, as lines."""
+    """The four sections of ``invito queue list``, as lines. "Done" is the outcome log of the last
+    ``KEEP_OUTCOMES_DAYS`` (sent, refused, gave up, dropped): what became of each guest's message, which
+    the organizer's event records only when it failed."""
     now = time.time()
     waiting = [(e.id, _address(e.recipient), e.method, e.uid, str(e.attempts),
                 "now" if e.next_try <= now else _local(e.next_try), e.last_error)
@@ -112,9 +114,16 @@ def list_spools(spools: Spools) -> list[str]:
         reason = _reason(spools.quarantined_file(entry_id, ".reason"))
         explained = _EXPLAINED.search(reason)
         quarantined.append((entry_id, *_envelope_cells(envelope), explained.group(1) if explained else reason))
+    done = {(o.get("id"), o.get("recipient")): o for o in spools.outbound.recorded()  # the latest of each
+            if isinstance(o, dict)}
+    outcomes = [(str(o.get("id", "?")), _address(str(o.get("recipient", "?"))), str(o.get("method", "?")),
+                 str(o.get("uid", "?")), str(o.get("status", "?")),
+                 _local(o["time"]) if isinstance(o.get("time"), (int, float)) else "?", str(o.get("detail", "")))
+                for o in done.values()]
     return [*_section("Outbound (waiting)", ("ID", "RECIPIENT", "METHOD", "UID", "ATTEMPTS", "NEXT TRY", "LAST ERROR"),
                       waiting), "",
             *_section("Outbound (failed)", ("ID", "RECIPIENT", "METHOD", "UID", "REASON"), failed), "",
+            *_section("Outbound (done)", ("ID", "RECIPIENT", "METHOD", "UID", "STATUS", "AT", "DETAIL"), outcomes), "",
             *_section("Inbound (quarantine)", ("ID", "FROM", "TO", "RECEIVED", "REASON"), quarantined)]
 
 
@@ -194,8 +203,7 @@ def requeue(spools: Spools, failed_id: str) -> str:
     except (ValueError, TypeError, KeyError) as e:
         raise CommandError(f"cannot retry {failed_id}: {path} is not a readable spool file ({e}); "
                          f"`invito queue drop {failed_id}` removes it") from e
-    new_id = spools.outbound.prepare(message, [recipient], changes, notes)
-    spools.outbound.commit([new_id])
+    new_id = spools.outbound.enqueue(message, [recipient], changes, notes, after_failure=True)
     _remove(spools.failed_file(failed_id), spools.failed_file(failed_id, ".reason"))
     fsync_dir(spools.outbound.failed)
     return f"{failed_id}: back in the queue as {new_id}, to {_address(recipient)}"
@@ -231,14 +239,19 @@ def drop_waiting(spools: Spools, entry_id: str) -> str:
     storage lock never waits for the spool's."""
     path = spools.waiting_file(entry_id)
     record = _record_or_none(path)  # read once: for the description and for the statuses
+    entries: list[SpoolEntry] = []
+    with contextlib.suppress(KeyError, TypeError, AttributeError):  # a damaged record names no guests
+        entries = entries_of(record) if record is not None else []
+    for entry in entries:
+        spools.outbound.record(entry, NOT_DELIVERED, "dropped by the admin")
+    spools.outbound.sync()
     os.remove(path)
     fsync_dir(spools.outbound.queue)
     storage = radicale.storage.load(spools.configuration)
-    if record is not None and isinstance(storage, Storage):
+    if entries and isinstance(storage, Storage):
         status = StatusWriter(storage)
-        with contextlib.suppress(KeyError, TypeError, AttributeError):  # a damaged record names no guests
-            for entry in entries_of(record):
-                status(entry, NOT_DELIVERED, "dropped by the admin")
+        for entry in entries:
+            status(entry, NOT_DELIVERED, "dropped by the admin")
         status.flush()
     return f"dropped {entry_id}: {_outbound_description(record)}"
 

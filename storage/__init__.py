@@ -71,7 +71,8 @@ class Storage(IndexedStorage):
         super().__init__(configuration)
         self.scheduler = Scheduler(self, _directory(configuration, self._get_collection_root_folder()),
                                    OutboundSpool(os.path.join(_data_folder(configuration), "spool", "outbound")),
-                                   _get(configuration, "scheduling", "external_invites", ["*"]))
+                                   _get(configuration, "scheduling", "external_invites", ["*"]),
+                                   bool(_get(configuration, "smtp", "host") and _get(configuration, "smtp", "sender")))
         self._ready_users: set[str] = set()
 
     @property

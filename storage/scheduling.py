@@ -25,7 +25,8 @@ from invito.plugins.imip import policy
 from invito.plugins.itip.components import addresses, attendees, scheduled
 from invito.plugins.imip.spool import OutboundSpool
 from invito.plugins.itip import (Applied, ITipMessage, Plan, Refused, Role, SchedulingError, apply,
-                                 changed_aspects, plan, schedule_tag, with_schedule_status)
+                                 changed_aspects, changes_schedule_status, plan, schedule_tag,
+                                 with_schedule_status)
 from invito.storage import layout, verbatim
 from invito.storage.request import SchedulingRefused, WriteRequest, current
 from invito.storage.transaction import Transaction
@@ -109,11 +110,13 @@ class Write:
 
 class Scheduler:
     def __init__(self, storage: "Storage", directory: Directory, spool: OutboundSpool,
-                 external_invites: list[str]) -> None:
+                 external_invites: list[str], relay_configured: bool = False) -> None:
         self._storage = storage
         self.directory = directory
         self.spool = spool
         self.external_invites = external_invites
+        self.relay_configured = relay_configured  # [smtp] host and sender set: queued mail will be sent
+        self.queued_status = policy.queued(relay_configured)
 
     # -- entry points (called by Collection with the write lock held) -------------------------------
 
@@ -196,8 +199,8 @@ class Scheduler:
             for guests, changes in ((updated, write.changes), ([r for r in mail_to if r not in updated], ())):
                 if guests:
                     tx.spool(self.spool.prepare(message, guests, changes))
-        if the_plan.stored is None or not statuses:
-            return the_plan.stored
+        if the_plan.stored is None or not changes_schedule_status(the_plan.stored, statuses):
+            return the_plan.stored  # the client's text already says it all: stored as sent, strong ETag
         return with_schedule_status(the_plan.stored, statuses)
 
     def _deliver(self, message: ITipMessage, recipient: str, write: Write, tx: Transaction
@@ -208,7 +211,8 @@ class Scheduler:
             self.deliver_local(message, user, recipient, tx, write.sources)
             return DELIVERED, False
         may_invite = policy.may_invite_externals(write.owner, write.groups, self.external_invites)
-        decision = policy.decide(message, recipient, may_invite=may_invite, event_over=write.over)
+        decision = policy.decide(message, recipient, may_invite=may_invite, event_over=write.over,
+                                  relay_configured=self.relay_configured)
         logger.info("%s uid=%s to=%s: %s", message.method, message.uid, recipient, decision.reason)
         return decision.status, decision.send
 
@@ -235,35 +239,31 @@ class Scheduler:
             result, stored_item = self._apply_local(message, user, recipient, tx)
             news = isinstance(result, Applied) and result.calendar is not None and result.news
             if news:
-                self._to_inbox(user, message.calendar, tx, stored_item if message.method == "REPLY" else None)
-                if notification is not None:
+                if notification is not None:  # prepared before the inbox item, the write that ends it
                     _name_attendees(notification.message.calendar, result.calendar)
                     tx.spool(self.spool.prepare(notification.message, [notification.to], notes=notification.notes))
+                self._to_inbox(user, message.calendar, tx, stored_item if message.method == "REPLY" else None)
         return result if not isinstance(result, Applied) or news else None
 
     def to_inbox(self, user: str, calendar: icalendar.Calendar, notification: Notification | None = None) -> None:
         """A message for ``user``'s attention only (a COUNTER), and its notification. Lock held."""
         with Transaction(self.spool) as tx:
-            self._to_inbox(user, calendar, tx)
-            if notification is not None:
+            if notification is not None:  # prepared before the inbox item, the write that ends it
                 tx.spool(self.spool.prepare(notification.message, [notification.to], notes=notification.notes))
+            self._to_inbox(user, calendar, tx)
 
     def send(self, message: ITipMessage, user: str) -> dict[str, str]:
         """Deliver a message ``user`` sends explicitly (a DECLINECOUNTER POSTed to their outbox): users get
         it in their inbox, guests by mail. Lock held. Returns each recipient's request status."""
-        statuses: dict[str, str] = {}
+        users = {r: self.directory.user_for(r) for r in message.recipients}
+        guests = [r for r, owner in users.items() if owner is None]
+        statuses = {r: self.queued_status if owner is None else DELIVERED for r, owner in users.items()}
         with Transaction(self.spool) as tx:
-            guests = []
-            for recipient in message.recipients:
-                owner = self.directory.user_for(recipient)
-                if owner is None:
-                    guests.append(recipient)
-                    statuses[recipient] = policy.QUEUED
-                else:
-                    self.deliver_local(message, owner, recipient, tx)
-                    statuses[recipient] = DELIVERED
-            if guests:
+            if guests:  # prepared before the deliveries, whose last write ends the transaction
                 tx.spool(self.spool.prepare(message, guests))
+            for recipient, owner in users.items():
+                if owner is not None:
+                    self.deliver_local(message, owner, recipient, tx)
         logger.info("%s uid=%s from=%s: %s", message.method, message.uid, message.sender,
                     ", ".join("%s=%s" % item for item in sorted(statuses.items())))
         return statuses

@@ -13,7 +13,8 @@ from typing import Iterable
 from invito.plugins.itip import ITipMessage
 from invito.plugins.itip.components import find_attendee, param, scheduled
 
-QUEUED = "1.0"       # pending: waiting in the outbound spool
+QUEUED = "1.0"       # pending: waiting in the outbound spool for a relay to be configured
+SPOOLED = "1.1"      # sent: in Invito's durable queue with a relay to take it (sabre/dav stamps iMIP so)
 NO_AUTHORITY = "3.8"
 
 
@@ -30,7 +31,14 @@ def may_invite_externals(user: str, groups: Iterable[str], allowed: Iterable[str
     return "*" in allowed or user in allowed or any("@" + group in allowed for group in groups)
 
 
-def decide(message: ITipMessage, recipient: str, *, may_invite: bool, event_over: bool) -> MailDecision:
+def queued(relay_configured: bool) -> str:
+    """What the organizer's copy says of a message just queued: all Invito knows at the PUT. Later
+    progress is recorded in the spool's outcome log, not in the client's object."""
+    return SPOOLED if relay_configured else QUEUED
+
+
+def decide(message: ITipMessage, recipient: str, *, may_invite: bool, event_over: bool,
+           relay_configured: bool = False) -> MailDecision:
     if event_over:
         return MailDecision(False, None, "the event is entirely in the past")
     if message.method == "REPLY":  # an internal attendee answering an external organizer
@@ -41,4 +49,4 @@ def decide(message: ITipMessage, recipient: str, *, may_invite: bool, event_over
         return MailDecision(False, None, "rooms and resources are not invited by mail")
     if not may_invite:
         return MailDecision(False, NO_AUTHORITY, "the organizer may not invite external guests")
-    return MailDecision(True, QUEUED, "queued for mail")
+    return MailDecision(True, queued(relay_configured), "queued for mail")

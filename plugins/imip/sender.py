@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The outbound mail loop: spool entries due now go to the relay; each outcome becomes a SCHEDULE-STATUS.
+"""The outbound mail loop: spool entries due now go to the relay; each outcome is recorded in the spool.
 
 Statuses handed to ``on_outcome`` (RFC 6638 §3.2.9, the iTIP request statuses of RFC 5546 §3.6):
 
@@ -10,10 +10,15 @@ Statuses handed to ``on_outcome`` (RFC 6638 §3.2.9, the iTIP request statuses o
 - ``5.1`` not delivered: temporary failures went on past the give-up age, or the entry could not be
   turned into a message. Trying again later may work.
 
-A temporary failure calls nothing: the organizer's copy says ``1.0`` (pending) since the message was
-queued, and stays so while we retry with exponential backoff; the spool file keeps attempts, next try
-and last error. When the relay itself is unusable (down, TLS, login), the rest of the batch is deferred
-with the same error instead of each message waiting out its own timeout.
+Every final outcome goes to the spool's outcome log before the recipient leaves the queue (see
+``spool``). The organizer's copy already says ``1.1`` (or ``1.0`` with no relay) since the PUT, and a
+temporary failure changes nothing while we retry with exponential backoff; the spool file keeps
+attempts, next try and last error. Only what the organizer must see in the event is written there, by
+``on_outcome`` and ``on_batch_end``: a permanent failure, or the success that corrects one. Such an
+entry leaves the queue only after ``on_batch_end`` returned, so a kill before sends it again (its status
+is then written again) instead of losing its status. When the relay itself is unusable (down, TLS,
+login), the rest of the batch is deferred with the same error instead of each message waiting out its
+own timeout.
 """
 from __future__ import annotations
 
@@ -72,6 +77,7 @@ class Sender:
         self.max_retry = max_retry
         self.warn_every = warn_every
         self._warned: tuple[str, float] | None = None  # newest entry id and time of the last reminder
+        self._settle_later: list[tuple[SpoolEntry, str, str]] = []  # this batch's, see ``_settle``
 
     def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
         """Send until ``stop`` is set. Setting ``wake`` (new entries committed) sends them right away;
@@ -100,6 +106,7 @@ class Sender:
             return 0
         sent = 0
         relay_failure: Outcome | None = None
+        self._settle_later = []
         try:
             for entry in self.spool.due(now):
                 if relay_failure is not None:
@@ -109,10 +116,9 @@ class Sender:
                 if outcome is None:
                     continue
                 if outcome.delivery is Delivery.SENT:
-                    self.spool.remove(entry)
                     logger.info("%s uid=%s to=%s: sent, %s", entry.method, entry.uid, entry.recipient,
                                 outcome.detail)
-                    self._notify(entry, SENT, outcome.detail)
+                    self._settle(entry, SENT, outcome.detail, later=entry.after_failure)
                     sent += 1
                 elif outcome.delivery is Delivery.PERMANENT:
                     self._fail(entry, _refusal_status(outcome), outcome.detail)
@@ -128,7 +134,24 @@ class Sender:
                     self.on_batch_end()
                 except Exception:  # the mail went all the same; the next batch must still flow
                     logger.exception("outbound mail: could not record the batch's outcomes")
+            for entry, status, detail in self._settle_later:  # their status is in the event now
+                self.spool.record(entry, status, detail)
+                if status == SENT:
+                    self.spool.remove(entry)
+                else:
+                    self.spool.fail(entry, detail)
+            self.spool.sync()
         return sent
+
+    def _settle(self, entry: SpoolEntry, status: str, detail: str, *, later: bool) -> None:
+        """Hand the outcome to ``on_outcome``; record it and take the recipient out of the queue now, or,
+        ``later``, after ``on_batch_end`` wrote it into the organizer's event."""
+        self._notify(entry, status, detail)
+        if later:
+            self._settle_later.append((entry, status, detail))
+        else:
+            self.spool.record(entry, status, detail)
+            self.spool.remove(entry)
 
     def _send(self, entry: SpoolEntry) -> Outcome | None:
         try:
@@ -154,10 +177,9 @@ class Sender:
             "temporary failure" if tried else "not tried, the relay is unusable", attempts, delay, outcome.detail)
 
     def _fail(self, entry: SpoolEntry, status: str, reason: str, exc_info: bool = False) -> None:
-        self.spool.fail(entry, reason)
-        logger.error("%s uid=%s to=%s: failed, SCHEDULE-STATUS %s, moved to %s: %s", entry.method, entry.uid,
+        logger.error("%s uid=%s to=%s: failed, SCHEDULE-STATUS %s, moving to %s: %s", entry.method, entry.uid,
                      entry.recipient, status, self.spool.failed, reason, exc_info=exc_info)
-        self._notify(entry, status, reason)
+        self._settle(entry, status, reason, later=True)
 
     def _notify(self, entry: SpoolEntry, status: str, detail: str) -> None:
         try:

@@ -7,12 +7,19 @@ succeeded, ``discard`` removes it when the write failed. A committed change ther
 messages and a rejected one never does. A message to 50 guests is one file (its calendar serialized once,
 one fsync): the PUT that invites them stays cheap.
 
+A kill between the event write and ``commit`` would store the event without its messages; the storage
+layer's transaction journal (``invito.storage.transaction``) names both, so start-up recovery commits or
+discards what a kill left in ``tmp/``.
+
 The file keeps each recipient's delivery state (attempts, next try, last error). The sender works on
 :class:`SpoolEntry` values, one per (message, recipient): it rewrites a recipient's state by atomic
-replace, so a restart resumes exactly where it stopped; it drops a recipient the relay accepted (the
-organizer's SCHEDULE-STATUS and the log are the record of it) and deletes the file when none is left;
-and it moves a recipient that will never be reached to ``failed/<id>-<address>.json``, next to a ``.reason``
-file saying why, where an admin can read it or move it back into ``queue/`` to try again.
+replace, so a restart resumes exactly where it stopped. Every final outcome (sent, refused, gave up) is
+appended to ``outcomes/<day>.jsonl`` (:meth:`OutboundSpool.record`) BEFORE the recipient leaves the queue:
+that log, not the client's event, is the record of routine progress, and a kill in between at worst sends
+a message twice, never loses its outcome (a power cut can lose the log lines of the batch being sent,
+which ``sync`` fsyncs at its end, before the queue's removals). A recipient the relay accepted is dropped from the file (deleted
+when none is left); one that will never be reached moves to ``failed/<id>-<address>.json``, next to a
+``.reason`` file saying why, where an admin can read it or move it back into ``queue/`` to try again.
 """
 from __future__ import annotations
 
@@ -53,6 +60,7 @@ class SpoolEntry:
     attempts: int = 0        # delivery attempts that failed temporarily
     next_try: float = 0.0    # epoch seconds; 0: as soon as possible
     last_error: str = ""
+    after_failure: bool = False  # requeued by an admin after failing: the event shows a 5.x to correct
 
 
 _STATE = ("attempts", "next_try", "last_error")
@@ -65,19 +73,45 @@ class OutboundSpool:
         self._tmp = os.path.join(folder, "tmp")
         self.queue = os.path.join(folder, "queue")
         self.failed = os.path.join(folder, "failed")
+        self.outcomes = os.path.join(folder, "outcomes")
+        self._unsynced: set[str] = set()  # outcome logs written since the last ``sync``
         self.durable = True  # False while the storage layer defers syncing to one flush (deferred_sync)
 
     # -- the storage layer's side ------------------------------------------------------------------
 
     def prepare(self, message: ITipMessage, recipients: list[str], changes: tuple[str, ...] = (),
                 notes: tuple[tuple[str, str], ...] = ()) -> str:
-        entry_id = "%d-%s" % (time.time_ns(), uuid.uuid4().hex)
-        record = {"id": entry_id, "method": message.method, "uid": message.uid, "sender": message.sender,
-                  "ics": message.calendar.to_ical().decode("utf-8"), "created": time.time(),
-                  "changes": list(changes), "notes": [list(n) for n in notes], "recipients": {r: dict(_NEW_STATE) for r in recipients}}
+        record = _new_record(message, recipients, changes, notes)
         os.makedirs(self._tmp, exist_ok=True)
-        (write_synced if self.durable else _write)(os.path.join(self._tmp, entry_id + ".json"), _encode(record))
-        return entry_id
+        (write_synced if self.durable else _write)(os.path.join(self._tmp, record["id"] + ".json"), _encode(record))
+        return record["id"]
+
+    def enqueue(self, message: ITipMessage, recipients: list[str], changes: tuple[str, ...] = (),
+                notes: tuple[tuple[str, str], ...] = (), *, after_failure: bool = False) -> str:
+        """Queue a message that belongs to no storage write (an admin's retry): straight into ``queue/``
+        by an atomic rename, never through ``tmp/``, whose leftovers start-up recovery discards."""
+        record = _new_record(message, recipients, changes, notes)
+        if after_failure:
+            record["after_failure"] = True
+        os.makedirs(self.queue, exist_ok=True)
+        tmp = os.path.join(self.queue, ".%s.tmp" % record["id"])
+        write_synced(tmp, _encode(record))
+        os.rename(tmp, self._queued(record["id"]))
+        fsync_dir(self.queue)
+        self.arrived.set()
+        return record["id"]
+
+    def prepared(self) -> set[str]:
+        """Ids waiting in ``tmp/`` for their storage write's commit (or, after a kill, for recovery)."""
+        try:
+            return {n[:-len(".json")] for n in os.listdir(self._tmp) if n.endswith(".json")}
+        except FileNotFoundError:
+            return set()
+
+    def journal_folder(self) -> str:
+        """Where the storage layer keeps its transaction journals, beside the prepared files they name."""
+        os.makedirs(self._tmp, exist_ok=True)
+        return self._tmp
 
     @property
     def arrived(self) -> threading.Event:
@@ -89,7 +123,8 @@ class OutboundSpool:
             return
         os.makedirs(self.queue, exist_ok=True)
         for entry_id in ids:
-            os.rename(os.path.join(self._tmp, entry_id + ".json"), self._queued(entry_id))
+            with contextlib.suppress(FileNotFoundError):  # recovery: renamed before the kill
+                os.rename(os.path.join(self._tmp, entry_id + ".json"), self._queued(entry_id))
         if self.durable:
             fsync_dir(self.queue)
         self.arrived.set()
@@ -146,8 +181,46 @@ class OutboundSpool:
             record["recipients"][entry.recipient] = {key: getattr(entry, key) for key in _STATE}
             self._rewrite(record, sync=True)
 
+    def record(self, entry: SpoolEntry, status: str, detail: str) -> None:
+        """Append a recipient's final outcome to today's outcome log: called before the recipient leaves
+        the queue, so after a kill at any point the log or the queue tells what became of it. Written
+        through at once (a killed process loses nothing); fsynced by ``sync``, once per batch before the
+        queue's removals, as fsyncing 500 lines one by one took longer than sending the mail."""
+        os.makedirs(self.outcomes, exist_ok=True)
+        now = time.time()
+        line = _encode({"time": now, "id": entry.id, "method": entry.method, "uid": entry.uid,
+                        "sender": entry.sender, "recipient": entry.recipient, "status": status,
+                        "detail": detail}) + b"\n"
+        path = os.path.join(self.outcomes, time.strftime("%Y-%m-%d", time.gmtime(now)) + ".jsonl")
+        with open(path, "ab") as f:
+            f.write(line)
+        self._unsynced.add(path)
+
+    def recorded(self) -> list[dict]:
+        """Every outcome in the log, oldest first; a line torn by a kill is skipped."""
+        try:
+            names = sorted(n for n in os.listdir(self.outcomes) if n.endswith(".jsonl"))
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            with open(os.path.join(self.outcomes, name), "rb") as f:
+                for line in f:
+                    with contextlib.suppress(ValueError):
+                        found.append(json.loads(line))
+        return found
+
+    def prune(self, keep_days: float, now: float) -> None:
+        """Forget outcome logs older than ``keep_days``: the log is for recent questions, not an archive."""
+        cutoff = time.strftime("%Y-%m-%d", time.gmtime(now - keep_days * 86400))
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.outcomes):
+                if name.endswith(".jsonl") and name[:-len(".jsonl")] < cutoff:
+                    os.remove(os.path.join(self.outcomes, name))
+
     def remove(self, entry: SpoolEntry) -> None:
-        """Forget a recipient the relay accepted. Not synced one by one: ``sync`` once after a batch."""
+        """Forget a recipient the relay accepted (its outcome ``record``ed first). Not synced one by one:
+        ``sync`` once after a batch."""
         with self.locked():
             try:
                 record = self._read(entry.id)
@@ -157,6 +230,14 @@ class OutboundSpool:
             self._rewrite(record, sync=False)
 
     def sync(self) -> None:
+        """The outcomes recorded since the last call, then the queue's removals, onto the disk."""
+        unsynced, self._unsynced = self._unsynced, set()
+        for path in sorted(unsynced):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         if os.path.isdir(self.queue):
             fsync_dir(self.queue)
 
@@ -213,8 +294,18 @@ def entries_of(record: dict) -> list[SpoolEntry]:
     common = {key: record[key] for key in ("id", "method", "uid", "sender", "ics", "created")}
     return [SpoolEntry(**common, recipient=recipient, changes=tuple(record.get("changes", ())),
                        notes=tuple((str(k), str(v)) for k, v in record.get("notes", ())),
+                       after_failure=bool(record.get("after_failure", False)),
                        **{key: state[key] for key in _STATE})
             for recipient, state in record["recipients"].items()]
+
+
+def _new_record(message: ITipMessage, recipients: list[str], changes: tuple[str, ...],
+                notes: tuple[tuple[str, str], ...]) -> dict:
+    entry_id = "%d-%s" % (time.time_ns(), uuid.uuid4().hex)
+    return {"id": entry_id, "method": message.method, "uid": message.uid, "sender": message.sender,
+            "ics": message.calendar.to_ical().decode("utf-8"), "created": time.time(),
+            "changes": list(changes), "notes": [list(n) for n in notes],
+            "recipients": {r: dict(_NEW_STATE) for r in recipients}}
 
 
 def _file_safe(recipient: str) -> str:

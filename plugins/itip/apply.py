@@ -8,7 +8,7 @@ updates only that attendee's answer in the organizer's copy. Messages that would
 from __future__ import annotations
 
 import copy
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable
 
 import icalendar
@@ -22,13 +22,15 @@ from invito.plugins.itip.model import Applied, Refused
 from invito.plugins.itip.view import SchedulingObject, derive_instance, instance_view, is_occurrence
 
 Result = Applied | Refused
+CLOCK_SKEW = timedelta(minutes=5)  # a guest's clock may run this far ahead of ours
 
 
 def apply(message: icalendar.Calendar, stored: icalendar.Calendar | None, recipient: str,
           now: datetime) -> Result:
     """Merge ``message`` (with METHOD) into ``recipient``'s copy ``stored``; ``stored`` itself is not modified.
 
-    ``now`` is part of the contract for methods that will need it (COUNTER, REFRESH); today's do not.
+    ``now`` is the time of receipt: a REPLY stamped later than that (plus :data:`CLOCK_SKEW`) is ordered
+    as if given at ``now``, so a guest whose clock is wrong can still change their mind afterwards.
     """
     method = str(message.get("METHOD", "")).upper()
     comps = scheduled(message)
@@ -41,7 +43,7 @@ def apply(message: icalendar.Calendar, stored: icalendar.Calendar | None, recipi
     ours = {organizer(c) for c in scheduled(stored)} - {None} if stored is not None else set()
     if theirs and ours and theirs != ours:  # same UID, someone else's meeting: never let it overwrite ours
         return Refused(f"the message's ORGANIZER {', '.join(sorted(theirs))} is not this event's organizer")
-    return handler(message, comps, stored, normalize(recipient))
+    return handler(message, comps, stored, normalize(recipient), now)
 
 
 def _stale(incoming: Component, known: Component) -> Refused | None:
@@ -58,7 +60,7 @@ def _rid(comp: Component) -> object | None:
 
 
 def _request(message: icalendar.Calendar, comps: list[Component], stored: icalendar.Calendar | None,
-             recipient: str) -> Result:
+             recipient: str, now: datetime) -> Result:
     if stored is None:
         return Applied(new_calendar(None, [_received(c, None, recipient) for c in comps], [message], message))
     current = SchedulingObject(stored)
@@ -103,7 +105,7 @@ def _received(comp: Component, previous: Component | None, recipient: str) -> Co
 
 
 def _cancel(message: icalendar.Calendar, comps: list[Component], stored: icalendar.Calendar | None,
-            recipient: str) -> Result:
+            recipient: str, now: datetime) -> Result:
     if stored is None:
         return Applied(None)
     cal = stored.copy(recursive=True)
@@ -144,14 +146,14 @@ def _raise_sequence(target: Component, comp: Component) -> None:
 
 
 def _reply(message: icalendar.Calendar, comps: list[Component], stored: icalendar.Calendar | None,
-           recipient: str) -> Result:
+           recipient: str, now: datetime) -> Result:
     if stored is None:
         return Refused("there is no copy of this event to record the reply in")
     cal = stored.copy(recursive=True)
     current = SchedulingObject(cal)
     changed = news = False
     for comp in comps:
-        recorded = _record_reply(cal, current, comp)
+        recorded = _record_reply(cal, current, comp, now)
         if isinstance(recorded, Refused):
             return recorded
         changed |= recorded[0]
@@ -159,7 +161,7 @@ def _reply(message: icalendar.Calendar, comps: list[Component], stored: icalenda
     return Applied(cal, news=news) if changed else Applied(None)  # None: the same reply again, nothing to store
 
 
-def _record_reply(cal: icalendar.Calendar, current: SchedulingObject, comp: Component
+def _record_reply(cal: icalendar.Calendar, current: SchedulingObject, comp: Component, now: datetime
                   ) -> Refused | tuple[bool, bool]:
     """Record one instance's answer in ``cal`` (a private copy): whether that changed it, and whether the
     answer itself changed (not only the time it was given); or why it must not be recorded."""
@@ -180,7 +182,7 @@ def _record_reply(cal: icalendar.Calendar, current: SchedulingObject, comp: Comp
     if "SEQUENCE" in comp and rescheduled_since(target, sequence(comp)):
         return Refused(f"stale: the reply answers SEQUENCE {sequence(comp)}, the event was rescheduled "
                        f"at {int(target[RESCHEDULED])}")
-    stamp = utc_stamp(comp.decoded("DTSTAMP")) if "DTSTAMP" in comp else None
+    stamp = _ordering_stamp(comp, now)
     last = known.params.get(REPLY_DTSTAMP)
     if stamp and last and stamp < str(last):
         return Refused(f"out of order: reply from {stamp} is older than the one applied from {last}")
@@ -202,10 +204,20 @@ def _record_reply(cal: icalendar.Calendar, current: SchedulingObject, comp: Comp
     return changed or derived, news
 
 
+def _ordering_stamp(comp: Component, now: datetime) -> str | None:
+    """When the answer was given, for ordering replies: its DTSTAMP, or ``now`` for a DTSTAMP further in
+    the future than clocks drift (``DTSTAMP:20991231T000000Z`` would otherwise outrank every later answer)."""
+    if "DTSTAMP" not in comp:
+        return None
+    stamp = utc_stamp(comp.decoded("DTSTAMP"))
+    return utc_stamp(now) if stamp > utc_stamp(now + CLOCK_SKEW) else stamp
+
+
 def _same_answer(a: dict[str, object], b: dict[str, object]) -> bool:
     meaningful = ("PARTSTAT", "DELEGATED-TO", REPLY_COMMENT)
     return all(a.get(k) == b.get(k) for k in meaningful)
 
 
-_HANDLERS: dict[str, Callable[[icalendar.Calendar, list[Component], icalendar.Calendar | None, str], Result]] = {
+_HANDLERS: dict[str, Callable[[icalendar.Calendar, list[Component], icalendar.Calendar | None, str, datetime],
+                               Result]] = {
     "REQUEST": _request, "CANCEL": _cancel, "REPLY": _reply}

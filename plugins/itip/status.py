@@ -21,3 +21,11 @@ def with_schedule_status(cal: icalendar.Calendar, statuses: Mapping[str, str]) -
                 if status is not None:
                     prop.params["SCHEDULE-STATUS"] = status
     return out
+
+
+def changes_schedule_status(cal: icalendar.Calendar, statuses: Mapping[str, str]) -> bool:
+    """Whether :func:`with_schedule_status` would change ``cal``: a client that stored the statuses it
+    read keeps its own text (and gets a strong ETag) when the server has nothing new to say."""
+    wanted = {normalize(address): status for address, status in statuses.items()}
+    return any(wanted.get(normalize(str(prop)), prop.params.get("SCHEDULE-STATUS")) != prop.params.get("SCHEDULE-STATUS")
+               for comp in scheduled(cal) for name in ("ATTENDEE", "ORGANIZER") for prop in values(comp, name))

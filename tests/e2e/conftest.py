@@ -75,13 +75,20 @@ def start(tmp: Path, settings: dict[str, dict[str, str]] | None = None,
     for user in USERS:
         subprocess.run([*INVITO, "user", "add", user, "--password-file", str(password_file),
                         "--config", str(config)], check=True, capture_output=True)
-    log = tmp / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*INVITO, "serve", "--config", str(config)], stdout=out,
+    srv = Server(url=f"http://127.0.0.1:{port}/", data=tmp / "data", config=config, log=tmp / "server.log")
+    return restart(srv), srv
+
+
+def restart(srv: Server) -> subprocess.Popen:
+    """`invito serve` again on ``srv``'s config and data (after a stop or a kill); returns once ready."""
+    log = srv.log
+    start_of_run = log.stat().st_size if log.exists() else 0  # "ready" of this run, not of an earlier one
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([*INVITO, "serve", "--config", str(srv.config)], stdout=out,
                                 stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if "ready" in log.read_text(errors="replace").lower():
+        if "ready" in log.read_bytes()[start_of_run:].decode(errors="replace").lower():
             break
         if proc.poll() is not None:
             raise RuntimeError("invito serve exited:\n" + log.read_text(errors="replace"))
@@ -89,7 +96,7 @@ def start(tmp: Path, settings: dict[str, dict[str, str]] | None = None,
     else:
         proc.kill()
         raise RuntimeError("invito serve did not become ready:\n" + log.read_text(errors="replace"))
-    return proc, Server(url=f"http://127.0.0.1:{port}/", data=tmp / "data", config=config, log=log)
+    return proc
 
 
 def stop(proc: subprocess.Popen) -> None:

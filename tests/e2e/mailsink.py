@@ -6,6 +6,7 @@ so tests can provoke permanent and temporary failures the way a real relay would
 """
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import threading
@@ -29,6 +30,7 @@ class MailSink:
     refuse: dict[str, str] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     connections: int = 0
+    delay: float = 0.0  # seconds each DATA takes, like a slow relay
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
@@ -46,6 +48,8 @@ class MailSink:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         message = email.message_from_bytes(envelope.original_content or b"", policy=email.policy.default)
         with self._lock:
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))  # type: ignore[arg-type]

@@ -92,7 +92,7 @@ def test_list_on_empty_spools_says_none_in_each_section(config: Path) -> None:
     result = queue(config, "list")
     assert result.returncode == 0, result.stderr
     assert result.stdout == ("Outbound (waiting)\n  none\n\nOutbound (failed)\n  none\n\n"
-                             "Inbound (quarantine)\n  none\n")
+                             "Outbound (done)\n  none\n\nInbound (quarantine)\n  none\n")
 
 
 def test_list_shows_waiting_failed_and_quarantined(config: Path) -> None:

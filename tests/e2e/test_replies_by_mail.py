@@ -119,6 +119,11 @@ def answer(invitation: EmailMessage, guest: str, partstat: str, *, stamp: str | 
     return organizer, wire(msg)
 
 
+def hours_ago(hours: int) -> str:
+    """A DTSTAMP ``hours`` before now, as a mail program with a right clock writes it."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() - hours * 3600))
+
+
 def wire(msg: EmailMessage) -> bytes:
     """As mail travels: CRLF line ends (smtplib sends bytes unchanged)."""
     return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
@@ -214,8 +219,9 @@ def test_forged_and_misdirected_replies_change_nothing(replying: tuple[Server, M
 def test_replayed_and_out_of_order_replies(replying: tuple[Server, MailSink, int]) -> None:
     srv, sink, port = replying
     uid, invitations = invite(srv, sink)
-    address, declined = answer(invitations[GRACE], GRACE, "DECLINED", stamp="20300101T120000Z")
-    _, accepted = answer(invitations[GRACE], GRACE, "ACCEPTED", stamp="20300101T110000Z")  # written earlier
+    # Stamped in the past: a DTSTAMP in the future is ordered as the time it was received.
+    address, declined = answer(invitations[GRACE], GRACE, "DECLINED", stamp=hours_ago(1))
+    _, accepted = answer(invitations[GRACE], GRACE, "ACCEPTED", stamp=hours_ago(2))  # written earlier
     send(port, address, declined)
     wait_partstat(srv, uid, GRACE, "DECLINED")
     send(port, address, declined)  # the same mail again

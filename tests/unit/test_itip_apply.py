@@ -12,6 +12,7 @@ from tests.unit.itip_helpers import (ALICE, BOB, CAROL, DAVE, LATER, NOW, OWNER_
                                      addresses_in, attendee, calendar, events, in_rome, instance, message_to,
                                      rid_of, vevent)
 
+RECEIVED = datetime(2030, 9, 10, tzinfo=timezone.utc)  # replies arrive after the guests gave them (DTSTAMP)
 ALARM = "BEGIN:VALARM\nACTION:DISPLAY\nDESCRIPTION:mine\nTRIGGER:-PT5M\nEND:VALARM"
 WEEKLY = "RRULE:FREQ=WEEKLY;COUNT=5"
 
@@ -194,7 +195,7 @@ ORGANIZER_COPY = calendar(vevent(sequence=1))
 
 
 def test_reply_records_the_answer_and_nothing_else() -> None:
-    merged = applied(apply(reply("ACCEPTED"), ORGANIZER_COPY, ALICE, NOW))
+    merged = applied(apply(reply("ACCEPTED"), ORGANIZER_COPY, ALICE, RECEIVED))
     bob = attendee(merged, BOB)
     assert bob.params["PARTSTAT"] == "ACCEPTED"
     assert "RSVP" not in bob.params
@@ -209,33 +210,33 @@ def test_reply_records_the_answer_and_nothing_else() -> None:
 
 
 def test_reply_keeps_the_schedule_tag() -> None:
-    merged = applied(apply(reply("ACCEPTED"), ORGANIZER_COPY, ALICE, NOW))
+    merged = applied(apply(reply("ACCEPTED"), ORGANIZER_COPY, ALICE, RECEIVED))
     assert schedule_tag(merged) == schedule_tag(ORGANIZER_COPY)
 
 
 def test_a_reply_to_a_sequence_bumped_since_by_an_edit_still_counts() -> None:
     """Only a reschedule makes earlier answers stale; a new title or description does not."""
     edited = calendar(vevent("X-INVITO-RESCHEDULED:1", sequence=3, summary="Planning, with lunch"))
-    merged = applied(apply(reply("ACCEPTED", sequence=1), edited, ALICE, NOW))
+    merged = applied(apply(reply("ACCEPTED", sequence=1), edited, ALICE, RECEIVED))
     assert attendee(merged, BOB).params["PARTSTAT"] == "ACCEPTED"
 
 
 def test_the_same_reply_twice_changes_nothing() -> None:
-    once = applied(apply(reply("TENTATIVE"), ORGANIZER_COPY, ALICE, NOW))
-    assert apply(reply("TENTATIVE"), once, ALICE, LATER) == Applied(None)  # nothing to store
+    once = applied(apply(reply("TENTATIVE"), ORGANIZER_COPY, ALICE, RECEIVED))
+    assert apply(reply("TENTATIVE"), once, ALICE, RECEIVED) == Applied(None)  # nothing to store
 
 
 def test_the_same_answer_given_again_later_is_recorded_quietly() -> None:
     """A newer reply repeating the answer: its time is kept (later replies are ordered by it), but it is no
     news for the organizer; a changed answer is."""
-    once = applied(apply(reply("DECLINED"), ORGANIZER_COPY, ALICE, NOW))
-    again = apply(reply("DECLINED", stamp="20300903T000000Z"), once, ALICE, LATER)
+    once = applied(apply(reply("DECLINED"), ORGANIZER_COPY, ALICE, RECEIVED))
+    again = apply(reply("DECLINED", stamp="20300903T000000Z"), once, ALICE, RECEIVED)
     assert isinstance(again, Applied) and again.calendar is not None and not again.news
     assert attendee(again.calendar, BOB).params["X-INVITO-REPLY-DTSTAMP"] == "20300903T000000Z"
     # So a reply from between the two, arriving last, is still out of order.
-    assert refused(apply(reply("ACCEPTED", stamp="20300902T120000Z"), again.calendar, ALICE, LATER)).startswith(
+    assert refused(apply(reply("ACCEPTED", stamp="20300902T120000Z"), again.calendar, ALICE, RECEIVED)).startswith(
         "out of order")
-    changed = apply(reply("ACCEPTED", stamp="20300904T000000Z"), again.calendar, ALICE, LATER)
+    changed = apply(reply("ACCEPTED", stamp="20300904T000000Z"), again.calendar, ALICE, RECEIVED)
     assert isinstance(changed, Applied) and changed.news
 
 
@@ -244,7 +245,7 @@ REFUSED_REPLIES = {
     "stale sequence": (reply(sequence=0), calendar(vevent("X-INVITO-RESCHEDULED:1", sequence=1)),
                        "stale: the reply answers SEQUENCE 0, the event was rescheduled at 1"),
     "out of order": (reply("DECLINED", stamp="20300901T000000Z"),
-                     applied(apply(reply("ACCEPTED", stamp="20300902T000000Z"), ORGANIZER_COPY, ALICE, NOW)),
+                     applied(apply(reply("ACCEPTED", stamp="20300902T000000Z"), ORGANIZER_COPY, ALICE, RECEIVED)),
                      "out of order: reply from 20300901T000000Z is older than the one applied from "
                      "20300902T000000Z"),
     "no copy": (reply(), None, "there is no copy of this event to record the reply in"),
@@ -265,8 +266,8 @@ def test_refused_replies(message, stored, reason: str) -> None:
 
 
 def test_newer_reply_replaces_the_answer() -> None:
-    first = applied(apply(reply("ACCEPTED", stamp="20300902T000000Z"), ORGANIZER_COPY, ALICE, NOW))
-    second = applied(apply(reply("DECLINED", stamp="20300903T000000Z"), first, ALICE, NOW))
+    first = applied(apply(reply("ACCEPTED", stamp="20300902T000000Z"), ORGANIZER_COPY, ALICE, RECEIVED))
+    second = applied(apply(reply("DECLINED", stamp="20300903T000000Z"), first, ALICE, RECEIVED))
     assert attendee(second, BOB).params["PARTSTAT"] == "DECLINED"
     assert attendee(second, BOB).params["X-INVITO-REPLY-DTSTAMP"] == "20300903T000000Z"
 
@@ -304,7 +305,7 @@ def test_reply_carries_delegation_and_comment() -> None:
 def test_reply_for_one_instance_creates_its_override() -> None:
     series = calendar(ROME, in_rome(vevent(WEEKLY, ALARM, sequence=1, start="20301010T110000",
                                            end="20301010T120000")))
-    merged = applied(apply(reply("DECLINED", rid="20301017T090000Z"), series, ALICE, NOW))
+    merged = applied(apply(reply("DECLINED", rid="20301017T090000Z"), series, ALICE, RECEIVED))
     assert [rid_of(c) for c in events(merged)] == [None, "20301017T110000"]
     override = instance(merged, "20301017T110000")
     assert override["RECURRENCE-ID"].params["TZID"] == "Europe/Rome"
@@ -320,9 +321,9 @@ def test_reply_for_one_instance_creates_its_override() -> None:
 def test_reply_for_an_instance_after_a_daylight_saving_change() -> None:
     """11:00 in Rome is 09:00Z in October until the 27th and 10:00Z after: instances follow the wall clock."""
     series = calendar(ROME, in_rome(vevent(WEEKLY, start="20301010T110000", end="20301010T120000")))
-    merged = applied(apply(reply("ACCEPTED", rid="20301031T100000Z", sequence=0), series, ALICE, NOW))
+    merged = applied(apply(reply("ACCEPTED", rid="20301031T100000Z", sequence=0), series, ALICE, RECEIVED))
     assert attendee(merged, BOB, "20301031T110000").params["PARTSTAT"] == "ACCEPTED"
-    assert isinstance(apply(reply("ACCEPTED", rid="20301031T090000Z", sequence=0), series, ALICE, NOW), Refused)
+    assert isinstance(apply(reply("ACCEPTED", rid="20301031T090000Z", sequence=0), series, ALICE, RECEIVED), Refused)
 
 
 def test_reply_for_an_all_day_instance() -> None:
@@ -339,7 +340,7 @@ def test_reply_for_an_all_day_instance() -> None:
 def test_reply_for_an_existing_override_updates_it() -> None:
     stored = calendar(vevent(WEEKLY), vevent(rid="20301017T090000Z", start="20301017T140000Z",
                                              end="20301017T150000Z"))
-    merged = applied(apply(reply("ACCEPTED", rid="20301017T090000Z", sequence=0), stored, ALICE, NOW))
+    merged = applied(apply(reply("ACCEPTED", rid="20301017T090000Z", sequence=0), stored, ALICE, RECEIVED))
     assert len(events(merged)) == 2
     assert attendee(merged, BOB, "20301017T090000Z").params["PARTSTAT"] == "ACCEPTED"
     assert instance(merged, "20301017T090000Z")["DTSTART"].to_ical() == b"20301017T140000Z"
@@ -347,7 +348,7 @@ def test_reply_for_an_existing_override_updates_it() -> None:
 
 def test_instance_reply_repeating_the_series_answer_adds_no_override() -> None:
     stored = calendar(vevent(WEEKLY, partstat={"bob": "ACCEPTED"}))
-    assert apply(reply("ACCEPTED", rid="20301017T090000Z", sequence=0), stored, ALICE, NOW) == Applied(None)
+    assert apply(reply("ACCEPTED", rid="20301017T090000Z", sequence=0), stored, ALICE, RECEIVED) == Applied(None)
 
 
 def test_unsupported_method_is_refused() -> None:
