@@ -19,7 +19,6 @@ import icalendar
 from radicale import app, httputils, pathutils, types
 from radicale import item as radicale_item
 
-from invito.plugins.itip import schedule_tag
 from invito.plugins.rsvp import links
 from invito.server import errors, outbox, properties
 from invito.server.rsvp import RsvpPages
@@ -59,14 +58,8 @@ class InvitoApplication(app.Application):
     def do_PROPFIND(self, environ: types.WSGIEnviron, base_prefix: str, path: str, user: str,
                     user_groups: set, request_info: dict) -> types.WSGIResponse:
         self._storage.ensure_scheduling_collections(user)
-        status, headers, answer, xml_request = super().do_PROPFIND(
-            environ, base_prefix, path, user, user_groups, request_info)
-        if status == client.MULTI_STATUS and answer:
-            multistatus = ET.fromstring(answer)
-            with self._storage.acquire_lock("r", user):
-                properties.rewrite(multistatus, base_prefix, self._storage)
-            answer = self._xml_response(multistatus, request_info)
-        return _with_dav((status, headers, answer, xml_request))
+        return _with_dav(self._with_scheduling_properties(super().do_PROPFIND(
+            environ, base_prefix, path, user, user_groups, request_info), base_prefix, user, request_info))
 
     # -- writes --------------------------------------------------------------------------------------
 
@@ -128,11 +121,17 @@ class InvitoApplication(app.Application):
         status, headers, answer, xml_request = super().do_GET(
             environ, base_prefix, path, user, user_groups, request_info)
         if status == client.OK and isinstance(answer, (str, bytes)) and path.endswith(".ics"):
-            tag = _schedule_tag_of(answer)
+            tag = properties.schedule_tag_of(answer)
             if tag:
                 headers = dict(headers)
-                headers["Schedule-Tag"] = '"%s"' % tag
+                headers["Schedule-Tag"] = tag
         return status, headers, answer, xml_request
+
+    def do_REPORT(self, environ: types.WSGIEnviron, base_prefix: str, path: str, user: str,
+                  user_groups: set, request_info: dict) -> types.WSGIResponse:
+        """calendar-multiget and calendar-query answer ``C:schedule-tag`` too (RFC 6638 §3.3)."""
+        return self._with_scheduling_properties(super().do_REPORT(
+            environ, base_prefix, path, user, user_groups, request_info), base_prefix, user, request_info)
 
     def do_POST(self, environ: types.WSGIEnviron, base_prefix: str, path: str, user: str,
                 user_groups: set, request_info: dict) -> types.WSGIResponse:
@@ -145,6 +144,16 @@ class InvitoApplication(app.Application):
         return outbox.post(self._storage, user, body, self._encoding)
 
     # -- helpers -------------------------------------------------------------------------------------
+
+    def _with_scheduling_properties(self, response: types.WSGIResponse, base_prefix: str, user: str,
+                                    request_info: dict) -> types.WSGIResponse:
+        status, headers, answer, xml_request = response
+        if status != client.MULTI_STATUS or not answer:
+            return response
+        multistatus = ET.fromstring(answer)
+        with self._storage.acquire_lock("r", user):
+            properties.rewrite(multistatus, base_prefix, self._storage)
+        return status, headers, self._xml_response(multistatus, request_info), xml_request
 
     def _refused(self, refused: SchedulingRefused, path: str) -> types.WSGIResponse:
         logger.info("refused write of %s: %s", path, refused.reason)
@@ -180,16 +189,6 @@ def _why_invalid(body: bytes) -> str:
     except Exception as e:  # any parser's complaint is the reason we give
         return str(e) or type(e).__name__
     return "the calendar object is not acceptable (check UID and component types)"
-
-
-def _schedule_tag_of(answer: str | bytes) -> str | None:
-    try:
-        cal = icalendar.Calendar.from_ical(answer)
-    except ValueError:
-        return None
-    if not any("ORGANIZER" in c for c in cal.walk() if c.name in ("VEVENT", "VTODO")):
-        return None
-    return schedule_tag(cal)
 
 
 def _path_of(url: str, base_prefix: str) -> str:

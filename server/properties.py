@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""RFC 6638 properties added to Radicale's PROPFIND answers.
+"""RFC 6638 properties added to Radicale's PROPFIND and REPORT answers.
 
-Radicale's PROPFIND is one large function with no extension point, so we post-process its multistatus:
-properties it could not answer (404) or answered for plain CalDAV (calendar-user-address-set, inbox
-resourcetype) get their scheduling values and move to the 200 propstat.
+Radicale's PROPFIND and REPORT are large functions with no extension point, so we post-process their
+multistatus: properties they could not answer (404) or answered for plain CalDAV (calendar-user-address-set,
+inbox resourcetype) get their scheduling values and move to the 200 propstat.
 """
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import unquote
 
+import icalendar
+from radicale import item as radicale_item
 from radicale import pathutils, xmlutils
 
+from invito.plugins.itip import schedule_tag
+from invito.plugins.itip.components import scheduled
 from invito.storage import layout
 
 if TYPE_CHECKING:
@@ -38,8 +42,28 @@ def _principal_user(path: str) -> str | None:
     return stripped if stripped and "/" not in stripped else None
 
 
+def schedule_tag_of(text: str | bytes) -> str | None:
+    """The quoted Schedule-Tag of a stored object (RFC 6638 §3.2.10), None when it is no scheduling object.
+
+    One definition for the GET header and the ``C:schedule-tag`` property, so clients see the same value."""
+    try:
+        cal = icalendar.Calendar.from_ical(text)
+    except ValueError:
+        return None
+    if not any("ORGANIZER" in c for c in scheduled(cal)):
+        return None
+    return '"%s"' % schedule_tag(cal)
+
+
+def _item_schedule_tag(path: str, storage: "Storage") -> str | None:
+    item = next(iter(storage.discover(path)), None)
+    return schedule_tag_of(item.serialize()) if isinstance(item, radicale_item.Item) else None
+
+
 def _value(tag: str, path: str, base_prefix: str, storage: "Storage") -> list[ET.Element] | str | None:
     """Children (or text) for a scheduling property of ``path``; None when it does not apply."""
+    if tag == SCHEDULE_TAG:
+        return _item_schedule_tag(path, storage)
     user = _principal_user(path)
     kind = layout.scheduling_collection(path)
     if user is not None:
@@ -57,9 +81,10 @@ def _value(tag: str, path: str, base_prefix: str, storage: "Storage") -> list[ET
     return None
 
 
+SCHEDULE_TAG = _("C:schedule-tag")
 SCHEDULING_PROPERTIES = {_("C:calendar-user-address-set"), _("C:schedule-inbox-URL"),
                          _("C:schedule-outbox-URL"), _("C:calendar-user-type"),
-                         _("C:schedule-default-calendar-URL")}
+                         _("C:schedule-default-calendar-URL"), SCHEDULE_TAG}
 
 
 def rewrite(multistatus: ET.Element, base_prefix: str, storage: "Storage") -> None:
