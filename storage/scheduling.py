@@ -126,8 +126,9 @@ class Scheduler:
         except ValueError as e:
             raise SchedulingRefused(400, "valid-calendar-data", "invalid iCalendar: %s" % e) from e
         self._check_schedule_tag(old, request)
-        self._check_unique_uid(collection, href, item.uid)
         the_plan = self._plan(old, new, owner)
+        if the_plan.role is not Role.NONE:  # a plain event may also be in another calendar (a COPY)
+            self._check_unique_uid(collection, href, item.uid)
         write = Write(collection.owner, _groups(request), item, old, the_plan.stored)
         with Transaction(self.spool) as tx:
             stored = self._deliver_and_stamp(the_plan, write, tx)
