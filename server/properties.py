@@ -45,7 +45,10 @@ def _principal_user(path: str) -> str | None:
 def schedule_tag_of(text: str | bytes) -> str | None:
     """The quoted Schedule-Tag of a stored object (RFC 6638 §3.2.10), None when it is no scheduling object.
 
-    One definition for the GET header and the ``C:schedule-tag`` property, so clients see the same value."""
+    One definition for the GET header and the ``C:schedule-tag`` property, so clients see the same value.
+    Most objects have no ORGANIZER: a search REPORT asks for the tag of each, so those are not parsed."""
+    if b"ORGANIZER" not in (text.encode() if isinstance(text, str) else text).upper():
+        return None
     try:
         cal = icalendar.Calendar.from_ical(text)
     except ValueError:
