@@ -7,12 +7,13 @@ inbox resourcetype) get their scheduling values and move to the 200 propstat.
 """
 from __future__ import annotations
 
+import functools
+import posixpath
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import unquote
 
 import icalendar
-from radicale import item as radicale_item
 from radicale import pathutils, xmlutils
 
 from invito.plugins.itip import schedule_tag
@@ -20,7 +21,7 @@ from invito.plugins.itip.components import scheduled
 from invito.storage import layout
 
 if TYPE_CHECKING:
-    from invito.storage import Storage
+    from invito.storage import Collection, Storage
 
 _ = xmlutils.make_clark
 RESOURCETYPE = _("D:resourcetype")
@@ -42,6 +43,7 @@ def _principal_user(path: str) -> str | None:
     return stripped if stripped and "/" not in stripped else None
 
 
+@functools.lru_cache(maxsize=1024)  # clients ask again for the same objects at every sync
 def schedule_tag_of(text: str | bytes) -> str | None:
     """The quoted Schedule-Tag of a stored object (RFC 6638 §3.2.10), None when it is no scheduling object.
 
@@ -58,15 +60,23 @@ def schedule_tag_of(text: str | bytes) -> str | None:
     return '"%s"' % schedule_tag(cal)
 
 
-def _item_schedule_tag(path: str, storage: "Storage") -> str | None:
-    item = next(iter(storage.discover(path)), None)
-    return schedule_tag_of(item.serialize()) if isinstance(item, radicale_item.Item) else None
+Collections = dict[str, "Collection | None"]  # found once per answer: a REPORT names many items of one
 
 
-def _value(tag: str, path: str, base_prefix: str, storage: "Storage") -> list[ET.Element] | str | None:
+def _item_schedule_tag(path: str, storage: "Storage", collections: Collections) -> str | None:
+    parent, href = posixpath.split(pathutils.strip_path(path))
+    if parent not in collections:
+        collections[parent] = layout.collection(storage, pathutils.unstrip_path(parent, True))
+    collection = collections[parent]
+    item = collection.get_item(href) if collection is not None and href else None
+    return schedule_tag_of(item.serialize()) if item is not None else None
+
+
+def _value(tag: str, path: str, base_prefix: str, storage: "Storage",
+           collections: Collections) -> list[ET.Element] | str | None:
     """Children (or text) for a scheduling property of ``path``; None when it does not apply."""
     if tag == SCHEDULE_TAG:
-        return _item_schedule_tag(path, storage)
+        return _item_schedule_tag(path, storage, collections)
     user = _principal_user(path)
     kind = layout.scheduling_collection(path)
     if user is not None:
@@ -91,6 +101,7 @@ SCHEDULING_PROPERTIES = {_("C:calendar-user-address-set"), _("C:schedule-inbox-U
 
 
 def rewrite(multistatus: ET.Element, base_prefix: str, storage: "Storage") -> None:
+    collections: Collections = {}
     for response in multistatus.findall(_("D:response")):
         href = response.find(_("D:href"))
         if href is None or not href.text:
@@ -99,7 +110,7 @@ def rewrite(multistatus: ET.Element, base_prefix: str, storage: "Storage") -> No
         if base_prefix and path.startswith(base_prefix):
             path = path[len(base_prefix):]
         _rewrite_response(response, pathutils.sanitize_path(path),
-                          lambda tag: _value(tag, path, base_prefix, storage))
+                          lambda tag: _value(tag, path, base_prefix, storage, collections))
 
 
 def _rewrite_response(response: ET.Element, path: str,
