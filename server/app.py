@@ -4,34 +4,29 @@
 Radicale's handlers do the WebDAV work; we wrap them to advertise ``calendar-auto-schedule``, guard the
 scheduling inbox/outbox, pass scheduling headers to the storage layer (where scheduling happens, inside
 the write lock) and turn its answers into HTTP: Schedule-Tag, no strong ETag for rewritten objects, and
-RFC 6638 precondition errors.
+RFC 6638 precondition errors. COPY, which Radicale lacks, is :mod:`invito.server.copy`.
 """
 from __future__ import annotations
 
 import io
-import logging
 import xml.etree.ElementTree as ET
 from http import client
 from typing import Iterable
-from urllib.parse import unquote, urlparse
 
 import icalendar
 from radicale import app, httputils, pathutils, types
 from radicale import item as radicale_item
 
-from invito.plugins.itip import schedule_tag
 from invito.plugins.rsvp import links
-from invito.server import errors, expanded, outbox, properties
+from invito.server import copy, errors, expanded, outbox, properties
 from invito.server.rsvp import RsvpPages
 from invito.storage import Storage, layout
 from invito.storage.request import SchedulingRefused, WriteRequest, write_request
 
-logger = logging.getLogger("invito.http")
-
 DAV_HEADERS = httputils.DAV_HEADERS + ", calendar-auto-schedule"
 
 
-class InvitoApplication(app.Application):
+class InvitoApplication(copy.ApplicationPartCopy, app.Application):
     _storage: Storage
 
     def __init__(self, configuration) -> None:
@@ -59,14 +54,8 @@ class InvitoApplication(app.Application):
     def do_PROPFIND(self, environ: types.WSGIEnviron, base_prefix: str, path: str, user: str,
                     user_groups: set, request_info: dict) -> types.WSGIResponse:
         self._storage.ensure_scheduling_collections(user)
-        status, headers, answer, xml_request = super().do_PROPFIND(
-            environ, base_prefix, path, user, user_groups, request_info)
-        if status == client.MULTI_STATUS and answer:
-            multistatus = ET.fromstring(answer)
-            with self._storage.acquire_lock("r", user):
-                properties.rewrite(multistatus, base_prefix, self._storage)
-            answer = self._xml_response(multistatus, request_info)
-        return _with_dav((status, headers, answer, xml_request))
+        return _with_dav(self._with_scheduling_properties(super().do_PROPFIND(
+            environ, base_prefix, path, user, user_groups, request_info), base_prefix, user, request_info))
 
     # -- writes --------------------------------------------------------------------------------------
 
@@ -83,7 +72,7 @@ class InvitoApplication(app.Application):
                 status, headers, answer, xml_request = super().do_PUT(
                     environ, base_prefix, path, user, user_groups, request_info)
         except SchedulingRefused as refusal:
-            return self._refused(refusal, path)
+            return errors.refused(refusal, path, self._encoding)
         if status == client.BAD_REQUEST:
             return errors.refusal(400, "Invalid calendar data: %s" % _why_invalid(body))
         if status in (client.CREATED, client.NO_CONTENT) and request.schedule_tag:
@@ -101,7 +90,7 @@ class InvitoApplication(app.Application):
             with write_request(WriteRequest(user=user, user_groups=frozenset(user_groups))):
                 return super().do_DELETE(environ, base_prefix, path, user, user_groups, request_info)
         except SchedulingRefused as refusal:
-            return self._refused(refusal, path)
+            return errors.refused(refusal, path, self._encoding)
 
     def do_MKCALENDAR(self, environ: types.WSGIEnviron, base_prefix: str, path: str, user: str,
                       user_groups: set, request_info: dict) -> types.WSGIResponse:
@@ -118,7 +107,7 @@ class InvitoApplication(app.Application):
     def do_MOVE(self, environ: types.WSGIEnviron, base_prefix: str, path: str, user: str,
                 user_groups: set, request_info: dict) -> types.WSGIResponse:
         destination = environ.get("HTTP_DESTINATION", "")
-        if any(layout.is_inbox(p) or layout.is_outbox(p) for p in (path, _path_of(destination, base_prefix))):
+        if any(layout.is_inbox(p) or layout.is_outbox(p) for p in (path, copy.path_of(destination, base_prefix))):
             return errors.refusal(403, "Items cannot be moved into or out of a scheduling inbox or outbox.")
         return super().do_MOVE(environ, base_prefix, path, user, user_groups, request_info)
 
@@ -129,24 +118,20 @@ class InvitoApplication(app.Application):
         status, headers, answer, xml_request = super().do_GET(
             environ, base_prefix, path, user, user_groups, request_info)
         if status == client.OK and isinstance(answer, (str, bytes)) and path.endswith(".ics"):
-            tag = _schedule_tag_of(answer)
+            tag = properties.schedule_tag_of(answer)
             if tag:
                 headers = dict(headers)
-                headers["Schedule-Tag"] = '"%s"' % tag
+                headers["Schedule-Tag"] = tag
         return status, headers, answer, xml_request
 
     def do_REPORT(self, environ: types.WSGIEnviron, base_prefix: str, path: str, user: str,
                   user_groups: set, request_info: dict) -> types.WSGIResponse:
-        """An expand REPORT answers with the stored lines too (see ``expanded``)."""
+        """calendar-multiget and calendar-query answer ``C:schedule-tag`` too (RFC 6638 §3.3); an expand
+        REPORT answers with the stored lines (see ``expanded``)."""
         body = _buffer_body(environ)
-        status, headers, answer, xml_request = super().do_REPORT(
-            environ, base_prefix, path, user, user_groups, request_info)
-        if status == client.MULTI_STATUS and answer and expanded.asks_expand(body):
-            multistatus = ET.fromstring(answer)
-            with self._storage.acquire_lock("r", user):
-                expanded.restore(multistatus, base_prefix, self._storage)
-            answer = self._xml_response(multistatus, request_info)
-        return status, headers, answer, xml_request
+        return self._with_scheduling_properties(super().do_REPORT(
+            environ, base_prefix, path, user, user_groups, request_info), base_prefix, user, request_info,
+            expand=expanded.asks_expand(body))
 
     def do_POST(self, environ: types.WSGIEnviron, base_prefix: str, path: str, user: str,
                 user_groups: set, request_info: dict) -> types.WSGIResponse:
@@ -160,11 +145,19 @@ class InvitoApplication(app.Application):
 
     # -- helpers -------------------------------------------------------------------------------------
 
-    def _refused(self, refused: SchedulingRefused, path: str) -> types.WSGIResponse:
-        logger.info("refused write of %s: %s", path, refused.reason)
-        if refused.precondition is None:
-            return errors.refusal(refused.status, refused.reason)
-        return errors.precondition(refused.status, refused.precondition, refused.reason, self._encoding)
+    def _with_scheduling_properties(self, response: types.WSGIResponse, base_prefix: str, user: str,
+                                    request_info: dict, expand: bool = False) -> types.WSGIResponse:
+        """One parse of a multistatus answer for what Radicale cannot say itself: scheduling properties,
+        and (``expand``) expanded instances rebuilt from the stored lines."""
+        status, headers, answer, xml_request = response
+        if status != client.MULTI_STATUS or not answer:
+            return response
+        multistatus = ET.fromstring(answer)
+        with self._storage.acquire_lock("r", user):
+            if expand:
+                expanded.restore(multistatus, base_prefix, self._storage)
+            properties.rewrite(multistatus, base_prefix, self._storage)
+        return status, headers, self._xml_response(multistatus, request_info), xml_request
 
 
 def _with_dav(response: types.WSGIResponse) -> types.WSGIResponse:
@@ -203,21 +196,3 @@ def _why_invalid(body: bytes) -> str:
     except Exception as e:  # any parser's complaint is the reason we give
         return str(e) or type(e).__name__
     return "the calendar object is not acceptable (check UID and component types)"
-
-
-def _schedule_tag_of(answer: str | bytes) -> str | None:
-    try:
-        cal = icalendar.Calendar.from_ical(answer)
-    except ValueError:
-        return None
-    if not any("ORGANIZER" in c for c in cal.walk() if c.name in ("VEVENT", "VTODO")):
-        return None
-    return schedule_tag(cal)
-
-
-def _path_of(url: str, base_prefix: str) -> str:
-    path = unquote(urlparse(url).path)
-    if base_prefix and path.startswith(base_prefix):
-        path = path[len(base_prefix):]
-    return pathutils.sanitize_path(path)
-

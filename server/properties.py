@@ -1,22 +1,27 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""RFC 6638 properties added to Radicale's PROPFIND answers.
+"""RFC 6638 properties added to Radicale's PROPFIND and REPORT answers.
 
-Radicale's PROPFIND is one large function with no extension point, so we post-process its multistatus:
-properties it could not answer (404) or answered for plain CalDAV (calendar-user-address-set, inbox
-resourcetype) get their scheduling values and move to the 200 propstat.
+Radicale's PROPFIND and REPORT are large functions with no extension point, so we post-process their
+multistatus: properties they could not answer (404) or answered for plain CalDAV (calendar-user-address-set,
+inbox resourcetype) get their scheduling values and move to the 200 propstat.
 """
 from __future__ import annotations
 
+import functools
+import posixpath
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import unquote
 
+import icalendar
 from radicale import pathutils, xmlutils
 
+from invito.plugins.itip import schedule_tag
+from invito.plugins.itip.components import scheduled
 from invito.storage import layout
 
 if TYPE_CHECKING:
-    from invito.storage import Storage
+    from invito.storage import Collection, Storage
 
 _ = xmlutils.make_clark
 RESOURCETYPE = _("D:resourcetype")
@@ -38,8 +43,40 @@ def _principal_user(path: str) -> str | None:
     return stripped if stripped and "/" not in stripped else None
 
 
-def _value(tag: str, path: str, base_prefix: str, storage: "Storage") -> list[ET.Element] | str | None:
+@functools.lru_cache(maxsize=1024)  # clients ask again for the same objects at every sync
+def schedule_tag_of(text: str | bytes) -> str | None:
+    """The quoted Schedule-Tag of a stored object (RFC 6638 §3.2.10), None when it is no scheduling object.
+
+    One definition for the GET header and the ``C:schedule-tag`` property, so clients see the same value.
+    Most objects have no ORGANIZER: a search REPORT asks for the tag of each, so those are not parsed."""
+    if b"ORGANIZER" not in (text.encode() if isinstance(text, str) else text).upper():
+        return None
+    try:
+        cal = icalendar.Calendar.from_ical(text)
+    except ValueError:
+        return None
+    if not any("ORGANIZER" in c for c in scheduled(cal)):
+        return None
+    return '"%s"' % schedule_tag(cal)
+
+
+Collections = dict[str, "Collection | None"]  # found once per answer: a REPORT names many items of one
+
+
+def _item_schedule_tag(path: str, storage: "Storage", collections: Collections) -> str | None:
+    parent, href = posixpath.split(pathutils.strip_path(path))
+    if parent not in collections:
+        collections[parent] = layout.collection(storage, pathutils.unstrip_path(parent, True))
+    collection = collections[parent]
+    item = collection.get_item(href) if collection is not None and href else None
+    return schedule_tag_of(item.serialize()) if item is not None else None
+
+
+def _value(tag: str, path: str, base_prefix: str, storage: "Storage",
+           collections: Collections) -> list[ET.Element] | str | None:
     """Children (or text) for a scheduling property of ``path``; None when it does not apply."""
+    if tag == SCHEDULE_TAG:
+        return _item_schedule_tag(path, storage, collections)
     user = _principal_user(path)
     kind = layout.scheduling_collection(path)
     if user is not None:
@@ -57,12 +94,14 @@ def _value(tag: str, path: str, base_prefix: str, storage: "Storage") -> list[ET
     return None
 
 
+SCHEDULE_TAG = _("C:schedule-tag")
 SCHEDULING_PROPERTIES = {_("C:calendar-user-address-set"), _("C:schedule-inbox-URL"),
                          _("C:schedule-outbox-URL"), _("C:calendar-user-type"),
-                         _("C:schedule-default-calendar-URL")}
+                         _("C:schedule-default-calendar-URL"), SCHEDULE_TAG}
 
 
 def rewrite(multistatus: ET.Element, base_prefix: str, storage: "Storage") -> None:
+    collections: Collections = {}
     for response in multistatus.findall(_("D:response")):
         href = response.find(_("D:href"))
         if href is None or not href.text:
@@ -71,7 +110,7 @@ def rewrite(multistatus: ET.Element, base_prefix: str, storage: "Storage") -> No
         if base_prefix and path.startswith(base_prefix):
             path = path[len(base_prefix):]
         _rewrite_response(response, pathutils.sanitize_path(path),
-                          lambda tag: _value(tag, path, base_prefix, storage))
+                          lambda tag: _value(tag, path, base_prefix, storage, collections))
 
 
 def _rewrite_response(response: ET.Element, path: str,

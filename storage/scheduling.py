@@ -130,8 +130,9 @@ class Scheduler:
         except ValueError as e:
             raise SchedulingRefused(400, "valid-calendar-data", "invalid iCalendar: %s" % e) from e
         self._check_schedule_tag(old, request)
-        self._check_unique_uid(collection, href, item.uid)
         the_plan = self._plan(old, new, owner)
+        if the_plan.role is not Role.NONE:  # a plain event may also be in another calendar (a COPY)
+            self._check_unique_uid(collection, href, item.uid)
         sources = (item.serialize(),) + ((old_item.serialize(),) if old_item else ())
         write = Write(collection.owner, _groups(request), item, old, the_plan.stored, sources)
         with Transaction(self.spool) as tx:

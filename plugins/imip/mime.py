@@ -654,6 +654,15 @@ def _set_headers(msg: EmailMessage, event: _Event, guest: str, speaker: str | No
     msg["Content-Language"] = loc.language
 
 
+def is_mailbox(address: str) -> bool:
+    """Whether mail can be addressed to ``address`` (``mailto:`` optional): the test every sent message passes."""
+    try:
+        _mailbox(address)
+    except ValueError:  # also UnicodeError from a domain IDNA cannot encode
+        return False
+    return True
+
+
 def _mailbox(address: str) -> Address:
     """A mail address (``mailto:`` optional) as an Address; ValueError for anything else."""
     text = address.strip()

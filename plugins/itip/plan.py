@@ -338,6 +338,7 @@ def _as_attendee(old: icalendar.Calendar | None, new: icalendar.Calendar | None,
             forced |= "REPLY" in taken.values()
         if old is not None:
             _check_attendee_change(before, SchedulingObject(stored), org)
+            changed |= _keep_sequences(before, stored)
     if not _server_schedules(current):
         return Plan(Role.ATTENDEE, stored, changed, ())
     parts = _answered(before, SchedulingObject(stored), me, old is not None, forced, now)
@@ -346,6 +347,22 @@ def _as_attendee(old: icalendar.Calendar | None, new: icalendar.Calendar | None,
     sources = [c for c in (stored, old) if c is not None]
     message = ITipMessage("REPLY", _uid(current), me, (org,), new_calendar("REPLY", parts, sources))
     return Plan(Role.ATTENDEE, stored, changed, (message,))
+
+
+def _keep_sequences(before: SchedulingObject, stored: icalendar.Calendar) -> bool:
+    """SEQUENCE is the organizer's (RFC 5546 §2.1.4): an attendee's client that bumps it on save (python-caldav
+    does by default) would change the Schedule-Tag on a mere answer and make the organizer's next update look
+    stale. Each instance keeps the SEQUENCE the organizer gave it; returns whether ``stored`` changed."""
+    changed = False
+    after = SchedulingObject(stored)
+    for comp in after.components():
+        key = instance_key(comp)
+        previous = before.component(key, after.rids.get(key) if key else None)
+        if previous is None or comp.get("SEQUENCE") == previous.get("SEQUENCE"):
+            continue
+        replace(comp, "SEQUENCE", sequence(previous) if "SEQUENCE" in previous else None)
+        changed = True
+    return changed
 
 
 def _server_schedules(cal: icalendar.Calendar) -> bool:

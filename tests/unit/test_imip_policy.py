@@ -38,3 +38,10 @@ def test_who_may_invite_externals() -> None:
     assert may_invite_externals("alice", {"sales"}, ["@sales"])
     assert not may_invite_externals("alice", {"staff"}, ["@sales", "bob"])
     assert not may_invite_externals("alice", set(), [])
+
+
+@pytest.mark.parametrize("recipient", ["mailto:not an address", "mailto:nobody", "foo:bar", "mailto:a@b",
+                                       "urn:uuid:8f1e6d0c-5c1b-4b5e-9a38-2f6c1e1f0d3a", "mailto:"])
+def test_addresses_mail_cannot_reach_are_invalid_users_at_once(recipient: str) -> None:
+    decision = decide(message("REQUEST", f"ATTENDEE:{recipient}"), recipient, may_invite=True, event_over=False)
+    assert (decision.send, decision.status) == (False, "3.7")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from invito.plugins.itip import Role, SchedulingError, apply, plan, with_schedule_status
+from invito.plugins.itip import Role, SchedulingError, apply, plan, schedule_tag, with_schedule_status
 from invito.plugins.itip.model import Applied
 from tests.unit.itip_helpers import (ALICE, BOB, CAROL, DAVE, NOW, OWNER_ALICE, OWNER_BOB, ROME, addresses_in,
                                      attendee, attendee_line, calendar, events, in_rome, instance, message_to,
@@ -400,6 +400,16 @@ def test_force_send_reply() -> None:
     assert sent(result) == {ALICE: ["REPLY"]}
     assert "SCHEDULE-FORCE-SEND" not in instance(result.stored)["ORGANIZER"].params
     assert result.changed is True
+
+
+def test_an_attendees_client_cannot_move_the_organizers_sequence() -> None:
+    """python-caldav's save() bumps SEQUENCE: stored (and replied) as the organizer's, so the Schedule-Tag
+    stays and the organizer's next update is not taken for a stale one."""
+    result = plan(BOBS_COPY, calendar(vevent(sequence=3, partstat={"bob": "ACCEPTED"})), OWNER_BOB, NOW)
+    assert int(instance(result.stored)["SEQUENCE"]) == 1
+    assert int(instance(result.messages[0].calendar)["SEQUENCE"]) == 1
+    assert result.changed is True
+    assert schedule_tag(result.stored) == schedule_tag(BOBS_COPY)
 
 
 ATTENDEE_EDITS = {
