@@ -16,6 +16,7 @@ file saying why, where an admin can read it or move it back into ``queue/`` to t
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -53,8 +54,10 @@ class SpoolEntry:
     attempts: int = 0        # delivery attempts that failed temporarily
     next_try: float = 0.0    # epoch seconds; 0: as soon as possible
     last_error: str = ""
+    mail: bytes = b""        # FORWARD: the complete message to send as it is (``ics`` is then empty)
 
 
+FORWARD = "FORWARD"  # not iTIP: a guest's plain reply passed on to the organizer (see ``prepare_mail``)
 _STATE = ("attempts", "next_try", "last_error")
 _NEW_STATE = {"attempts": 0, "next_try": 0.0, "last_error": ""}
 
@@ -75,9 +78,20 @@ class OutboundSpool:
         record = {"id": entry_id, "method": message.method, "uid": message.uid, "sender": message.sender,
                   "ics": message.calendar.to_ical().decode("utf-8"), "created": time.time(),
                   "changes": list(changes), "notes": [list(n) for n in notes], "recipients": {r: dict(_NEW_STATE) for r in recipients}}
+        return self._write_new(record)
+
+    def prepare_mail(self, uid: str, sender: str, recipient: str, mail: bytes) -> str:
+        """A complete message (a guest's forwarded reply about event ``uid``, from ``sender``) queued like
+        the iTIP ones: the same durability, retries and ``invito queue``."""
+        entry_id = "%d-%s" % (time.time_ns(), uuid.uuid4().hex)
+        record = {"id": entry_id, "method": FORWARD, "uid": uid, "sender": sender, "ics": "", "created": time.time(),
+                  "mail": base64.b64encode(mail).decode("ascii"), "recipients": {recipient: dict(_NEW_STATE)}}
+        return self._write_new(record)
+
+    def _write_new(self, record: dict) -> str:
         os.makedirs(self._tmp, exist_ok=True)
-        (write_synced if self.durable else _write)(os.path.join(self._tmp, entry_id + ".json"), _encode(record))
-        return entry_id
+        (write_synced if self.durable else _write)(os.path.join(self._tmp, record["id"] + ".json"), _encode(record))
+        return record["id"]
 
     @property
     def arrived(self) -> threading.Event:
@@ -213,6 +227,7 @@ def entries_of(record: dict) -> list[SpoolEntry]:
     common = {key: record[key] for key in ("id", "method", "uid", "sender", "ics", "created")}
     return [SpoolEntry(**common, recipient=recipient, changes=tuple(record.get("changes", ())),
                        notes=tuple((str(k), str(v)) for k, v in record.get("notes", ())),
+                       mail=base64.b64decode(record.get("mail", "")),
                        **{key: state[key] for key in _STATE})
             for recipient, state in record["recipients"].items()]
 
