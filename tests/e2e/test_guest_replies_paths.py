@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 import icalendar
 import pytest
 
+from tests.e2e.aerc import Aerc
 from tests.e2e.conftest import Server, free_port, start, stop
 from tests.e2e.mailsink import MailSink, start_sink
 from tests.e2e.test_invitations_by_mail import calendar_part, review
@@ -115,6 +116,37 @@ def test_gnus_buttons_answer_through_reply_to_even_for_an_event_with_duration(
     [note] = mails(sink, ALICE_BOX, title)
     assert note["Subject"].startswith(f"{partstat.title()}: {title}")
     assert "Accepted: Accepted" not in note["Subject"] and f": {partstat.title()}: " not in note["Subject"]
+
+
+# -- aerc, in a terminal ---------------------------------------------------------------------------------------
+
+def test_aerc_accept_and_reply_both_reach_the_organizer(site: tuple[Server, MailSink, int], tmp_path: Path) -> None:
+    """aerc 0.14's :accept sends the REPLY to Reply-To, as its :reply does the guest's words."""
+    srv, sink, port = site
+    assert shutil.which("aerc") and shutil.which("tmux"), "Debian aerc and tmux are needed (.ci/run installs them)"
+    uid, title, invitations = invite(srv, sink)
+    client = Aerc(tmp_path / "aerc", port, "Grace Hopper <grace@client.example.net>")
+    client.deliver(wire(invitations[GRACE]))
+    client.start()
+    try:
+        client.wait_for(uid[:8])
+        client.keys("Enter")  # open the invitation
+        client.wait_for("Subject: Invitation: " + title)
+        client.command("accept")
+        client.wait_for("Send this email?")
+        client.keys("y")
+        wait_partstat(srv, uid, GRACE, "ACCEPTED")
+        client.wait_for("Subject: Invitation: " + title)  # back in the message
+        client.write("Thanks, I'll be there")
+        client.command("reply")
+        client.wait_for("Send this email?")
+        client.keys("y")
+        [forwarded] = mails(sink, ALICE_BOX, "Re: Invitation: " + title)
+    finally:
+        client.stop()
+    assert str(forwarded["From"]) == "Grace Hopper via Invito <invito@cal.example.com>"
+    assert "Thanks, I'll be there" in forwarded.get_body(("plain",)).get_content()
+    assert [n["Subject"] for n in mails(sink, ALICE_BOX, "Accepted: " + title)]  # and the answer's notice
 
 
 # -- hand-made replies of other mail programs -------------------------------------------------------------------
