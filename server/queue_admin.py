@@ -10,6 +10,7 @@ rename.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -25,7 +26,7 @@ from radicale.config import Configuration
 
 from invito.plugins.imip.inbound_spool import InboundSpool
 from invito.plugins.imip.sender import NOT_DELIVERED
-from invito.plugins.imip.spool import OutboundSpool, entries_of, fsync_dir, write_synced
+from invito.plugins.imip.spool import FORWARD, OutboundSpool, entries_of, fsync_dir, write_synced
 from invito.plugins.itip.model import ITipMessage
 from invito.server.config import CommandError, load
 from invito.server.mail import StatusWriter
@@ -187,14 +188,18 @@ def requeue(spools: Spools, failed_id: str) -> str:
     try:
         record = _load(path)
         [recipient] = record["recipients"]
-        message = ITipMessage(record["method"], record["uid"], record["sender"], (recipient,),
-                              icalendar.Calendar.from_ical(record["ics"]))
-        changes = tuple(map(str, record.get("changes", ())))
-        notes = tuple((str(key), str(value)) for key, value in record.get("notes", ()))
+        if record["method"] == FORWARD:  # a guest's forwarded plain reply: the message itself
+            new_id = spools.outbound.prepare_mail(record["uid"], record["sender"], recipient,
+                                                  base64.b64decode(record["mail"], validate=True))
+        else:
+            message = ITipMessage(record["method"], record["uid"], record["sender"], (recipient,),
+                                  icalendar.Calendar.from_ical(record["ics"]))
+            changes = tuple(map(str, record.get("changes", ())))
+            notes = tuple((str(key), str(value)) for key, value in record.get("notes", ()))
+            new_id = spools.outbound.prepare(message, [recipient], changes, notes)
     except (ValueError, TypeError, KeyError) as e:
         raise CommandError(f"cannot retry {failed_id}: {path} is not a readable spool file ({e}); "
                          f"`invito queue drop {failed_id}` removes it") from e
-    new_id = spools.outbound.prepare(message, [recipient], changes, notes)
     spools.outbound.commit([new_id])
     _remove(spools.failed_file(failed_id), spools.failed_file(failed_id, ".reason"))
     fsync_dir(spools.outbound.failed)

@@ -26,6 +26,7 @@ from tests.e2e.aerc import Aerc
 from tests.e2e.conftest import Server, free_port, start, stop
 from tests.e2e.mailsink import MailSink, start_sink
 from tests.e2e.test_invitations_by_mail import calendar_part, review
+from tests.e2e.test_queue_admin import config, outbound, queue  # noqa: F401 (config: a fixture)
 from tests.e2e.test_replies_by_mail import (GINO, GRACE, answer, inbound_settings, send, wait_listening,
                                             wait_partstat, wire)
 from tests.e2e.test_scheduling import attendee, copy_of
@@ -171,11 +172,15 @@ def test_calendar_replies_apply_whether_sent_to_reply_to_or_to_the_organizer(
 # -- a person's plain reply -----------------------------------------------------------------------------------------
 
 def plain_reply(invitation: EmailMessage, text: str = "Thanks, I'll be there", **headers: str) -> EmailMessage:
+    """What a person writes after pressing "reply": words, a file."""
+    return plain_reply_to(reply_to(invitation), text, **{"Subject": "Re: " + str(invitation["Subject"]),
+                                                         "In-Reply-To": invitation["Message-ID"], **headers})
+
+
+def plain_reply_to(address: str, text: str = "Thanks, I'll be there", **headers: str) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = "Grace Hopper <grace@client.example.net>"
-    msg["To"] = reply_to(invitation)
-    msg["Subject"] = "Re: " + str(invitation["Subject"])
-    msg["In-Reply-To"] = invitation["Message-ID"]
+    msg["To"] = address
     for name, value in headers.items():
         del msg[name]
         msg[name] = value
@@ -273,3 +278,18 @@ def test_a_party_crasher_is_not_added_and_the_organizer_is_told(site: tuple[Serv
     cal = copy_of(srv, "alice", uid)
     assert "dave@elsewhere.example" not in cal.to_ical().decode().lower()
     assert attendee(cal, GRACE).params["PARTSTAT"] == "NEEDS-ACTION"
+
+
+def test_a_forward_the_organizers_mailbox_refused_can_be_sent_again(config: Path) -> None:
+    """`invito queue retry` of a forwarded plain reply queues the very message again."""
+    spool = outbound(config)
+    mail = wire(plain_reply_to("invito+x@cal.example.com"))
+    first = spool.prepare_mail("review-1", GRACE, "mailto:alice@example.com", mail)
+    spool.commit([first])
+    [waiting] = spool.queued()
+    spool.fail(waiting, "552 5.2.2 mailbox full")
+    result = queue(config, "retry", f"{first}-alice@example.com")
+    assert result.returncode == 0, result.stderr
+    [again] = spool.due(time.time())
+    assert (again.method, again.uid, again.sender, again.recipient, again.mail) == (
+        "FORWARD", "review-1", GRACE, "mailto:alice@example.com", mail)
