@@ -7,7 +7,8 @@ Mail programs offer Accept/Decline only for messages shaped like the ones Google
 look at attachments. The calendar is the guest's copy: one METHOD, every VTIMEZONE it needs, nothing
 private to the organizer (alarms, server bookkeeping, other programs' private X- properties) and, when the
 organizer hides the guest list, no other guest. Binary ATTACH values travel as ordinary mail attachments
-instead of inflating the calendar, which mail programs and relays handle badly.
+instead of inflating the calendar, which mail programs and relays handle badly, and a VEVENT's DURATION as
+the DTEND it means, which every mail program reads.
 
 Every string from the event is untrusted: header values lose control characters and are length-capped
 before the ``email`` package encodes them, and the HTML body is rendered with autoescaping.
