@@ -178,9 +178,9 @@ def compose(calendar: icalendar.Calendar | Prepared, recipient: str, *, sender: 
     ``reply_address``: the ORGANIZER the guest's calendar names instead (``mailto:`` + a reply-token
     address), so that the guest's reply returns to Invito, and the Reply-To, so that a "reply" does too;
     ``organizer_address`` is then the organizer's own address, for the body. ``hide_attendees`` does not
-    apply to REPLY, which names only the replying attendee anyway. ``author``: a COUNTER's proposing attendee. ``notes``: what the organizer
-    should know about a guest's answer relayed to them, (kind, value) with kind ``from`` (who really
-    sent it), ``authentication`` (why it failed) or ``uninvited``. ``answer_link(answer, language)``: the
+    apply to REPLY, which names only the replying attendee anyway. ``author``: a COUNTER's proposing
+    attendee. ``notes``: what the organizer should know about a guest's answer relayed to them, (kind,
+    value) with kind ``from`` (who really sent it), ``authentication`` (why it failed) or ``uninvited``. ``answer_link(answer, language)``: the
     guest's RSVP page URL for ``accept``, ``tentative`` or ``decline``, offered in a REQUEST's body for mail
     programs that show no invitation buttons.
     """
