@@ -133,3 +133,16 @@ def test_what_no_person_wrote_is_not_forwarded(headers: dict[str, str], sender: 
 
 def test_a_person_is_forwarded() -> None:
     assert forward.refusal(plain(Auto_Submitted="no"), "grace@client.example.net") is None
+
+
+def test_a_plain_reply_without_subject_is_titled_from_the_stored_event() -> None:
+    message = email.message_from_bytes(plain(), policy=email.policy.default)
+    del message["Subject"]
+    raw = forward.forward(message.as_bytes(), guest="mailto:grace@client.example.net", guest_name="",
+                          organizer="mailto:alice@example.com", title="Quarterly review",
+                          sender="invito@cal.example.com", language="it", tag="0123abcd")
+    forwarded = email.message_from_bytes(raw, policy=email.policy.default)
+    assert forwarded["Subject"] == "Re: Quarterly review"
+    [sender] = forwarded["From"].addresses
+    assert (sender.display_name, sender.addr_spec) == ("grace@client.example.net tramite Invito",
+                                                       "invito@cal.example.com")
