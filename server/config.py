@@ -277,7 +277,13 @@ INVITO_SCHEMA: types.CONFIG_SCHEMA = OrderedDict([
         ("notify_organizer", {
             "value": "true",
             "help": "email the organizer when a guest answers or proposes a new time",
-            "type": bool})])),
+            "type": bool}),
+        ("forwards_per_hour", {
+            "value": "10",
+            "help": "a guest's plain reply (no calendar) to their reply address is forwarded to the "
+                    "organizer, at most this many per guest and event an hour; more, and auto-replies, are "
+                    "kept in the quarantine (0: never forwarded)",
+            "type": radicale_config.positive_int})])),
     ("rsvp", OrderedDict([
         ("public_url", {
             "value": "",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import hashlib
 import logging
 import os
 import re
@@ -19,6 +20,7 @@ import icalendar
 import radicale.storage
 from radicale.config import Configuration
 
+from invito.plugins.imip import forward
 from invito.plugins.imip.authentication import Verdict, authenticate
 from invito.plugins.imip.extract import Inbound, Kind, extract
 from invito.plugins.imip.inbound_spool import InboundEntry, InboundSpool
@@ -30,7 +32,9 @@ from invito.plugins.itip import Applied, ITipMessage, Refused, with_schedule_sta
 from invito.plugins.itip.address import normalize
 from invito.plugins.itip.components import find_attendee, scheduled
 from invito.storage import Storage
-from invito.storage.scheduling import Notification
+from invito.plugins.rsvp.ratelimit import RateLimiter
+from invito.storage.scheduling import Notification, for_organizer
+from invito.storage.transaction import Transaction
 
 logger = logging.getLogger("invito.imip")
 
@@ -53,6 +57,9 @@ class Processor:
         self.policy = Policy(configuration.get("imip", "from_mismatch"), configuration.get("imip", "authentication"))
         self._authserv_id = configuration.get("imip", "authserv_id")
         self._notify = configuration.get("imip", "notify_organizer")
+        self._forwards = RateLimiter(configuration.get("imip", "forwards_per_hour"), period=3600)
+        self._sender = configuration.get("smtp", "sender")
+        self._language = configuration.get("scheduling", "language")
 
     # -- the listener's question --------------------------------------------------------------------------
 
@@ -118,7 +125,10 @@ class Processor:
             if recipient is None:
                 problems.append(f"{address}: no longer a recipient here")
                 continue
-            problem = self.answer(mail, recipient, verdict, "inbound " + entry.id)
+            if mail.kind is Kind.NO_CALENDAR and recipient.token is not None:
+                problem = self.forward_to_organizer(raw, entry.mail_from, recipient.token, "inbound " + entry.id)
+            else:
+                problem = self.answer(mail, recipient, verdict, "inbound " + entry.id)
             if problem:
                 problems.append(f"{address}: {problem}")
         return problems
@@ -130,9 +140,43 @@ class Processor:
         decision = triage(mail, recipient, verdict, self.policy, self.storage.directory.user_for,
                           self.token_for)
         problem, outcome = self._act(decision)
+        kept = decision.action in (Action.QUARANTINE, Action.STRANGER)
         logger.info("%s uid=%s attendee=%s: %s: %s", source, decision.uid, decision.guest,
-                    "quarantined" if decision.action is Action.QUARANTINE else decision.reason, problem or outcome)
+                    outcome if kept else decision.reason, problem or outcome)
         return problem
+
+    def forward_to_organizer(self, raw: bytes, envelope_sender: str, token: ReplyToken, source: str) -> str | None:
+        """A guest's mail without a calendar (they pressed "reply"): queued for the organizer's mailbox,
+        through the outbound spool like every notification. The reason it was not, or None."""
+        problem = forward.refusal(raw, envelope_sender)
+        tag = hashlib.sha256(token.token.encode()).hexdigest()[:12]  # names the token, cannot answer for it
+        if problem is None and self._forwards.capacity == 0:
+            problem = "plain replies are not forwarded ([imip] forwards_per_hour = 0)"
+        elif problem is None and self._forwards.allow(tag):
+            problem = f"more than {self._forwards.capacity:g} plain replies an hour from this guest: not forwarded"
+        if problem is None:
+            name, title = self._names(token)
+            try:
+                mail = forward.forward(raw, guest=token.guest, guest_name=name, organizer=token.organizer,
+                                       title=title, sender=self._sender, language=self._language, tag=tag)
+            except ValueError as e:
+                problem = f"cannot forward it: {e}"
+            else:
+                spool = self.storage.scheduler.spool
+                with Transaction(spool) as tx:
+                    tx.spool(spool.prepare_mail(token.uid, token.guest, token.organizer, mail))
+        logger.info("%s uid=%s attendee=%s: plain reply (no calendar): %s", source, token.uid, token.guest,
+                    f"quarantined: {problem}" if problem else f"forwarded to {token.organizer}")
+        return problem
+
+    def _names(self, token: ReplyToken) -> tuple[str, str]:
+        """The guest's name (CN) and the event's title in the organizer's copy; "" when gone."""
+        user = self.storage.directory.user_for(token.organizer)
+        stored = self.storage.read_event(user, token.uid) if user is not None else None
+        comps = scheduled(stored) if stored is not None else []
+        guest = next((a for c in comps if (a := find_attendee(c, token.guest)) is not None), None)
+        title = next((str(c["SUMMARY"]) for c in comps if "SUMMARY" in c), "")
+        return (str(guest.params.get("CN", "")) if guest is not None else ""), title
 
     def _authenticate(self, raw: bytes, mail: Inbound) -> Verdict | None:
         if self.policy.authentication == "off" or mail.kind is not Kind.ITIP or not mail.from_address:
@@ -149,6 +193,8 @@ class Processor:
             if self.storage.update_event(d.user, d.uid, _status_setter(d.guest, d.status)):
                 return None, f"SCHEDULE-STATUS {d.status} recorded"
             return "no such event any more", ""
+        if d.action is Action.STRANGER:
+            return d.reason, self._tell_about_stranger(d)
         if d.action is Action.REFRESH:
             if self.storage.resend(d.user, d.uid, d.guest):
                 return None, "the invitation is queued again"
@@ -167,6 +213,21 @@ class Processor:
             self.storage.to_inbox(d.user, d.calendar, self._notification(
                 method, d, (("uninvited", result.reason),)))
         return _outcome(result)
+
+    def _tell_about_stranger(self, d: Decision) -> str:
+        """A guest's invitation forwarded and answered by someone the organizer never invited: the
+        organizer hears of it (README: "the organizer is told"), the event is not changed. An answer for
+        another invited guest is a forgery, kept aside without a word."""
+        assert d.user is not None and d.uid is not None and d.guest is not None and d.calendar is not None
+        stored = self.storage.read_event(d.user, d.uid)
+        if stored is None or any(find_attendee(c, d.guest) is not None for c in scheduled(stored)):
+            return "quarantined"
+        if not self._notify:
+            return "quarantined, not invited"
+        for_organizer(d.calendar, stored)
+        self.storage.to_inbox(d.user, d.calendar, self._notification(
+            "REPLY", d, (("uninvited", f"{d.guest} is not invited to this event"),)))
+        return "quarantined, not invited: the organizer is told"
 
     def _notification(self, method: str, d: Decision, extra: tuple[tuple[str, str], ...] = ()
                       ) -> Notification | None:

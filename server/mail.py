@@ -9,6 +9,8 @@ layer's one entry point for writes from outside HTTP.
 """
 from __future__ import annotations
 
+import email
+import email.policy
 import functools
 import logging
 import os
@@ -25,7 +27,7 @@ from invito.plugins.imip import mime
 from invito.plugins.imip.i18n import choose
 from invito.plugins.imip.sender import Sender
 from invito.plugins.imip.smtp import SmtpSettings
-from invito.plugins.imip.spool import SpoolEntry
+from invito.plugins.imip.spool import FORWARD, SpoolEntry
 from invito.plugins.imip.tokens import ReplyToken, ReplyTokens, reply_address
 from invito.plugins.itip import with_schedule_status
 from invito.plugins.itip.components import attendee_language, find_attendee, instance_key, scheduled
@@ -59,6 +61,8 @@ class Composer:
         self._issued: tuple[tuple[str, str], ReplyToken | None] | None = None  # ((id, recipient), its token)
 
     def __call__(self, entry: SpoolEntry) -> EmailMessage:
+        if entry.method == FORWARD:  # composed when it arrived (see server.inbound)
+            return email.message_from_bytes(entry.mail, policy=email.policy.SMTP)  # type: ignore[return-value]
         prepared = self._prepared(entry)
         organizer_side = entry.method in ORGANIZER_METHODS
         token_address = self.envelope_from(entry)

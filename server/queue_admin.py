@@ -10,6 +10,7 @@ rename.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -25,7 +26,8 @@ from radicale.config import Configuration
 
 from invito.plugins.imip.inbound_spool import InboundSpool
 from invito.plugins.imip.sender import NOT_DELIVERED
-from invito.plugins.imip.spool import OutboundSpool, SpoolEntry, entries_of, fsync_dir, write_synced
+from invito.plugins.imip.spool import (FORWARD, OutboundSpool, SpoolEntry, entries_of, fsync_dir, itip_record,
+                                      mail_record, write_synced)
 from invito.plugins.itip.model import ITipMessage
 from invito.server.config import CommandError, load
 from invito.server.mail import KEEP_OUTCOMES_DAYS, StatusWriter
@@ -196,14 +198,19 @@ def requeue(spools: Spools, failed_id: str) -> str:
     try:
         record = _load(path)
         [recipient] = record["recipients"]
-        message = ITipMessage(record["method"], record["uid"], record["sender"], (recipient,),
-                              icalendar.Calendar.from_ical(record["ics"]))
-        changes = tuple(map(str, record.get("changes", ())))
-        notes = tuple((str(key), str(value)) for key, value in record.get("notes", ()))
+        if record["method"] == FORWARD:  # a guest's forwarded plain reply: the message itself
+            new = mail_record(record["uid"], record["sender"], recipient,
+                              base64.b64decode(record["mail"], validate=True))
+        else:
+            message = ITipMessage(record["method"], record["uid"], record["sender"], (recipient,),
+                                  icalendar.Calendar.from_ical(record["ics"]))
+            changes = tuple(map(str, record.get("changes", ())))
+            notes = tuple((str(key), str(value)) for key, value in record.get("notes", ()))
+            new = itip_record(message, [recipient], changes, notes)
     except (ValueError, TypeError, KeyError) as e:
         raise CommandError(f"cannot retry {failed_id}: {path} is not a readable spool file ({e}); "
                          f"`invito queue drop {failed_id}` removes it") from e
-    new_id = spools.outbound.enqueue(message, [recipient], changes, notes, after_failure=True)
+    new_id = spools.outbound.enqueue(new, after_failure=True)
     _remove(spools.failed_file(failed_id), spools.failed_file(failed_id, ".reason"))
     fsync_dir(spools.outbound.failed)
     return f"{failed_id}: back in the queue as {new_id}, to {_address(recipient)}"

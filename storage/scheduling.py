@@ -22,7 +22,8 @@ import radicale.item as radicale_item
 
 from invito.plugins.directory import Directory
 from invito.plugins.imip import policy
-from invito.plugins.itip.components import addresses, attendees, scheduled
+from invito.plugins.imip.mime import COMMENT_LIMIT
+from invito.plugins.itip.components import addresses, attendees, instance_key, scheduled, values
 from invito.plugins.imip.spool import OutboundSpool
 from invito.plugins.itip import (Applied, ITipMessage, Plan, Refused, Role, SchedulingError, apply,
                                  changed_aspects, changes_schedule_status, plan, schedule_tag,
@@ -62,15 +63,34 @@ def _item(collection_path: str, text: str, same_span: radicale_item.Item | None)
                               component_name=same_span.component_name, time_range=same_span.time_range)
 
 
-def _name_attendees(message: icalendar.Calendar, stored: icalendar.Calendar) -> None:
-    """Give the ATTENDEEs of ``message`` the names (CN) the stored event knows them by: replies from mail
-    programs often carry none, and the organizer's notification should say who answered."""
+# What describes the event in a guest's answer: the organizer's notification shows the stored event's own
+# (Gnus writes "SUMMARY:Accepted: Quarterly review"; a hostile REPLY may carry URL:javascript:…).
+_DESCRIBING = ("SUMMARY", "LOCATION", "DESCRIPTION", "URL", "ATTACH", "CONFERENCE", "X-GOOGLE-CONFERENCE",
+               "X-MICROSOFT-SKYPETEAMSMEETINGURL", "X-ALT-DESC")
+
+
+def for_organizer(message: icalendar.Calendar, stored: icalendar.Calendar) -> None:
+    """Make a guest's answer fit to show the organizer: its ATTENDEEs named (CN) as the stored event knows
+    them (mail programs often send none), the event described by the stored copy, not by the answer, and
+    each COMMENT cut to ``COMMENT_LIMIT`` characters, as the mail's body."""
     names = {a: p.params["CN"] for c in scheduled(stored) for a, p in zip(addresses(c), attendees(c))
              if "CN" in p.params}
+    own = {instance_key(c): c for c in scheduled(stored)}
     for comp in scheduled(message):
         for address, prop in zip(addresses(comp), attendees(comp)):
             if "CN" not in prop.params and address in names:
                 prop.params["CN"] = names[address]
+        source = own.get(instance_key(comp), own.get(None))
+        for name in _DESCRIBING:
+            comp.pop(name, None)
+            for value in values(source, name) if source is not None else ():
+                if not isinstance(value, icalendar.vBinary):  # a file the organizer has already
+                    comp.add(name, value)
+        comments = [str(c) for c in values(comp, "COMMENT")]
+        if any(len(c) > COMMENT_LIMIT for c in comments):
+            comp.pop("COMMENT")
+            for text in comments:
+                comp.add("COMMENT", text if len(text) <= COMMENT_LIMIT else text[:COMMENT_LIMIT - 1] + "…")
 
 
 @dataclass(frozen=True)
@@ -241,7 +261,7 @@ class Scheduler:
             news = isinstance(result, Applied) and result.calendar is not None and result.news
             if news:
                 if notification is not None:  # prepared before the inbox item, the write that ends it
-                    _name_attendees(notification.message.calendar, result.calendar)
+                    for_organizer(notification.message.calendar, result.calendar)
                     tx.spool(self.spool.prepare(notification.message, [notification.to], notes=notification.notes))
                 self._to_inbox(user, message.calendar, tx, stored_item if message.method == "REPLY" else None)
         return result if not isinstance(result, Applied) or news else None

@@ -7,7 +7,8 @@ Mail programs offer Accept/Decline only for messages shaped like the ones Google
 look at attachments. The calendar is the guest's copy: one METHOD, every VTIMEZONE it needs, nothing
 private to the organizer (alarms, server bookkeeping, other programs' private X- properties) and, when the
 organizer hides the guest list, no other guest. Binary ATTACH values travel as ordinary mail attachments
-instead of inflating the calendar, which mail programs and relays handle badly.
+instead of inflating the calendar, which mail programs and relays handle badly, and a VEVENT's DURATION as
+the DTEND it means, which every mail program reads.
 
 Every string from the event is untrusted: header values lose control characters and are length-capped
 before the ``email`` package encodes them, and the HTML body is rendered with autoescaping.
@@ -56,6 +57,8 @@ _SHARED_X_PREFIXES = ("X-MICROSOFT-", "X-ALT-DESC", "X-GOOGLE-CONFERENCE", "X-AP
 _FILENAME_PARAMS = ("FILENAME", "X-FILENAME", "X-APPLE-FILENAME")
 _CONFERENCE_PROPS = ("CONFERENCE", "X-GOOGLE-CONFERENCE", "X-MICROSOFT-SKYPETEAMSMEETINGURL")
 _LINK_SCHEMES = ("http", "https", "mailto", "tel")  # others (javascript:, data:…) are shown, never linked
+_ANSWER_LINK_SCHEMES = ("http", "https", "mailto")  # in a guest's answer: any other link is not shown at all
+COMMENT_LIMIT = 2000  # characters of a guest's COMMENT echoed to the organizer; the rest is cut
 # A mail program must never take an event's attachment for the invitation itself.
 _NOT_ATTACHABLE = ("text/calendar", "application/ics", "text/x-vcalendar")
 _MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
@@ -173,11 +176,11 @@ def compose(calendar: icalendar.Calendar | Prepared, recipient: str, *, sender: 
     copying then happens once); ``compose`` leaves it as it found it.
     ``changes``: what an update changed (see ``itip.changed_aspects``); empty for a first invitation.
     ``reply_address``: the ORGANIZER the guest's calendar names instead (``mailto:`` + a reply-token
-    address), so that the guest's reply returns to Invito; ``organizer_address`` is then the organizer's
-    own address, for Reply-To and the body. ``hide_attendees`` does not apply to REPLY, which names only the
-    replying attendee anyway. ``author``: a COUNTER's proposing attendee. ``notes``: what the organizer
-    should know about a guest's answer relayed to them, (kind, value) with kind ``from`` (who really
-    sent it), ``authentication`` (why it failed) or ``uninvited``. ``answer_link(answer, language)``: the
+    address), so that the guest's reply returns to Invito, and the Reply-To, so that a "reply" does too;
+    ``organizer_address`` is then the organizer's own address, for the body. ``hide_attendees`` does not
+    apply to REPLY, which names only the replying attendee anyway. ``author``: a COUNTER's proposing
+    attendee. ``notes``: what the organizer should know about a guest's answer relayed to them, (kind,
+    value) with kind ``from`` (who really sent it), ``authentication`` (why it failed) or ``uninvited``. ``answer_link(answer, language)``: the
     guest's RSVP page URL for ``accept``, ``tentative`` or ``decline``, offered in a REQUEST's body for mail
     programs that show no invitation buttons.
     """
@@ -191,7 +194,7 @@ def compose(calendar: icalendar.Calendar | Prepared, recipient: str, *, sender: 
         msg = EmailMessage()
         msg.make_mixed()  # first: it would move Content-* headers set before it into a part
         speaker = normalize(author) if author else None
-        _set_headers(msg, event, guest, speaker, sender, loc, changes, message_date)
+        _set_headers(msg, event, guest, speaker, sender, loc, changes, message_date, reply_address)
         msg["Message-ID"] = message_id(sent, guest, sender)
         context = _body(event, guest, speaker, loc, changes, hidden, files, notes)
         context["answer_links"] = _answer_links(loc, answer_link) if method == "REQUEST" and answer_link else []
@@ -288,6 +291,7 @@ def prepare(calendar: icalendar.Calendar) -> Prepared:
     for comp in scheduled(cal):
         comp.subcomponents = [s for s in comp.subcomponents if s.name != "VALARM"]
         _drop_private(comp)
+        _end_from_duration(comp)
         for item in _take_binary_attachments(comp):
             if item not in files:  # the same file on the master and its overrides travels once
                 files.append(item)
@@ -335,6 +339,32 @@ def _drop_private(comp: Component) -> None:
             continue
         for prop in values(comp, name):
             strip_params(prop, _NOT_SENT_PARAMS)
+
+
+_DURATION = re.compile(r"([+-]?)P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?", re.IGNORECASE)
+
+
+def _end_from_duration(comp: Component) -> None:
+    """A VEVENT's DURATION as the DTEND it means (RFC 5545 §3.3.6): weeks and days on the wall clock of
+    DTSTART's zone, hours, minutes and seconds as elapsed time. Gnus (gnus-icalendar, up to 28 at least)
+    fails on an event without DTEND and then offers the guest no buttons; the stored event is unchanged."""
+    if comp.name != "VEVENT" or "DURATION" not in comp or "DTEND" in comp or "DTSTART" not in comp:
+        return
+    match = _DURATION.fullmatch(comp["DURATION"].to_ical().decode("ascii", "replace").strip())
+    start = decoded(comp, "DTSTART")
+    if match is None or not isinstance(start, date):
+        return  # not a duration we can read: sent as written
+    sign = -1 if match.group(1) == "-" else 1
+    weeks, days, hours, minutes, seconds = (int(g or 0) for g in match.groups()[1:])
+    end = start + sign * timedelta(weeks=weeks, days=days)
+    elapsed = sign * timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    if isinstance(end, datetime) and end.tzinfo is not None:
+        end = (end.astimezone(timezone.utc) + elapsed).astimezone(end.tzinfo)
+    elif isinstance(end, datetime):
+        end += elapsed  # floating or UTC: the wall clock is the elapsed time
+    tzid = comp["DTSTART"].params.get("TZID")
+    del comp["DURATION"]
+    comp.add("DTEND", end, parameters={"TZID": tzid} if tzid and isinstance(end, datetime) else None)
 
 
 def _keep_attendees(comp: Component, recipient: str) -> None:
@@ -536,6 +566,12 @@ def _body(event: _Event, guest: str, speaker: str | None, loc: Localizer, change
             guests.append(_Person(person.name, person.email, ", ".join(words)))
     from_attendee = event.method in _FROM_ATTENDEE
     comment = "\n".join(_multi_line(str(c)) for c in values(primary, "COMMENT")) if from_attendee else ""
+    if len(comment) > COMMENT_LIMIT:
+        comment = comment[:COMMENT_LIMIT - 1].rstrip() + "…"
+    links, attachments = _links(primary, loc), _uri_attachments(primary)
+    if from_attendee:  # the guest's own words may link anywhere: only plain web and mail links are shown
+        links = [link for link in links if _linkable(str(link["url"]), _ANSWER_LINK_SCHEMES)]
+        attachments = [item for item in attachments if _linkable(str(item["url"]), _ANSWER_LINK_SCHEMES)]
     name = author.display if author else ""
     return {
         "language": loc.language,
@@ -552,9 +588,8 @@ def _body(event: _Event, guest: str, speaker: str | None, loc: Localizer, change
         "organizer": event.organizer,
         "guests": guests,
         "guests_hidden": hidden,
-        "links": _links(primary, loc),
-        "attachments": [{"name": f.filename, "url": "", "clickable": False} for f in files]
-        + _uri_attachments(primary),
+        "links": links,
+        "attachments": [{"name": f.filename, "url": "", "clickable": False} for f in files] + attachments,
         "comment": comment,
         "description": _multi_line(str(primary.get("DESCRIPTION", ""))),
         "footer": loc.text("footer.sent", author=author.display if author else "Invito",
@@ -625,24 +660,28 @@ def _uri_attachments(comp: Component) -> list[dict[str, object]]:
     return items
 
 
-def _linkable(url: str) -> bool:
-    return url.split(":", 1)[0].lower() in _LINK_SCHEMES and ":" in url
+def _linkable(url: str, schemes: tuple[str, ...] = _LINK_SCHEMES) -> bool:
+    return url.split(":", 1)[0].lower() in schemes and ":" in url
 
 
 # --- headers ---------------------------------------------------------------------------------------------
 
 def _set_headers(msg: EmailMessage, event: _Event, guest: str, speaker: str | None, sender: Sender,
-                 loc: Localizer, changes: Sequence[str], message_date: datetime | None) -> None:
+                 loc: Localizer, changes: Sequence[str], message_date: datetime | None,
+                 reply_address: str | None) -> None:
     own = _mailbox(sender.address)
     author, reader = _parties(event, guest, speaker)
     from_name = loc.text("via", name=author.display) if author else "Invito"
     msg["From"] = Address(display_name=_one_line(from_name, _NAME_LIMIT + 20), username=own.username,
                           domain=own.domain)
     if author is not None:
+        # Mail programs send a guest's calendar answer (Gnus, aerc) and a plain "reply" to Reply-To: the
+        # guest's reply-token address brings both back to Invito, which applies the one and forwards the other.
+        replies_to = reply_address if reply_address and event.method not in _FROM_ATTENDEE else author.email
         try:
-            msg["Reply-To"] = _address(author.name, author.email)
+            msg["Reply-To"] = _address(author.name, replies_to)
         except ValueError:
-            logger.info("no Reply-To: %r is not a mail address", author.email)
+            logger.info("no Reply-To: %r is not a mail address", replies_to)
     msg["To"] = _address(reader.name, guest)
     msg["Subject"] = _subject(event, loc, changes, speaker)
     when = message_date or datetime.now(timezone.utc)

@@ -23,6 +23,7 @@ when none is left); one that will never be reached moves to ``failed/<id>-<addre
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -61,8 +62,10 @@ class SpoolEntry:
     next_try: float = 0.0    # epoch seconds; 0: as soon as possible
     last_error: str = ""
     after_failure: bool = False  # requeued by an admin after failing: the event shows a 5.x to correct
+    mail: bytes = b""        # FORWARD: the complete message to send as it is (``ics`` is then empty)
 
 
+FORWARD = "FORWARD"  # not iTIP: a guest's plain reply passed on to the organizer (see ``prepare_mail``)
 _STATE = ("attempts", "next_try", "last_error")
 _NEW_STATE = {"attempts": 0, "next_try": 0.0, "last_error": ""}
 
@@ -81,16 +84,22 @@ class OutboundSpool:
 
     def prepare(self, message: ITipMessage, recipients: list[str], changes: tuple[str, ...] = (),
                 notes: tuple[tuple[str, str], ...] = ()) -> str:
-        record = _new_record(message, recipients, changes, notes)
+        return self._write_prepared(itip_record(message, recipients, changes, notes))
+
+    def prepare_mail(self, uid: str, sender: str, recipient: str, mail: bytes) -> str:
+        """A complete message (a guest's forwarded reply about event ``uid``, from ``sender``) queued like
+        the iTIP ones: the same durability, retries and ``invito queue``."""
+        return self._write_prepared(mail_record(uid, sender, recipient, mail))
+
+    def _write_prepared(self, record: dict) -> str:
         os.makedirs(self._tmp, exist_ok=True)
         (write_synced if self.durable else _write)(os.path.join(self._tmp, record["id"] + ".json"), _encode(record))
         return record["id"]
 
-    def enqueue(self, message: ITipMessage, recipients: list[str], changes: tuple[str, ...] = (),
-                notes: tuple[tuple[str, str], ...] = (), *, after_failure: bool = False) -> str:
-        """Queue a message that belongs to no storage write (an admin's retry): straight into ``queue/``
-        by an atomic rename, never through ``tmp/``, whose leftovers start-up recovery discards."""
-        record = _new_record(message, recipients, changes, notes)
+    def enqueue(self, record: dict, *, after_failure: bool = False) -> str:
+        """Queue a message that belongs to no storage write (an admin's retry; ``record`` from
+        ``itip_record`` or ``mail_record``): straight into ``queue/`` by an atomic rename, never through
+        ``tmp/``, whose leftovers start-up recovery discards."""
         if after_failure:
             record["after_failure"] = True
         os.makedirs(self.queue, exist_ok=True)
@@ -295,17 +304,28 @@ def entries_of(record: dict) -> list[SpoolEntry]:
     return [SpoolEntry(**common, recipient=recipient, changes=tuple(record.get("changes", ())),
                        notes=tuple((str(k), str(v)) for k, v in record.get("notes", ())),
                        after_failure=bool(record.get("after_failure", False)),
+                       mail=base64.b64decode(record.get("mail", "")),
                        **{key: state[key] for key in _STATE})
             for recipient, state in record["recipients"].items()]
 
 
-def _new_record(message: ITipMessage, recipients: list[str], changes: tuple[str, ...],
-                notes: tuple[tuple[str, str], ...]) -> dict:
-    entry_id = "%d-%s" % (time.time_ns(), uuid.uuid4().hex)
-    return {"id": entry_id, "method": message.method, "uid": message.uid, "sender": message.sender,
+def itip_record(message: ITipMessage, recipients: list[str], changes: tuple[str, ...] = (),
+                notes: tuple[tuple[str, str], ...] = ()) -> dict:
+    """A new message file for ``message`` to ``recipients``, each with fresh delivery state."""
+    return {"id": _new_id(), "method": message.method, "uid": message.uid, "sender": message.sender,
             "ics": message.calendar.to_ical().decode("utf-8"), "created": time.time(),
             "changes": list(changes), "notes": [list(n) for n in notes],
             "recipients": {r: dict(_NEW_STATE) for r in recipients}}
+
+
+def mail_record(uid: str, sender: str, recipient: str, mail: bytes) -> dict:
+    """A new file for a complete message (FORWARD) about event ``uid``."""
+    return {"id": _new_id(), "method": FORWARD, "uid": uid, "sender": sender, "ics": "", "created": time.time(),
+            "mail": base64.b64encode(mail).decode("ascii"), "recipients": {recipient: dict(_NEW_STATE)}}
+
+
+def _new_id() -> str:
+    return "%d-%s" % (time.time_ns(), uuid.uuid4().hex)
 
 
 def _file_safe(recipient: str) -> str:

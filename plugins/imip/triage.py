@@ -34,6 +34,8 @@ class Action(enum.Enum):
     REFRESH = "refresh"        # send the guest the current invitation again
     DELIVER = "deliver"        # an external organizer's message to a user: their inbox and calendar
     BOUNCE = "bounce"          # our invitation could not be delivered: the guest's SCHEDULE-STATUS
+    STRANGER = "stranger"      # someone else answers by a guest's address: kept aside; the organizer is told
+                               # when they are not invited at all (a party crasher), never added
     QUARANTINE = "quarantine"  # kept aside for an admin, with the reason
 
 
@@ -126,8 +128,14 @@ def _from_attendee(mail: Inbound, recipient: Recipient, verdict: Verdict | None,
     if mail.method in ("REPLY", "REFRESH"):
         replying = {a for c in comps for a in addresses(c)}
         if replying != {guest}:
-            return quarantine(f"the {mail.method} is from {', '.join(sorted(replying)) or 'nobody'}, "
-                              f"but this address was given to {guest}", **known)
+            reason = (f"the {mail.method} is from {', '.join(sorted(replying)) or 'nobody'}, "
+                      f"but this address was given to {guest}")
+            if mail.method == "REPLY" and len(replying) == 1 and user_for(next(iter(replying))) is None:
+                calendar = mail.calendar.copy(recursive=True)
+                set_organizer_address(calendar, organizer_address)
+                return Decision(Action.STRANGER, reason, user=user, uid=uid, organizer=organizer_address,
+                                guest=replying.pop(), calendar=calendar)
+            return quarantine(reason, **known)
     elif guest not in {a for c in comps for a in addresses(c)}:
         return quarantine(f"the proposal does not name {guest} among its attendees", **known)
     # Without a token the mail alone says who answers: when authentication is on, only the authenticated

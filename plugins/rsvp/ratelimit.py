@@ -14,9 +14,11 @@ from typing import Callable
 
 class RateLimiter:
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic,
-                 max_clients: int = 10000) -> None:
+                 max_clients: int = 10000, period: float = 60.0) -> None:
+        """``per_minute`` requests per ``period`` seconds (a minute unless told; the forwarding of guests'
+        plain replies counts per hour)."""
         self.capacity = float(per_minute)
-        self._rate = per_minute / 60.0  # tokens per second
+        self._rate = per_minute / period  # tokens per second
         self._clock = clock
         self._max_clients = max_clients
         self._buckets: dict[str, tuple[float, float]] = {}  # client → (tokens left, when counted)

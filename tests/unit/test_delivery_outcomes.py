@@ -12,7 +12,7 @@ import pytest
 
 from invito.plugins.imip.sender import Sender
 from invito.plugins.imip.smtp import Delivery, Outcome, Stage
-from invito.plugins.imip.spool import OutboundSpool, SpoolEntry
+from invito.plugins.imip.spool import OutboundSpool, SpoolEntry, itip_record
 from invito.plugins.itip import ITipMessage
 from tests.unit.test_imip_spool import SENT, SETTINGS, ScriptedRelay, build, queue
 
@@ -60,7 +60,7 @@ def test_an_admins_retry_after_a_failure_is_settled_after_the_event_is_corrected
     cal = icalendar.Calendar.from_ical("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nBEGIN:VEVENT\r\n"
                                        "UID:m1\r\nDTSTAMP:20300101T000000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
     guest = "mailto:guest@partner.example.org"
-    spool.enqueue(ITipMessage("REQUEST", "m1", "mailto:alice@example.com", (guest,), cal), [guest],
+    spool.enqueue(itip_record(ITipMessage("REQUEST", "m1", "mailto:alice@example.com", (guest,), cal), [guest]),
                   after_failure=True)
     [entry] = spool.queued()
     assert entry.after_failure
