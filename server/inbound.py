@@ -205,7 +205,11 @@ def listener_settings(configuration: Configuration) -> ListenerSettings:
                             tls_cert=configuration.get("imip", "tls_certificate"),
                             tls_key=configuration.get("imip", "tls_key"),
                             max_bytes=configuration.get("imip", "max_size"),
-                            max_connections=configuration.get("imip", "max_connections"))
+                            max_connections=configuration.get("imip", "max_connections"),
+                            max_connections_per_client=configuration.get("imip", "max_connections_per_client"),
+                            command_timeout=configuration.get("imip", "command_timeout"),
+                            transaction_timeout=configuration.get("imip", "transaction_timeout"),
+                            min_data_rate=configuration.get("imip", "min_data_rate"))
 
 
 def receive_inbound(configuration: Configuration, stop: threading.Event) -> None:
