@@ -21,7 +21,6 @@ so a ``\n.\r\n`` inside a message never ends it early and cannot smuggle in a se
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import ssl
 import threading
@@ -34,6 +33,8 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from invito.plugins.imip.inbound_spool import InboundSpool
+from invito.plugins.imip.spool import out_of_space
+from invito.plugins.imip.tokens import redact
 
 logger = logging.getLogger("invito.imip")
 
@@ -41,7 +42,6 @@ PROTOCOLS = ("smtp", "lmtp")
 TEMPORARY_FAILURE = "451 4.3.0 temporary failure, try again later"
 NO_SPACE = "451 4.3.1 insufficient system storage, try again later"
 # aiosmtpd's own answers to an oversized message (SIZE= in MAIL, or too much DATA): no RFC 3463 code.
-_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _AIOSMTPD_OVERSIZE = ("552 Error: message size exceeds fixed maximum message size", "552 Error: Too much mail data")
 
 
@@ -165,16 +165,16 @@ class _Handler:
         peer = _peer(session)
         if len(envelope.rcpt_tos) >= self.max_recipients:
             logger.info("inbound mail: refused recipient <%s> from %s: over %d recipients",
-                        _printable(address), peer, self.max_recipients)
+                        _logged(address), peer, self.max_recipients)
             return "452 4.5.3 too many recipients"
         try:
             ours = await asyncio.get_running_loop().run_in_executor(None, self.accepts, address)
         except Exception:
-            logger.exception("inbound mail: cannot tell whether <%s> is ours (peer %s)", _printable(address), peer)
+            logger.exception("inbound mail: cannot tell whether <%s> is ours (peer %s)", _logged(address), peer)
             return TEMPORARY_FAILURE
         if not ours:
             logger.info("inbound mail: refused unknown recipient <%s> from <%s>, peer %s",
-                        _printable(address), _printable(envelope.mail_from or ""), peer)
+                        _logged(address), _logged(envelope.mail_from or ""), peer)
             return "550 5.1.1 <%s>: no such recipient here" % _printable(address)
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
@@ -187,20 +187,16 @@ class _Handler:
         try:
             entry = await asyncio.get_running_loop().run_in_executor(
                 None, self.spool.accept, raw, mail_from, recipients, peer)
-        except OSError as e:
-            if e.errno not in _NO_SPACE_ERRNOS:
-                logger.exception("inbound mail from <%s> (peer %s) refused for now: cannot spool it",
-                                 _printable(mail_from), peer)
-                return TEMPORARY_FAILURE
-            logger.warning("inbound mail from <%s> (peer %s), %d bytes, refused for now: no space to spool it",
-                           _printable(mail_from), peer, len(raw))
-            return NO_SPACE
-        except Exception:
+        except Exception as e:
+            if out_of_space(e):
+                logger.warning("inbound mail from <%s> (peer %s), %d bytes, refused for now: no space to spool it",
+                               _logged(mail_from), peer, len(raw))
+                return NO_SPACE
             logger.exception("inbound mail from <%s> (peer %s) refused for now: cannot spool it",
-                             _printable(mail_from), peer)
+                             _logged(mail_from), peer)
             return TEMPORARY_FAILURE
-        logger.info("inbound mail %s accepted: from <%s> to %s, %d bytes, peer %s", entry.id, _printable(mail_from),
-                    ", ".join("<%s>" % _printable(r) for r in recipients), len(raw), peer)
+        logger.info("inbound mail %s accepted: from <%s> to %s, %d bytes, peer %s", entry.id, _logged(mail_from),
+                    ", ".join("<%s>" % _logged(r) for r in recipients), len(raw), peer)
         return "250 2.0.0 queued as %s" % entry.id
 
 
@@ -395,5 +391,10 @@ def _format_peer(peer: Any) -> str:
 
 
 def _printable(text: str) -> str:
-    """Sender-chosen text fit for a log line or a reply: no control characters, no lone surrogates."""
+    """Sender-chosen text fit for a reply: no control characters, no lone surrogates."""
     return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def _logged(address: str) -> str:
+    """An address fit for a log line: printable, and a reply token in it shown only by its tag."""
+    return redact(_printable(address))

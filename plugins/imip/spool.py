@@ -17,6 +17,7 @@ file saying why, where an admin can read it or move it back into ``queue/`` to t
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -236,6 +237,19 @@ def arrival_event(queue: str) -> threading.Event:
     """The one event per queue folder in this process, set when something arrives in it."""
     with _ARRIVED_LOCK:
         return _ARRIVED.setdefault(os.path.abspath(queue), threading.Event())
+
+
+def out_of_space(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is a full disk or quota: nothing wrong with what was being
+    written, which must be kept and tried again once there is room, never refused or set aside."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def write_synced(path: str, data: bytes) -> None:
