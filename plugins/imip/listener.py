@@ -228,6 +228,10 @@ class _SmtpSession(SMTP):
             self._transaction_handle.cancel()
         super().connection_lost(error)
 
+    def eof_received(self) -> bool | None:
+        super().eof_received()
+        return False  # close now: a client that hung up says nothing more, and its slot is free at once
+
     async def smtp_DATA(self, arg: str) -> None:
         """DATA read through a reader that normalizes bare LF and keeps time against ``min_data_rate``."""
         reader = self._reader
@@ -247,7 +251,7 @@ class _SmtpSession(SMTP):
         self._data_deadline += size / self._settings.min_data_rate if self._settings.min_data_rate else 1e9
         remaining = min(self._settings.command_timeout, self._data_deadline - time.monotonic())
         if remaining <= 0:
-            self._hang_up("DATA slower than %g bytes/s" % self._settings.min_data_rate)
+            self._hang_up(self._too_slow())
         else:
             self._reset_timeout(remaining)
 
@@ -261,7 +265,11 @@ class _SmtpSession(SMTP):
             self._hang_up("no message within %g s" % self._settings.transaction_timeout)
 
     def _timeout_cb(self) -> None:
-        self._hang_up("idle or too slow" if self._in_data else "idle for %g s" % self._settings.command_timeout)
+        slow = self._in_data and time.monotonic() >= self._data_deadline - 0.01
+        self._hang_up(self._too_slow() if slow else "idle for %g s" % self._settings.command_timeout)
+
+    def _too_slow(self) -> str:
+        return "DATA slower than %g bytes/s" % self._settings.min_data_rate
 
     def _hang_up(self, why: str) -> None:
         """Close with a 421 the client can read (RFC 5321 §3.8), whatever it was doing."""
