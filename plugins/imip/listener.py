@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 import threading
 import time
@@ -130,7 +131,7 @@ class Listener:
 
     def _connection(self) -> asyncio.Protocol:
         """A new connection's protocol: a gate that admits it to a session or refuses it with 421."""
-        return _Gate(self._admit)
+        return _Gate(self._admit, self.settings.hostname)
 
     def _admit(self, transport: asyncio.BaseTransport) -> asyncio.Protocol | str:
         """A session for a new connection, or why it is refused (the cap, or its address's share)."""
@@ -248,7 +249,8 @@ class _SmtpSession(SMTP):
 
     def _data_received(self, size: int) -> None:
         """Each DATA line earns its share of time; the next must come before the idle or the rate limit."""
-        self._data_deadline += size / self._settings.min_data_rate if self._settings.min_data_rate else 1e9
+        rate = self._settings.min_data_rate
+        self._data_deadline += size / rate if rate else math.inf
         remaining = min(self._settings.command_timeout, self._data_deadline - time.monotonic())
         if remaining <= 0:
             self._hang_up(self._too_slow())
@@ -311,8 +313,9 @@ class _Gate(asyncio.Protocol):
     """A new connection, before it has a session: the peer address is known only now. Admitted, the
     transport is handed to its session; refused, 421 instead of the greeting, then hang up (RFC 5321 §3.8)."""
 
-    def __init__(self, admit: Callable[[asyncio.BaseTransport], asyncio.Protocol | str]) -> None:
+    def __init__(self, admit: Callable[[asyncio.BaseTransport], asyncio.Protocol | str], hostname: str) -> None:
         self._admit = admit
+        self.hostname = hostname
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         admitted = self._admit(transport)
@@ -323,7 +326,7 @@ class _Gate(asyncio.Protocol):
         logger.warning("inbound mail: refused a connection from %s: %s",
                        _format_peer(transport.get_extra_info("peername")), admitted)
         assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(b"421 4.7.0 too many connections, try again later\r\n")
+        transport.write(("421 4.7.0 %s too many connections, try again later\r\n" % self.hostname).encode("ascii"))
         transport.close()
 
 
