@@ -284,6 +284,7 @@ def test_the_log_names_reply_tokens_by_a_tag_only(site: Site) -> None:
     assert re.search(r"inbound mail \S+ accepted: from <grace@client\.example\.net> to "
                      r"<invito\+tok-[0-9a-f]{10}@cal\.example\.com>", log)
     assert token.group(1) not in log.lower()
+    assert not re.search(r"invito\+[a-z2-7]{32}@", log, re.IGNORECASE)  # nor any other guest's, all module long
 
 
 def test_files_created_under_a_loose_umask_are_private(site: Site) -> None:

@@ -114,3 +114,30 @@ def test_a_message_at_a_fair_rate_is_not_cut(serve: Serve, spool: InboundSpool) 
     assert conn.reply().startswith("250 ")
     conn.close()
     assert len(spool.pending()) == 1
+
+
+def test_each_message_gives_the_connection_time_for_the_next(serve: Serve, spool: InboundSpool) -> None:
+    conn = Raw(serve(command_timeout=5, transaction_timeout=0.8).port)
+    open_transaction(conn)
+    for number in range(3):  # 1.5 s in all on one connection, each message well within 0.8 s of the last
+        conn.sock.sendall(b"Subject: %d\r\n\r\nyes\r\n.\r\n" % number)
+        assert conn.reply().startswith("250 ")
+        time.sleep(0.5)
+        if number < 2:
+            assert conn.say("MAIL FROM:<%s>" % GUEST).startswith("250 ")
+            assert conn.say("RCPT TO:<%s>" % OURS[0]).startswith("250 ")
+            assert conn.say("DATA").startswith("354 ")
+    conn.close()
+    assert len(spool.pending()) == 3
+
+
+def test_without_a_minimum_rate_only_silence_cuts_data(serve: Serve, spool: InboundSpool) -> None:
+    conn = Raw(serve(command_timeout=0.5, min_data_rate=0).port)
+    open_transaction(conn)
+    for _ in range(12):  # 1.2 s at 30 bytes/s
+        conn.sock.sendall(b"x\r\n")
+        time.sleep(0.1)
+    conn.sock.sendall(b".\r\n")
+    assert conn.reply().startswith("250 ")
+    conn.close()
+    assert len(spool.pending()) == 1
