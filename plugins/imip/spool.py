@@ -228,9 +228,19 @@ def _encode(record: dict) -> bytes:
     return json.dumps(record).encode("utf-8")
 
 
-def _write(path: str, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
+def _write(path: str, data: bytes, sync: bool = False) -> None:
+    """Write a whole new file; one that fails (a full disk) is removed at once, never left half-written
+    to take the room the next write needs."""
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        raise
 
 
 def arrival_event(queue: str) -> threading.Event:
@@ -253,10 +263,7 @@ def out_of_space(error: BaseException) -> bool:
 
 
 def write_synced(path: str, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    _write(path, data, sync=True)
 
 
 def fsync_dir(path: str) -> None:

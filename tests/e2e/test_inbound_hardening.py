@@ -67,7 +67,7 @@ class Site:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             new = self.reasons() - before
-            if new:
+            if new and all(path.with_suffix(".json").exists() for path in new):  # the move is complete
                 [path] = new
                 return path.read_text()
             time.sleep(0.1)

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""A full disk is a reason to wait, never to refuse or set aside: the spool removes what a failed write
+"""A full disk is a reason to wait, never to refuse or set aside: the spools remove what a failed write
 left at once, and a reply that cannot be applied for lack of space stays queued and is applied later."""
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import subprocess
 from pathlib import Path
 from typing import Iterator
 
+import icalendar
 import pytest
 
 from invito.plugins.imip.inbound_spool import InboundSpool
-from invito.plugins.imip.spool import out_of_space
+from invito.plugins.imip.spool import OutboundSpool, out_of_space
+from invito.plugins.itip import ITipMessage
 from invito.server.inbound import Processor
 from invito.storage import Storage
 from tests.unit.test_inbound_group_commit import REPLY, partstat, processor  # noqa: F401 (fixture)
@@ -73,3 +75,17 @@ def test_a_reply_that_meets_a_full_disk_stays_queued_and_is_applied_later(
     assert processor.process_batch() == 1
     assert processor.spool.pending() == []
     assert partstat(storage, "one") == "ACCEPTED"
+
+
+def test_an_outbound_message_too_big_for_the_disk_leaves_nothing_behind(small_disk: Path) -> None:
+    calendar = icalendar.Calendar()
+    event = icalendar.Event()
+    event.add("UID", "big")
+    event.add("DESCRIPTION", "d" * 200_000)
+    calendar.add_component(event)
+    spool = OutboundSpool(str(small_disk / "outbound"))
+    message = ITipMessage("REQUEST", "big", "mailto:alice@example.com", ("mailto:g@partner.org",), calendar)
+    with pytest.raises(OSError) as full:
+        spool.prepare(message, ["mailto:g@partner.org"])
+    assert full.value.errno == errno.ENOSPC
+    assert os.listdir(small_disk / "outbound" / "tmp") == []
