@@ -61,13 +61,10 @@ _TOKEN = re.compile(r"[A-Z][A-Z-]*")
 MAX_HOPS = 50  # Received headers, as Postfix's hopcount_limit
 # RFC 2045 §6.1; x-token encodings (and uuencode) are nothing a calendar client writes.
 _ENCODINGS = ("7bit", "8bit", "binary", "quoted-printable", "base64")
-# RFC 5545 §3.2.12 by component. An x-name or an unregistered iana-token is no answer a client can show:
-# RFC 5545 has it read as NEEDS-ACTION, and storing it would keep an unreadable value in the organizer's
-# event. RFC 5546 §3.2.3 lets a REPLY carry only a real answer, so anything else is refused.
+# RFC 5545 §3.2.12, by component (see _check_partstats).
 _PARTSTATS = {
     "VEVENT": {"NEEDS-ACTION", "ACCEPTED", "DECLINED", "TENTATIVE", "DELEGATED"},
     "VTODO": {"NEEDS-ACTION", "ACCEPTED", "DECLINED", "TENTATIVE", "DELEGATED", "COMPLETED", "IN-PROCESS"},
-    "VJOURNAL": {"NEEDS-ACTION", "ACCEPTED", "DECLINED"},
 }
 _BLANKS = re.compile(r"[ \t]+")
 _BEGIN = b"BEGIN:VCALENDAR"
@@ -358,6 +355,7 @@ def _read(part: Message, limits: Limits) -> Found:
     if not isinstance(calendar, icalendar.Calendar):
         raise _Rejected("the calendar part holds no VCALENDAR")
     _check_parsed(calendar)
+    _check_partstats(calendar)
     method = _method(calendar, _param(part, "method"))
     replace(calendar, "METHOD", method)
     return method, calendar
@@ -459,6 +457,17 @@ def _check_parsed(calendar: icalendar.Calendar) -> None:
                     texts.extend(str(item) for item in (value if isinstance(value, (list, tuple)) else [value]))
                 if any(_CONTROL.search(text) for text in texts):
                     raise _Rejected(f"the calendar's {name} has a control character in a parameter or address")
+
+
+def _check_partstats(calendar: icalendar.Calendar) -> None:
+    """Every PARTSTAT must be one RFC 5545 defines for its component.
+
+    RFC 5545 also allows x-names and IANA tokens registered later, but tells clients to read any value
+    they do not know as NEEDS-ACTION: such a value is no answer. A REPLY exists to carry the attendee's
+    answer (RFC 5546 §3.2.3), and storing an unreadable one would put a value in the organizer's event
+    that no client can show. So an empty value, an x-name (``X-FOO``) or any token not defined for the
+    component (``COMPLETED`` on an event) is refused, and the mail goes to the quarantine with the reason.
+    """
     for component in scheduled(calendar):
         for attendee in values(component, "ATTENDEE"):
             partstat = getattr(attendee, "params", {}).get("PARTSTAT")
