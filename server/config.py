@@ -260,7 +260,7 @@ INVITO_SCHEMA: types.CONFIG_SCHEMA = OrderedDict([
         ("max_connections_per_client", {
             "value": "10",
             "help": "simultaneous SMTP connections from one client address, so that no one sender takes "
-                    "every slot",
+                    "every slot (not for lmtp, where every connection is the MTA's)",
             "type": radicale_config.positive_int}),
         ("command_timeout", {
             "value": "60",

@@ -57,7 +57,7 @@ class ListenerSettings:
     max_bytes: int = 2_000_000      # advertised as SIZE and enforced
     max_recipients: int = 20
     max_connections: int = 50
-    max_connections_per_client: int = 10  # from one client address
+    max_connections_per_client: int = 10  # from one client address (SMTP; LMTP has one client, the MTA)
     command_timeout: float = 60.0   # idle time allowed before each command (and each DATA line)
     transaction_timeout: float = 60.0  # from the greeting or the previous message to the next DATA
     min_data_rate: float = 500.0    # bytes per second DATA must average, after command_timeout's grace
@@ -139,7 +139,9 @@ class Listener:
         if len(self._sessions) >= self.settings.max_connections:
             return "%d connections already open" % self.settings.max_connections
         host = _host(peer)
-        if sum(1 for s in self._sessions if _host(s.session.peer if s.session else None) == host) \
+        # Behind Postfix (LMTP) every connection is Postfix's own: only the total cap applies.
+        if self.settings.protocol == "smtp" and sum(
+                1 for s in self._sessions if _host(s.session.peer if s.session else None) == host) \
                 >= self.settings.max_connections_per_client:
             return "%d connections already open from %s" % (self.settings.max_connections_per_client, host)
         session = self._session_class(self._handler, self.settings, self._tls, self._loop)

@@ -141,3 +141,12 @@ def test_without_a_minimum_rate_only_silence_cuts_data(serve: Serve, spool: Inbo
     assert conn.reply().startswith("250 ")
     conn.close()
     assert len(spool.pending()) == 1
+
+
+def test_behind_an_mta_lmtp_connections_share_only_the_total_cap(serve: Serve) -> None:
+    listener = serve(protocol="lmtp", max_connections=6, max_connections_per_client=2)
+    conns = [Raw(listener.port) for _ in range(7)]  # Postfix delivers in parallel, all from 127.0.0.1
+    greetings = [conn.line()[:4] for conn in conns]
+    assert greetings == ["220 "] * 6 + ["421 "]
+    for conn in conns:
+        conn.close()
