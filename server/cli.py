@@ -36,6 +36,9 @@ BCRYPT_MAX_BYTES = 72  # bcrypt ignores (or refuses) anything longer
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Calendars, spooled mail and reply tokens are private, also when run by hand with a umask of 022
+    # (the systemd unit's UMask=0077 is not there): every folder Invito creates is 0700, every file 0600.
+    os.umask(0o077)
     args = _parser().parse_args(argv)
     try:
         return args.run(args)

@@ -257,6 +257,25 @@ INVITO_SCHEMA: types.CONFIG_SCHEMA = OrderedDict([
             "value": "50",
             "help": "simultaneous SMTP connections; more are told to come back later",
             "type": radicale_config.positive_int}),
+        ("max_connections_per_client", {
+            "value": "10",
+            "help": "simultaneous SMTP connections from one client address, so that no one sender takes "
+                    "every slot (not for lmtp, where every connection is the MTA's)",
+            "type": radicale_config.positive_int}),
+        ("command_timeout", {
+            "value": "60",
+            "help": "seconds a client may stay silent before each command or message line; then it is cut off",
+            "type": radicale_config.positive_float}),
+        ("transaction_timeout", {
+            "value": "60",
+            "help": "seconds a connection has, from its greeting or its previous message, to start sending "
+                    "the next message (DATA); connections that only hold a slot are cut off",
+            "type": radicale_config.positive_float}),
+        ("min_data_rate", {
+            "value": "500",
+            "help": "bytes per second a message must arrive at on average (after command_timeout's grace); "
+                    "slower senders are cut off (0: no limit)",
+            "type": radicale_config.positive_float}),
         ("from_mismatch", {
             "value": "flag",
             "help": "a reply whose From is not the guest's address (people answer from aliases): flag "

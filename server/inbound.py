@@ -26,7 +26,8 @@ from invito.plugins.imip.extract import Inbound, Kind, extract
 from invito.plugins.imip.inbound_spool import InboundEntry, InboundSpool
 from invito.plugins.imip.listener import Listener, ListenerSettings
 from invito.plugins.imip.sender import wait_until
-from invito.plugins.imip.tokens import ReplyToken, ReplyTokens
+from invito.plugins.imip.spool import out_of_space
+from invito.plugins.imip.tokens import ReplyToken, ReplyTokens, redact
 from invito.plugins.imip.triage import Action, Decision, Policy, Recipient, triage
 from invito.plugins.itip import Applied, ITipMessage, Refused, with_schedule_status
 from invito.plugins.itip.address import normalize
@@ -40,6 +41,7 @@ logger = logging.getLogger("invito.imip")
 
 _HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 BATCH = 50  # messages applied per flush to disk
+_NO_SPACE = "inbound %s: no space left on disk to process it; kept in the queue, tried again in a few seconds"
 
 
 class Processor:
@@ -100,19 +102,31 @@ class Processor:
         after a crash changes nothing, so nothing is lost and nothing is fsynced once per file."""
         batch = self.spool.pending()[:BATCH]
         outcomes = []
+        full = False
         with self.storage.deferred_sync():
             for entry in batch:
                 try:
                     outcomes.append((entry, self._handle(entry)))
-                except Exception:  # a bug must not stop the queue: keep the mail, say why, go on
-                    logger.exception("inbound %s: unexpected error", entry.id)
+                except Exception as e:
+                    if out_of_space(e):  # not the message's fault: it stays queued, as do the ones after it
+                        logger.warning(_NO_SPACE, entry.id)
+                        full = True
+                        break
+                    logger.exception("inbound %s: unexpected error", entry.id)  # a bug must not stop the queue
                     outcomes.append((entry, ["internal error while processing (see the server log)"]))
         for entry, problems in outcomes:
-            if problems:
-                self.spool.quarantine(entry, "\n".join(problems))
-            else:
-                self.spool.done(entry)
-        return len(batch)
+            try:
+                if problems:
+                    self.spool.quarantine(entry, "\n".join(problems))
+                else:
+                    self.spool.done(entry)
+            except OSError as e:
+                if not out_of_space(e):
+                    raise
+                logger.warning(_NO_SPACE, entry.id)
+                full = True
+                break
+        return 0 if full else len(batch)  # 0: wait before trying again, as after an empty queue
 
     def _handle(self, entry: InboundEntry) -> list[str]:
         """Apply one spooled message for each of its recipients; what could not be applied, and why."""
@@ -123,14 +137,14 @@ class Processor:
         for address in entry.recipients:
             recipient = self.recipient(address)
             if recipient is None:
-                problems.append(f"{address}: no longer a recipient here")
+                problems.append(f"{redact(address)}: no longer a recipient here")
                 continue
             if mail.kind is Kind.NO_CALENDAR and recipient.token is not None:
                 problem = self.forward_to_organizer(raw, entry.mail_from, recipient.token, "inbound " + entry.id)
             else:
                 problem = self.answer(mail, recipient, verdict, "inbound " + entry.id)
             if problem:
-                problems.append(f"{address}: {problem}")
+                problems.append(f"{redact(address)}: {problem}")
         return problems
 
     def answer(self, mail: Inbound, recipient: Recipient, verdict: Verdict | None, source: str) -> str | None:
@@ -266,7 +280,11 @@ def listener_settings(configuration: Configuration) -> ListenerSettings:
                             tls_cert=configuration.get("imip", "tls_certificate"),
                             tls_key=configuration.get("imip", "tls_key"),
                             max_bytes=configuration.get("imip", "max_size"),
-                            max_connections=configuration.get("imip", "max_connections"))
+                            max_connections=configuration.get("imip", "max_connections"),
+                            max_connections_per_client=configuration.get("imip", "max_connections_per_client"),
+                            command_timeout=configuration.get("imip", "command_timeout"),
+                            transaction_timeout=configuration.get("imip", "transaction_timeout"),
+                            min_data_rate=configuration.get("imip", "min_data_rate"))
 
 
 def receive_inbound(configuration: Configuration, stop: threading.Event) -> None:

@@ -8,9 +8,16 @@ the calendar in many ways (inline ``text/calendar``, an ``.ics`` attachment of a
 message); the inline part is the one mail programs act on, so it wins over attachments. Bounces and
 auto-replies quote our own invitations and are told apart from real answers. Pure: bytes in, value out,
 and no input makes :func:`extract` raise.
+
+What a guest's mail program never sends is refused rather than guessed at: a second From header (whose
+author would the answer be? DMARC, RFC 7489 §6.6.1, refuses such mail too), more Received headers than
+Postfix's ``hopcount_limit`` (a mail loop), and in the calendar part an unknown Content-Transfer-Encoding,
+broken base64, a byte order mark, NUL characters, or a PARTSTAT that is not an answer.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
 import contextlib
 import enum
@@ -51,6 +58,14 @@ _MESSAGE_ID = re.compile(r"<[^<>\s\x00-\x1f\x7f]+>")
 _STATUS = re.compile(r"\b[245]\.\d{1,3}\.\d{1,3}\b")
 _TOO_FREQUENT = ("FREQ=SECONDLY", "FREQ=MINUTELY")
 _TOKEN = re.compile(r"[A-Z][A-Z-]*")
+MAX_HOPS = 50  # Received headers, as Postfix's hopcount_limit
+# RFC 2045 §6.1; x-token encodings (and uuencode) are nothing a calendar client writes.
+_ENCODINGS = ("7bit", "8bit", "binary", "quoted-printable", "base64")
+# RFC 5545 §3.2.12, by component (see _check_partstats).
+_PARTSTATS = {
+    "VEVENT": {"NEEDS-ACTION", "ACCEPTED", "DECLINED", "TENTATIVE", "DELEGATED"},
+    "VTODO": {"NEEDS-ACTION", "ACCEPTED", "DECLINED", "TENTATIVE", "DELEGATED", "COMPLETED", "IN-PROCESS"},
+}
 _BLANKS = re.compile(r"[ \t]+")
 _BEGIN = b"BEGIN:VCALENDAR"
 
@@ -116,6 +131,7 @@ def extract(raw: bytes, limits: Limits = Limits()) -> Inbound:
     try:
         message = _parse(raw, limits)
         leaves = _leaves(message, limits)
+        _check_headers(message)
         sender, message_id, subject = _sender(message), _message_id(message), _subject(message)
         kind, reason, found, bounce = _classify(message, leaves, limits)
     except _Rejected as exc:
@@ -178,6 +194,18 @@ def _leaves(message: Message, limits: Limits) -> list[tuple[Message, bool]]:
         else:
             leaves.append((part, quoted))
     return leaves
+
+
+def _check_headers(message: Message) -> None:
+    """Refuse mail whose author is ambiguous or that is going round in a loop."""
+    senders = len(_headers(message, "From"))
+    if senders > 1:
+        raise _Rejected(f"the message has {senders} From headers, so its author is unknown "
+                        "(RFC 5322 allows one; DMARC, RFC 7489 §6.6.1, refuses such mail)")
+    hops = len(_headers(message, "Received"))
+    if hops > MAX_HOPS:
+        raise _Rejected(f"the message passed through {hops} mail servers (more than {MAX_HOPS} Received "
+                        "headers): a mail loop")
 
 
 def _param(part: Message, name: str) -> str:
@@ -308,12 +336,16 @@ def _is_ics(part: Message) -> bool:
 # --- the calendar -------------------------------------------------------------------------------------
 
 def _read(part: Message, limits: Limits) -> Found:
-    data = part.get_payload(decode=True)
-    if not isinstance(data, bytes) or not data.strip():
+    data = _payload(part)
+    if not data.strip():
         raise _Rejected("the calendar part is empty")
     if len(data) > limits.max_calendar_bytes:
         raise _Rejected(f"the calendar is larger than {limits.max_calendar_bytes} bytes")
-    text = _decode(data, part).lstrip("\ufeff")
+    text = _decode(data, part)
+    if "\ufeff" in text:
+        raise _Rejected("the calendar part has a byte order mark (BOM): not iCalendar text")
+    if "\x00" in text:
+        raise _Rejected("the calendar part has NUL characters: not iCalendar text")
     _check_lines(text, limits)
     try:
         with _zones_of_this_message_only():
@@ -323,9 +355,28 @@ def _read(part: Message, limits: Limits) -> Found:
     if not isinstance(calendar, icalendar.Calendar):
         raise _Rejected("the calendar part holds no VCALENDAR")
     _check_parsed(calendar)
+    _check_partstats(calendar)
     method = _method(calendar, _param(part, "method"))
     replace(calendar, "METHOD", method)
     return method, calendar
+
+
+def _payload(part: Message) -> bytes:
+    """The part's bytes, decoded strictly: the ``email`` package skips what it cannot decode, so a
+    damaged calendar would be read as another, shorter one."""
+    encoding = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower() or "7bit"
+    if encoding not in _ENCODINGS:
+        raise _Rejected(f"the calendar part's Content-Transfer-Encoding {_one_line(encoding, 40)!r} is unknown")
+    if encoding != "base64":
+        data = part.get_payload(decode=True)
+        return data if isinstance(data, bytes) else b""
+    text = part.get_payload()
+    if not isinstance(text, str):
+        return b""
+    try:
+        return base64.b64decode("".join(text.split()).encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise _Rejected("the calendar part's base64 is broken") from None
 
 
 @contextlib.contextmanager
@@ -406,6 +457,25 @@ def _check_parsed(calendar: icalendar.Calendar) -> None:
                     texts.extend(str(item) for item in (value if isinstance(value, (list, tuple)) else [value]))
                 if any(_CONTROL.search(text) for text in texts):
                     raise _Rejected(f"the calendar's {name} has a control character in a parameter or address")
+
+
+def _check_partstats(calendar: icalendar.Calendar) -> None:
+    """Every PARTSTAT must be one RFC 5545 defines for its component.
+
+    RFC 5545 also allows x-names and IANA tokens registered later, but tells clients to read any value
+    they do not know as NEEDS-ACTION: such a value is no answer. A REPLY exists to carry the attendee's
+    answer (RFC 5546 §3.2.3), and storing an unreadable one would put a value in the organizer's event
+    that no client can show. So an empty value, an x-name (``X-FOO``) or any token not defined for the
+    component (``COMPLETED`` on an event) is refused, and the mail goes to the quarantine with the reason.
+    """
+    for component in scheduled(calendar):
+        for attendee in values(component, "ATTENDEE"):
+            partstat = getattr(attendee, "params", {}).get("PARTSTAT")
+            if partstat is not None and (not isinstance(partstat, str)
+                                         or partstat.upper() not in _PARTSTATS.get(component.name, ())):
+                shown = _one_line(str(partstat), 40)
+                raise _Rejected(f"the calendar's ATTENDEE {normalize(str(attendee))} has PARTSTAT={shown}, "
+                                f"which is no answer to a {component.name} (RFC 5545 §3.2.12)")
 
 
 def _method(calendar: icalendar.Calendar, content_type_method: str) -> str:

@@ -5,7 +5,8 @@ An entry is two files in ``queue/``: ``<id>.eml`` (the message exactly as receiv
 envelope). Both are written and fsynced under ``tmp/`` and renamed into ``queue/`` message first, envelope
 last, so an entry exists exactly when its ``.json`` does: a crash at any point leaves either a complete
 entry or leftovers that nobody acknowledged (the sending server got no reply and sends again), which
-``pending`` ignores and, once they are clearly abandoned, removes.
+``pending`` ignores and, once they are clearly abandoned, removes. A write that fails (a full disk)
+removes its own partial files at once, so they never crowd out the next message.
 
 ``done`` removes the envelope first, then the message. It does not fsync: after a power cut the worst
 case is a message processed twice, which applying an iTIP reply tolerates. ``quarantine`` moves an entry
@@ -24,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 
 from invito.plugins.imip.spool import arrival_event, fsync_dir, write_synced
+from invito.plugins.imip.tokens import redact
 
 logger = logging.getLogger("invito.imip")
 
@@ -68,7 +70,7 @@ class InboundSpool:
         with ``reason``, never passing through the queue; returns the quarantine folder."""
         entry = self._store(raw, mail_from, recipients, peer, self.quarantined)
         write_synced(os.path.join(self.quarantined, entry.id + ".reason"), _explain(entry, reason).encode("utf-8"))
-        logger.warning("inbound %s from %s set aside in %s: %s", entry.id, peer, self.quarantined, reason)
+        logger.warning("inbound %s from %s set aside in %s: %s", entry.id, peer, self.quarantined, redact(reason))
         return self.quarantined
 
     def _store(self, raw: bytes, mail_from: str, recipients: list[str], peer: str, folder: str) -> InboundEntry:
@@ -78,8 +80,17 @@ class InboundSpool:
         os.makedirs(self._tmp, exist_ok=True)
         os.makedirs(folder, exist_ok=True)
         names = (entry_id + ".eml", entry_id + ".json")
-        write_synced(os.path.join(self._tmp, names[0]), raw)
-        write_synced(os.path.join(self._tmp, names[1]), json.dumps(envelope).encode("utf-8"))
+        staged = [os.path.join(self._tmp, name) for name in names]
+        try:
+            write_synced(staged[0], raw)
+            write_synced(staged[1], json.dumps(envelope).encode("utf-8"))
+        except BaseException:
+            # Nobody was told "250": the sender sends again. Remove the partial files now, not in an hour:
+            # on a full disk they would hold the room a later, smaller message needs.
+            for path in staged:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            raise
         for name in names:  # the envelope last: it is what makes the entry exist
             os.rename(os.path.join(self._tmp, name), os.path.join(folder, name))
         fsync_dir(folder)
@@ -123,7 +134,7 @@ class InboundSpool:
                 os.rename(path, os.path.join(self.quarantined, os.path.basename(path)))
         fsync_dir(self.quarantined)
         fsync_dir(self.queue)
-        logger.warning("inbound mail %s quarantined in %s: %s", entry.id, self.quarantined, reason)
+        logger.warning("inbound mail %s quarantined in %s: %s", entry.id, self.quarantined, redact(reason))
         return self.quarantined
 
     def _clean(self, orphans: list[str]) -> None:

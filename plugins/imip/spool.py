@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -338,9 +339,19 @@ def _encode(record: dict) -> bytes:
     return json.dumps(record).encode("utf-8")
 
 
-def _write(path: str, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
+def _write(path: str, data: bytes, sync: bool = False) -> None:
+    """Write a whole new file; one that fails (a full disk) is removed at once, never left half-written
+    to take the room the next write needs."""
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        raise
 
 
 def arrival_event(queue: str) -> threading.Event:
@@ -349,11 +360,21 @@ def arrival_event(queue: str) -> threading.Event:
         return _ARRIVED.setdefault(os.path.abspath(queue), threading.Event())
 
 
+def out_of_space(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is a full disk or quota: nothing wrong with what was being
+    written, which must be kept and tried again once there is room, never refused or set aside."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def write_synced(path: str, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    _write(path, data, sync=True)
 
 
 def fsync_dir(path: str) -> None:

@@ -24,6 +24,7 @@ from invito.plugins.itip.components import values
 
 TOKEN_BYTES = 20  # 160 bits
 _TOKEN = re.compile(r"[a-z2-7]{32}")
+_TOKEN_IN_TEXT = re.compile(r"(?<![A-Za-z0-9])[A-Za-z2-7]{32}(?![A-Za-z0-9])")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,17 @@ class ReplyTokens:
             with open(path, "rb") as f:
                 self._key = f.read()
         return self._key
+
+
+def tag(token: str) -> str:
+    """A short name for a token in logs. The token is also the guest's RSVP key, so a log must never
+    hold it: this names it for matching log lines up, and cannot be turned back into it."""
+    return "tok-" + hashlib.sha256(token.lower().encode("ascii", "replace")).hexdigest()[:10]
+
+
+def redact(text: str) -> str:
+    """``text`` (an address, a log line) with anything shaped like a token replaced by its :func:`tag`."""
+    return _TOKEN_IN_TEXT.sub(lambda match: tag(match.group()), text)
 
 
 def reply_address(template: str, token: str) -> str:

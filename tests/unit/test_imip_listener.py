@@ -154,7 +154,8 @@ def test_spool_failure_is_451_without_details(serve: Serve, spool: InboundSpool,
     with client(serve()) as smtp:
         with pytest.raises(smtplib.SMTPDataError) as refused:
             smtp.sendmail(GUEST, [OURS[0]], MESSAGE)
-        assert (refused.value.smtp_code, refused.value.smtp_error) == (451, b"4.3.0 temporary failure, try again later")
+        assert (refused.value.smtp_code, refused.value.smtp_error) == (
+            451, b"4.3.1 insufficient system storage, try again later")  # RFC 3463: no path, no errno text
         monkeypatch.undo()
         assert smtp.sendmail(GUEST, [OURS[0]], MESSAGE) == {}  # the session goes on: the sender retries
     assert len(spool.pending()) == 1
@@ -212,27 +213,10 @@ def test_an_idle_connection_is_closed(serve: Serve) -> None:
     conn = Raw(listener.port)
     assert conn.line().startswith("220 ")
     started = time.monotonic()
+    assert conn.line().startswith("421 4.4.2 ")
     assert conn.line() == ""
     assert time.monotonic() - started < 2
     conn.close()
-
-
-def test_the_data_phase_has_its_own_time_limit(serve: Serve, spool: InboundSpool) -> None:
-    listener = serve(command_timeout=5, data_timeout=0.3)
-    conn = Raw(listener.port)
-    conn.line()
-    conn.say("EHLO client.example.org")
-    conn.say("MAIL FROM:<%s>" % GUEST)
-    conn.say("RCPT TO:<%s>" % OURS[0])
-    assert conn.say("DATA").startswith("354 ")
-    started = time.monotonic()
-    for _ in range(3):  # lines keep coming, yet the limit holds for the whole DATA phase
-        conn.send("Subject: slow")
-        time.sleep(0.05)
-    assert conn.line() == ""
-    assert time.monotonic() - started < 2
-    conn.close()
-    assert spool.pending() == []
 
 
 def lmtp_transaction(conn: Raw, recipients: list[str]) -> list[str]:
