@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import threading
+import time
 
 import icalendar
 import radicale.storage
@@ -21,7 +22,7 @@ from radicale.config import Configuration
 
 from invito.plugins.imip.authentication import Verdict, authenticate
 from invito.plugins.imip.extract import Inbound, Kind, extract
-from invito.plugins.imip.inbound_spool import InboundEntry, InboundSpool
+from invito.plugins.imip.inbound_spool import MAX_UNFINISHED, InboundEntry, InboundSpool
 from invito.plugins.imip.listener import Listener, ListenerSettings
 from invito.plugins.imip.sender import wait_until
 from invito.plugins.imip.tokens import ReplyToken, ReplyTokens
@@ -29,6 +30,7 @@ from invito.plugins.imip.triage import Action, Decision, Policy, Recipient, tria
 from invito.plugins.itip import Applied, ITipMessage, Refused, with_schedule_status
 from invito.plugins.itip.address import normalize
 from invito.plugins.itip.components import find_attendee, scheduled
+from invito.plugins.itip.recurrence import deadline
 from invito.storage import Storage
 from invito.storage.scheduling import Notification
 
@@ -53,6 +55,7 @@ class Processor:
         self.policy = Policy(configuration.get("imip", "from_mismatch"), configuration.get("imip", "authentication"))
         self._authserv_id = configuration.get("imip", "authserv_id")
         self._notify = configuration.get("imip", "notify_organizer")
+        self._time_limit = configuration.get("imip", "processing_timeout")
 
     # -- the listener's question --------------------------------------------------------------------------
 
@@ -95,11 +98,18 @@ class Processor:
         outcomes = []
         with self.storage.deferred_sync():
             for entry in batch:
+                if self.spool.start(entry) >= MAX_UNFINISHED:  # it crashed or hung the server before
+                    logger.error("inbound %s: processing crashed or timed out %d times; set aside", entry.id,
+                                 MAX_UNFINISHED)
+                    outcomes.append((entry, [f"processing crashed or timed out {MAX_UNFINISHED} times"]))
+                    continue
                 try:
-                    outcomes.append((entry, self._handle(entry)))
+                    with deadline(time.monotonic() + self._time_limit, time.monotonic):  # recurrence checks stop
+                        outcomes.append((entry, self._handle(entry)))
                 except Exception:  # a bug must not stop the queue: keep the mail, say why, go on
                     logger.exception("inbound %s: unexpected error", entry.id)
                     outcomes.append((entry, ["internal error while processing (see the server log)"]))
+                self.spool.finish(entry)
         for entry, problems in outcomes:
             if problems:
                 self.spool.quarantine(entry, "\n".join(problems))
