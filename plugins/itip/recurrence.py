@@ -37,6 +37,7 @@ _FINER = {"SECONDLY": (), "MINUTELY": ("SECOND",), "HOURLY": ("MINUTE", "SECOND"
           "DAILY": ("HOUR", "MINUTE", "SECOND")}
 _WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 _WALKED = ("COUNT", "BYSETPOS", "BYWEEKNO")  # parts that need the series walked from its start
+_APPROXIMATE = {**_PERIOD, "WEEKLY": 7 * 86400, "MONTHLY": 28 * 86400, "YEARLY": 365 * 86400}  # shortest periods
 
 
 class RecurrenceTooComplex(Exception):
@@ -191,6 +192,25 @@ def continues_after(master: Component, moment: datetime, length: timedelta) -> b
             if ongoing(found if isinstance(start, datetime) else found.date()):
                 return True
     return False
+
+
+def walk_cost(master: Component, until: datetime) -> float:
+    """An upper estimate of the steps walking ``master``'s rules from DTSTART up to ``until`` (aware) takes,
+    for callers that cannot bound a walk they do not run themselves (Radicale's time-range filter)."""
+    start = decoded(master, "DTSTART")
+    if start is None:
+        return 0
+    span = max((until - _aware(start, until)).total_seconds(), 0.0)
+    cost = 0.0
+    for rule in values(master, "RRULE"):
+        freq = str(rule.get("FREQ", [""])[0]).upper()
+        interval = max(int(rule.get("INTERVAL", [1])[0]), 1)
+        expansions = 1
+        for name, parts in rule.items():
+            if name.startswith("BY") and name != "BYSETPOS":
+                expansions *= max(len(parts), 1)
+        cost += (span / (_APPROXIMATE.get(freq, 1) * interval) + 1) * expansions
+    return cost
 
 
 def _aware(value: date | datetime, reference: datetime) -> datetime:

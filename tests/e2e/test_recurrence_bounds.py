@@ -233,3 +233,29 @@ def test_a_message_whose_processing_never_finishes_is_set_aside_after_two_runs(s
     assert not list(queue.glob("*"))
     organizers_copy(site.srv, uid)
     assert str(attendee(organizers_copy(site.srv, uid), GRACE).params["PARTSTAT"]) == "NEEDS-ACTION"
+
+
+QUERY = """<?xml version="1.0" encoding="utf-8"?>
+<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">
+  <D:prop><D:getetag/></D:prop>
+  <C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">
+    <C:time-range start="{start}" end="{end}"/>
+  </C:comp-filter></C:comp-filter></C:filter>
+</C:calendar-query>"""
+
+
+def test_a_time_range_query_over_a_dense_series_begun_long_ago_answers(site: Site) -> None:
+    """What every client does to show a week: Radicale's own check walked the series from 2020 a second
+    at a time, holding the storage lock."""
+    uid, _ = invite(site, "FREQ=SECONDLY", start="20200110T090000")
+    other = str(uuid.uuid4())  # long over: not in the week, and no mail goes out for it
+    site.srv.principal("alice").calendar(cal_id="work").save_event(
+        review(other, start="20200110T090000", extra=("RRULE:FREQ=DAILY;COUNT=3",)))
+    week = time.strftime("%Y%m%dT000000Z", time.gmtime())
+    began = time.monotonic()
+    response = requests.request("REPORT", f"{site.srv.url}alice/work/", auth=("alice", PASSWORD), timeout=10,
+                                headers={"Depth": "1", "Content-Type": "application/xml"},
+                                data=QUERY.format(start=week, end=week[:8] + "T235959Z"))
+    assert response.status_code == 207 and time.monotonic() - began < 3
+    assert f"/alice/work/{uid}.ics" in response.text and f"/alice/work/{other}.ics" not in response.text
+    organizers_copy(site.srv, uid)

@@ -11,7 +11,8 @@ import pytest
 from dateutil.rrule import rrulestr
 
 from invito.plugins.itip import Refused, apply
-from invito.plugins.itip.recurrence import RecurrenceTooComplex, continues_after, deadline, is_occurrence
+from invito.plugins.itip.recurrence import (MAX_STEPS, RecurrenceTooComplex, continues_after, deadline, is_occurrence,
+                                             walk_cost)
 from invito.plugins.rsvp.answer import State, assess
 
 from tests.unit.itip_helpers import NOW, ROME, calendar, in_rome, vevent
@@ -145,3 +146,13 @@ def test_rsvp_page_of_an_uncheckable_occurrence_says_so() -> None:
     assert assess(stored, "mailto:bob@example.com", "20991231T235959Z", NOW).state is State.TOO_COMPLEX
     assert assess(calendar(SERIES), "mailto:bob@example.com", "20991231T235959Z", NOW).state is State.OPEN
     assert assess(calendar(in_rome(SERIES), ROME), "mailto:bob@example.com", None, NOW).state is State.OPEN
+
+
+def test_walk_cost_tells_dense_old_series_from_ordinary_ones() -> None:
+    week_later = datetime(2030, 1, 8, tzinfo=timezone.utc)
+    assert walk_cost(master("FREQ=SECONDLY"), week_later) > MAX_STEPS
+    assert walk_cost(master("FREQ=HOURLY;BYMINUTE=0,15,30,45"), week_later) < MAX_STEPS
+    assert walk_cost(master("FREQ=DAILY", "DTSTART:19700101T090000Z"), week_later) < MAX_STEPS
+    assert walk_cost(master("FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR", "DTSTART:19700101T090000Z"), week_later) < MAX_STEPS
+    assert walk_cost(master("FREQ=DAILY;BYHOUR=9,10,11,12;BYMINUTE=0,30", "DTSTART:19700101T090000Z"),
+                     week_later) > MAX_STEPS
