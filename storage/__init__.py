@@ -181,7 +181,10 @@ def _get(configuration: config.Configuration, section: str, option: str, default
 def _costly_to_walk(item: radicale_item.Item, until: datetime) -> bool:
     if "RRULE" not in item.serialize():
         return False
-    cal = icalendar.Calendar.from_ical(item.serialize())
+    try:
+        cal = icalendar.Calendar.from_ical(item.serialize())
+    except ValueError:  # Radicale read it; let its own filter judge
+        return False
     return any(walk_cost(comp, until) > MAX_STEPS for comp in scheduled(cal) if "RRULE" in comp)
 
 

@@ -127,10 +127,15 @@ class InboundSpool:
         except (ValueError, UnicodeDecodeError):  # torn by a power cut: count it as one run
             unfinished = 1
         temporary = os.path.join(self._tmp, os.path.basename(path))
-        os.makedirs(self._tmp, exist_ok=True)
-        with open(temporary, "w", encoding="ascii") as f:
-            f.write(str(unfinished + 1))
-        os.replace(temporary, path)
+        try:
+            os.makedirs(self._tmp, exist_ok=True)
+            with open(temporary, "w", encoding="ascii") as f:
+                f.write(str(unfinished + 1))
+            os.replace(temporary, path)
+        except OSError as e:  # e.g. a full disk: processing goes on, this run is just not counted
+            logger.warning("inbound %s: could not count the processing run: %s", entry.id, e)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(temporary)
         return unfinished
 
     def finish(self, entry: InboundEntry) -> None:

@@ -7,7 +7,8 @@ So membership for SECONDLY, MINUTELY, HOURLY and DAILY rules without COUNT or BY
 by arithmetic (the period index and each BYxxx part, as RFC 5545 §3.3.10 and dateutil define them); every
 other question walks the series under a :class:`Budget` of steps and, when the caller set one with
 :func:`deadline`, of time. Running out raises :class:`RecurrenceTooComplex`, which callers turn into a
-refusal with that reason (quarantine, error page), never a hang.
+refusal with that reason (quarantine, error page), never a hang. Walks run by others (Radicale's
+time-range filter, recurring_ical_events) are judged first by :func:`walk_cost`.
 
 The core stays pure: the clock is the caller's, injected through :func:`deadline`.
 """
@@ -57,7 +58,7 @@ def deadline(at: float, clock: Clock) -> Iterator[None]:
 
 @dataclass
 class Budget:
-    """Steps left for one question, and the caller's deadline if any."""
+    """Steps left for one question; the caller's :func:`deadline`, if any, is checked as they are spent."""
 
     steps: int = MAX_STEPS
 
@@ -187,7 +188,11 @@ def continues_after(master: Component, moment: datetime, length: timedelta) -> b
         if "COUNT" not in rule and "UNTIL" not in rule:
             return True
         budget = Budget()
-        for found in rrulestr(rule.to_ical().decode(), dtstart=_as_datetime(start)):
+        try:
+            walk = rrulestr(rule.to_ical().decode(), dtstart=_as_datetime(start))
+        except (ValueError, TypeError):  # a rule dateutil cannot evaluate: it may still be taking place
+            return True
+        for found in walk:
             budget.spend()
             if ongoing(found if isinstance(start, datetime) else found.date()):
                 return True
@@ -202,14 +207,17 @@ def walk_cost(master: Component, until: datetime) -> float:
         return 0
     span = max((until - _aware(start, until)).total_seconds(), 0.0)
     cost = 0.0
-    for rule in values(master, "RRULE"):
-        freq = str(rule.get("FREQ", [""])[0]).upper()
-        interval = max(int(rule.get("INTERVAL", [1])[0]), 1)
-        expansions = 1
-        for name, parts in rule.items():
-            if name.startswith("BY") and name != "BYSETPOS":
-                expansions *= max(len(parts), 1)
-        cost += (span / (_APPROXIMATE.get(freq, 1) * interval) + 1) * expansions
+    try:
+        for rule in values(master, "RRULE"):
+            freq = str(rule.get("FREQ", [""])[0]).upper()
+            interval = max(int(rule.get("INTERVAL", [1])[0]), 1)
+            expansions = 1
+            for name, parts in rule.items():
+                if name.startswith("BY") and name != "BYSETPOS":
+                    expansions *= max(len(parts), 1)
+            cost += (span / (_APPROXIMATE.get(freq, 1) * interval) + 1) * expansions
+    except ValueError:  # a broken rule (icalendar raises when it is read): whoever walks it skips it
+        return 0
     return cost
 
 

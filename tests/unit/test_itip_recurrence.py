@@ -11,6 +11,7 @@ import pytest
 from dateutil.rrule import rrulestr
 
 from invito.plugins.itip import Refused, apply
+from invito.plugins.itip.freebusy import busy_periods
 from invito.plugins.itip.recurrence import (MAX_STEPS, RecurrenceTooComplex, continues_after, deadline, is_occurrence,
                                              walk_cost)
 from invito.plugins.rsvp.answer import State, assess
@@ -156,3 +157,11 @@ def test_walk_cost_tells_dense_old_series_from_ordinary_ones() -> None:
     assert walk_cost(master("FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR", "DTSTART:19700101T090000Z"), week_later) < MAX_STEPS
     assert walk_cost(master("FREQ=DAILY;BYHOUR=9,10,11,12;BYMINUTE=0,30", "DTSTART:19700101T090000Z"),
                      week_later) > MAX_STEPS
+
+
+def test_free_busy_skips_a_series_too_costly_to_expand_and_keeps_the_others() -> None:
+    dense = calendar(vevent("RRULE:FREQ=SECONDLY", uid="dense", start="20200101T000000Z", end="20200101T000001Z"))
+    daily = calendar(vevent("RRULE:FREQ=DAILY", uid="daily", start="20200101T090000Z", end="20200101T100000Z"))
+    day = datetime(2030, 9, 2, tzinfo=timezone.utc)
+    assert busy_periods([dense, daily], day, day + timedelta(days=1), frozenset()) == [
+        (day + timedelta(hours=9), day + timedelta(hours=10), "BUSY")]
