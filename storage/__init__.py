@@ -45,8 +45,9 @@ class Collection(IndexedCollection):
 
     def get_filtered(self, filters: Iterable[ET.Element]) -> Iterator[tuple[radicale_item.Item, bool]]:
         """Radicale's, except that a series too costly to walk up to the queried range (a SECONDLY rule
-        begun long ago) counts as matching: Radicale's own check would walk it from DTSTART, holding the
-        storage lock for hours; the client, which expands series itself, gets one object too many."""
+        begun long ago) counts as matching: Radicale's own check would walk it from DTSTART for hours,
+        starving every other request of the interpreter; the client, which expands series itself, gets
+        one object too many instead."""
         _, _, end, _ = radicale_filter.simplify_prefilters(filters, self.tag)
         until = datetime.fromtimestamp(min(end, radicale_filter.TIMESTAMP_MAX - 86400), timezone.utc)
         for item, matched in super().get_filtered(filters):

@@ -246,7 +246,7 @@ QUERY = """<?xml version="1.0" encoding="utf-8"?>
 
 def test_a_time_range_query_over_a_dense_series_begun_long_ago_answers(site: Site) -> None:
     """What every client does to show a week: Radicale's own check walked the series from 2020 a second
-    at a time, holding the storage lock."""
+    at a time, for hours."""
     uid, _ = invite(site, "FREQ=SECONDLY", start="20200110T090000")
     other = str(uuid.uuid4())  # long over: not in the week, and no mail goes out for it
     site.srv.principal("alice").calendar(cal_id="work").save_event(
