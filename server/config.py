@@ -293,6 +293,11 @@ INVITO_SCHEMA: types.CONFIG_SCHEMA = OrderedDict([
                     "headers are trusted (it must remove such headers from incoming mail); empty: Invito "
                     "verifies DKIM signatures itself",
             "type": str}),
+        ("processing_timeout", {
+            "value": "10",
+            "help": "seconds the recurrence checks of one inbound message may take; a message needing more "
+                    "is quarantined with the reason instead of holding up the server",
+            "type": radicale_config.positive_float}),
         ("notify_organizer", {
             "value": "true",
             "help": "email the organizer when a guest answers or proposes a new time",

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import threading
+import time
 
 import icalendar
 import radicale.storage
@@ -23,7 +24,7 @@ from radicale.config import Configuration
 from invito.plugins.imip import forward
 from invito.plugins.imip.authentication import Verdict, authenticate
 from invito.plugins.imip.extract import Inbound, Kind, extract
-from invito.plugins.imip.inbound_spool import InboundEntry, InboundSpool
+from invito.plugins.imip.inbound_spool import MAX_UNFINISHED, InboundEntry, InboundSpool
 from invito.plugins.imip.listener import Listener, ListenerSettings
 from invito.plugins.imip.sender import wait_until
 from invito.plugins.imip.spool import out_of_space
@@ -32,6 +33,7 @@ from invito.plugins.imip.triage import Action, Decision, Policy, Recipient, tria
 from invito.plugins.itip import Applied, ITipMessage, Refused, with_schedule_status
 from invito.plugins.itip.address import normalize
 from invito.plugins.itip.components import find_attendee, scheduled
+from invito.plugins.itip.recurrence import deadline
 from invito.storage import Storage
 from invito.plugins.rsvp.ratelimit import RateLimiter
 from invito.storage.scheduling import Notification, for_organizer
@@ -62,6 +64,7 @@ class Processor:
         self._forwards = RateLimiter(configuration.get("imip", "forwards_per_hour"), period=3600)
         self._sender = configuration.get("smtp", "sender")
         self._language = configuration.get("scheduling", "language")
+        self._time_limit = configuration.get("imip", "processing_timeout")
 
     # -- the listener's question --------------------------------------------------------------------------
 
@@ -105,8 +108,14 @@ class Processor:
         full = False
         with self.storage.deferred_sync():
             for entry in batch:
+                if self.spool.start(entry) >= MAX_UNFINISHED:  # it crashed or hung the server before
+                    logger.error("inbound %s: processing crashed or timed out %d times; set aside", entry.id,
+                                 MAX_UNFINISHED)
+                    outcomes.append((entry, [f"processing crashed or timed out {MAX_UNFINISHED} times"]))
+                    continue
                 try:
-                    outcomes.append((entry, self._handle(entry)))
+                    with deadline(time.monotonic() + self._time_limit, time.monotonic):  # recurrence checks stop
+                        outcomes.append((entry, self._handle(entry)))
                 except Exception as e:
                     if out_of_space(e):  # not the message's fault: it stays queued, as do the ones after it
                         logger.warning(_NO_SPACE, entry.id)
@@ -114,6 +123,8 @@ class Processor:
                         break
                     logger.exception("inbound %s: unexpected error", entry.id)  # a bug must not stop the queue
                     outcomes.append((entry, ["internal error while processing (see the server log)"]))
+                finally:
+                    self.spool.finish(entry)  # this run ended (a kill never gets here: it counts)
         for entry, problems in outcomes:
             try:
                 if problems:

@@ -48,7 +48,7 @@ MAX_FORM_BYTES = 16384
 _TEMPLATES = os.path.join(os.path.dirname(links.__file__), "templates")
 _PAGE = mime.template_environment(autoescape=True, folder=_TEMPLATES).get_template("page.html")
 _LANGUAGE_NAMES = {"en": "English", "it": "Italiano"}
-_STATUS = {State.GONE: 410, State.CANCELLED: 410, State.OVER: 410, State.NOT_INVITED: 403}
+_STATUS = {State.GONE: 410, State.CANCELLED: 410, State.OVER: 410, State.NOT_INVITED: 403, State.TOO_COMPLEX: 422}
 _HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
     "Cache-Control": "no-store",

@@ -134,6 +134,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "rsvp.not_invited.text": "The organizer has taken you off the guest list of this event.",
         "rsvp.over.title": "This event is over",
         "rsvp.over.text": "Answers are closed because the event has ended.",
+        "rsvp.too_complex.title": "This page cannot take your answer",
+        "rsvp.too_complex.text": "The event repeats in a way too complex to check here. Answer from your "
+                                 "calendar program, or tell the organizer.",
         "rsvp.busy.title": "Too many requests",
         "rsvp.busy.text": "Please wait {seconds} seconds, then load this page again.",
         "rsvp.language": "Language",
@@ -253,6 +256,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "rsvp.not_invited.text": "L'organizzatore ti ha tolto dagli invitati di questo evento.",
         "rsvp.over.title": "Questo evento è terminato",
         "rsvp.over.text": "Le risposte sono chiuse perché l'evento è finito.",
+        "rsvp.too_complex.title": "Questa pagina non può accettare la tua risposta",
+        "rsvp.too_complex.text": "L'evento si ripete in modo troppo complesso da verificare qui. Rispondi dal "
+                                 "tuo programma di calendario, o avvisa l'organizzatore.",
         "rsvp.busy.title": "Troppe richieste",
         "rsvp.busy.text": "Attendi {seconds} secondi, poi ricarica questa pagina.",
         "rsvp.language": "Lingua",

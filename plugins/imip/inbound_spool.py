@@ -12,6 +12,12 @@ removes its own partial files at once, so they never crowd out the next message.
 case is a message processed twice, which applying an iTIP reply tolerates. ``quarantine`` moves an entry
 that cannot be processed to ``quarantine/`` with a ``.reason`` file an admin can read; nothing there is
 ever deleted by Invito.
+
+A message that crashes or hangs its processing would otherwise be tried again after every restart. So
+``start`` counts, in ``<id>.attempts`` beside the entry, the processing runs that began and never reached
+``finish``; that file is written before processing begins, so a crash, a kill or a restart of a hung
+server counts, and the processor sets the message aside once the count reaches ``MAX_UNFINISHED``. It is
+not fsynced: a process crash keeps it (the kernel has it), and a power cut at worst forgets one attempt.
 """
 from __future__ import annotations
 
@@ -31,6 +37,8 @@ logger = logging.getLogger("invito.imip")
 
 # Leftovers younger than this may be another thread's write in progress: only older ones are removed.
 ABANDONED_AFTER = 3600.0
+# Processing runs of one message that may end in a crash or a kill before it is set aside.
+MAX_UNFINISHED = 2
 
 
 @dataclass(frozen=True)
@@ -114,11 +122,41 @@ class InboundSpool:
                 logger.error("inbound spool: envelope %s.json is unreadable: %s", entry_id, e)
                 self.quarantine(InboundEntry(entry_id, "", (), "", 0.0, os.path.join(self.queue, entry_id + ".eml")),
                                 "its envelope file was unreadable (%s)" % e)
-        self._clean([name for name in names if name.endswith(".eml") and name[:-len(".eml")] not in envelopes])
+        self._clean([name for name in names
+                     if name.endswith((".eml", ".attempts")) and name.rsplit(".", 1)[0] not in envelopes])
         return entries
+
+    def start(self, entry: InboundEntry) -> int:
+        """Processing of ``entry`` begins: returns how many earlier runs never finished (crashed, killed),
+        and counts this one, durably for a process crash, before the caller starts it."""
+        path = _attempts_path(entry)
+        try:
+            with open(path, encoding="ascii") as f:
+                unfinished = int(f.read().strip() or 0)
+        except FileNotFoundError:
+            unfinished = 0
+        except (ValueError, UnicodeDecodeError):  # torn by a power cut: count it as one run
+            unfinished = 1
+        temporary = os.path.join(self._tmp, os.path.basename(path))
+        try:
+            os.makedirs(self._tmp, exist_ok=True)
+            with open(temporary, "w", encoding="ascii") as f:
+                f.write(str(unfinished + 1))
+            os.replace(temporary, path)
+        except OSError as e:  # e.g. a full disk: processing goes on, this run is just not counted
+            logger.warning("inbound %s: could not count the processing run: %s", entry.id, e)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(temporary)
+        return unfinished
+
+    def finish(self, entry: InboundEntry) -> None:
+        """The processing run counted by ``start`` ended, however it ended."""
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(_attempts_path(entry))
 
     def done(self, entry: InboundEntry) -> None:
         """The entry was processed: forget it (envelope first, so it never looks pending without its message)."""
+        self.finish(entry)
         for path in (_envelope_path(entry), entry.path):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
@@ -127,6 +165,7 @@ class InboundSpool:
         """Set an entry aside with a ``.reason`` file; returns the quarantine folder."""
         os.makedirs(self.quarantined, exist_ok=True)
         write_synced(os.path.join(self.quarantined, entry.id + ".reason"), _explain(entry, reason).encode("utf-8"))
+        self.finish(entry)  # moved back into queue/, the message is tried afresh
         # The envelope first: the entry leaves the queue at once. Should a crash strand the message in the
         # queue, _clean finishes the move instead of removing it.
         for path in (_envelope_path(entry), entry.path):
@@ -140,11 +179,11 @@ class InboundSpool:
     def _clean(self, orphans: list[str]) -> None:
         """Remove abandoned half-written files; a message whose envelope is in quarantine/ joins it there."""
         cutoff = time.time() - ABANDONED_AFTER
-        for name in orphans:  # messages in queue/ without their envelope
+        for name in orphans:  # messages (and attempt counts) in queue/ without their envelope
             path = os.path.join(self.queue, name)
             if not _abandoned(path, cutoff):
                 continue
-            if os.path.exists(os.path.join(self.quarantined, name[:-len(".eml")] + ".json")):
+            if name.endswith(".eml") and os.path.exists(os.path.join(self.quarantined, name[:-len(".eml")] + ".json")):
                 with contextlib.suppress(FileNotFoundError):  # a quarantine cut short by a crash
                     os.rename(path, os.path.join(self.quarantined, name))
             else:
@@ -177,6 +216,10 @@ def _entry(envelope: dict, queue: str) -> InboundEntry:
 
 def _envelope_path(entry: InboundEntry) -> str:
     return entry.path[:-len(".eml")] + ".json"
+
+
+def _attempts_path(entry: InboundEntry) -> str:
+    return entry.path[:-len(".eml")] + ".attempts"
 
 
 def _explain(entry: InboundEntry, reason: str) -> str:

@@ -19,7 +19,8 @@ from invito.plugins.itip.components import (NEEDS_ACTION, REPLY_COMMENT, RESCHED
                                             new_calendar, organizer, param, replace, rescheduled_since, scheduled,
                                             sequence, set_answer, utc_stamp, values)
 from invito.plugins.itip.model import Applied, Refused
-from invito.plugins.itip.view import SchedulingObject, derive_instance, instance_view, is_occurrence
+from invito.plugins.itip.recurrence import RecurrenceTooComplex, is_occurrence
+from invito.plugins.itip.view import SchedulingObject, derive_instance, instance_view
 
 Result = Applied | Refused
 CLOCK_SKEW = timedelta(minutes=5)  # a guest's clock may run this far ahead of ours
@@ -173,7 +174,12 @@ def _record_reply(cal: icalendar.Calendar, current: SchedulingObject, comp: Comp
     target = current.master if key is None else current.overrides.get(key)
     derived = target is None
     if derived:
-        if current.master is None or key in current.excluded or not is_occurrence(current.master, _rid(comp)):
+        try:
+            exists = current.master is not None and key not in current.excluded and is_occurrence(current.master,
+                                                                                               _rid(comp))
+        except RecurrenceTooComplex as e:
+            return Refused(f"instance {key} could not be checked: {e}")
+        if not exists:
             return Refused(f"the event has no instance {key or '(master)'}")
         target = derive_instance(current.master, _rid(comp))
     known = find_attendee(target, address)

@@ -15,6 +15,7 @@ import recurring_ical_events
 
 from invito.plugins.itip.address import normalize
 from invito.plugins.itip.components import as_utc, values
+from invito.plugins.itip.recurrence import MAX_STEPS, walk_cost
 
 Period = tuple[datetime, datetime, str]
 
@@ -96,8 +97,10 @@ def _event_periods(cal: icalendar.Calendar, start: datetime, end: datetime,
     """Every VEVENT occurrence meeting the range, recurrences expanded, with its FBTYPE if it blocks time.
 
     A broken recurrence rule in one stored object must not fail everyone's lookup, so such series
-    are skipped.
+    are skipped, and so are series too costly to expand up to ``end`` (a SECONDLY rule begun long ago).
     """
+    if any(walk_cost(comp, end) > MAX_STEPS for comp in cal.walk("VEVENT") if "RRULE" in comp):
+        return
     occurrences = recurring_ical_events.of(cal, components=["VEVENT"], skip_bad_series=True)
     for event in occurrences.between(start, end):
         fbtype = _event_fbtype(event, owner)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 import icalendar
-from dateutil.rrule import rrulestr
 
 from invito.plugins.itip.components import (PRIVATE_PREFIX, REPLY_PARAMS, SCHEDULED, Component, addresses,
                                             cancelled, date_values, decoded, excluded_dates, in_zone_of,
@@ -96,28 +95,6 @@ def derive_instance(master: Component, rid: date | datetime, shared: bool = Fals
             if other is not None:
                 replace(inst, name, value + (other - start))
     return inst
-
-
-def _as_datetime(value: date | datetime) -> datetime:
-    return value if isinstance(value, datetime) else datetime(value.year, value.month, value.day)
-
-
-def is_occurrence(master: Component, rid: date | datetime) -> bool:
-    """Whether the series ``master`` has an instance at ``rid`` (its start, an RDATE or an RRULE date)."""
-    start = decoded(master, "DTSTART")
-    if start is None:
-        return False
-    if key_of(rid) in {key_of(start), *(key_of(d) for d in date_values(master, "RDATE"))}:
-        return True
-    first, wanted = _as_datetime(start), _as_datetime(in_zone_of(rid, start))
-    for rule in values(master, "RRULE"):
-        try:
-            found = rrulestr(rule.to_ical().decode(), dtstart=first).after(wanted, inc=True)
-        except (ValueError, TypeError):  # a rule dateutil cannot evaluate: give the sender the benefit of doubt
-            return True
-        if found == wanted:
-            return True
-    return False
 
 
 InstanceKeys = dict[str | None, date | datetime | None]  # instance key (None: master) → RECURRENCE-ID value

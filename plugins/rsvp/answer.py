@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import icalendar
-import recurring_ical_events
 from icalendar.error import IncompleteComponent, InvalidCalendar
 
 from invito.plugins.itip.components import (NEEDS_ACTION, Component, addresses, as_utc, cancelled, decoded,
                                             find_attendee, new_calendar, param, rescheduled_since, sequence)
-from invito.plugins.itip.view import SchedulingObject, is_occurrence
+from invito.plugins.itip.recurrence import RecurrenceTooComplex, continues_after, is_occurrence
+from invito.plugins.itip.view import SchedulingObject
 from invito.plugins.rsvp.links import rid_of
 
 PARTSTATS = ("ACCEPTED", "TENTATIVE", "DECLINED")
@@ -33,6 +33,7 @@ class State(enum.Enum):
     CANCELLED = "cancelled"      # the organizer cancelled it
     NOT_INVITED = "not_invited"  # the guest is no longer on the guest list
     OVER = "over"                # it has ended: answers are closed
+    TOO_COMPLEX = "too_complex"  # its recurrence cannot be checked within the budget (RecurrenceTooComplex)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,13 @@ class Assessment:
 
 def assess(calendar: icalendar.Calendar | None, guest: str, instance: str | None, now: datetime) -> Assessment:
     """What the link of ``guest`` for ``instance`` (None: the whole event) allows on the organizer's copy."""
+    try:
+        return _assess(calendar, guest, instance, now)
+    except RecurrenceTooComplex:  # a page that cannot be decided quickly is refused, never left to hang
+        return Assessment(State.TOO_COMPLEX)
+
+
+def _assess(calendar: icalendar.Calendar | None, guest: str, instance: str | None, now: datetime) -> Assessment:
     if calendar is None:
         return Assessment(State.GONE)
     event = SchedulingObject(calendar)
@@ -67,7 +75,7 @@ def assess(calendar: icalendar.Calendar | None, guest: str, instance: str | None
         return Assessment(State.CANCELLED)
     if not components or any(guest not in addresses(c) for c in components):
         return Assessment(State.NOT_INVITED)
-    if not _still_to_come(calendar, components, instance, now):
+    if not _still_to_come(event, components, instance, now):
         return Assessment(State.OVER)
     return Assessment(State.OPEN, tuple(components), param(find_attendee(components[0], guest), "PARTSTAT",
                                                            NEEDS_ACTION))
@@ -113,13 +121,21 @@ def reply(calendar: icalendar.Calendar, assessment: Assessment, guest: str, part
     return new_calendar("REPLY", answered, [calendar])
 
 
-def _still_to_come(calendar: icalendar.Calendar, components: list[Component], instance: str | None,
+def _still_to_come(event: SchedulingObject, components: list[Component], instance: str | None,
                    now: datetime) -> bool:
     """Whether any of what the guest answers ends after ``now`` (a series: any occurrence at all)."""
     if instance is None and any("RRULE" in c or "RDATE" in c for c in components):
-        found = recurring_ical_events.of(calendar, components=["VEVENT", "VTODO"], skip_bad_series=True)
-        return next(iter(found.after(now)), None) is not None
+        return (any(_end(c) > now for c in event.overrides.values())
+                or any(continues_after(c, now, _length(c)) for c in components))
     return any(_end(c) > now for c in components)
+
+
+def _length(comp: Component) -> timedelta:
+    """How long each occurrence of ``comp`` lasts (RFC 5545's rules, as icalendar applies them)."""
+    try:
+        return comp.duration
+    except (IncompleteComponent, InvalidCalendar):
+        return timedelta(0)
 
 
 def _end(comp: Component) -> datetime:
