@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from typing import Callable
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -63,6 +64,17 @@ class MailSink:
                     return list(self.received)
             time.sleep(0.05)
         raise AssertionError(f"expected {count} messages, the sink has {len(self.received)}")
+
+    def wait_one(self, wanted: Callable[[Received], bool], timeout: float = 20.0) -> Received:
+        """The first message received that is ``wanted``, waiting for it to arrive."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                found = [r for r in self.received if wanted(r)]
+            if found:
+                return found[0]
+            time.sleep(0.05)
+        raise AssertionError(f"no such message among the sink's {len(self.received)}")
 
 
 def start_sink(port: int, sink: MailSink | None = None) -> tuple[Controller, MailSink]:
