@@ -337,6 +337,9 @@ _RADICALE_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
     ("storage", "type"): {"value": "invito.storage",
                           "internal": (*radicale_storage.INTERNAL_TYPES, "invito.storage")},
     ("storage", "filesystem_folder"): _in_data_folder("collections"),
+    # Without it Radicale learns the umask by setting 0022 for a moment in each Storage it makes; `invito
+    # serve` makes several at once (HTTP, sender, listener), and a folder another thread made then was 0755.
+    ("storage", "folder_umask"): {"value": "0077"},
     ("auth", "type"): {"value": "htpasswd"},
     # CalDAV clients send many requests; re-checking a bcrypt hash on each costs ~0.25 s of CPU.
     ("auth", "cache_logins"): {"value": "true"},
