@@ -99,9 +99,9 @@ def _key(comp: Component) -> Key:
     return (comp.name, str(comp.get("UID", comp.get("TZID", ""))), rid.to_ical().decode() if rid is not None else "")
 
 
-def _canonical(comp: Component, name: str, value: object, inner: str) -> str:
-    """One property as icalendar writes it, prefixed by the path of nested components it sits in."""
-    return inner + comp.content_line(name, value, sorted=True).to_ical().decode()
+def _canonical(comp: Component, name: str, value: object) -> icalendar.parser.Contentline:
+    """One property as icalendar writes it, unfolded (folding would only cost time: it is a key)."""
+    return comp.content_line(name, value, sorted=True)
 
 
 def _properties(comp: Component) -> list[tuple[str, object]]:
@@ -113,9 +113,9 @@ def _emit(comp: Component, key: Key, inner: str, originals: dict[Key, dict[str, 
     out.append("BEGIN:%s\r\n" % comp.name)
     known = originals.get(key, {})
     for name, value in _properties(comp):
-        raws = known.get(_canonical(comp, name, value, inner))
-        out.append(raws.pop(0) if raws else
-                   comp.content_line(name, value, sorted=True).to_ical().decode() + "\r\n")
+        line = _canonical(comp, name, value)
+        raws = known.get(inner + line)
+        out.append(raws.pop(0) if raws else line.to_ical().decode() + "\r\n")
     for sub in comp.subcomponents:
         if comp.name == "VCALENDAR":
             _emit(sub, _key(sub), "", originals, out)
@@ -151,7 +151,7 @@ def _originals(text: str) -> dict[Key, dict[str, list[str]]]:
             raws = raw_lines.get(prop.upper(), [])
             if len(raws) == len(values):
                 for value, raw_line in zip(values, raws):
-                    lines.setdefault(_canonical(comp, prop, value, inner), []).append(raw_line)
+                    lines.setdefault(inner + _canonical(comp, prop, value), []).append(raw_line)
         for sub, raw_sub in zip(comp.subcomponents, raw_subs):
             top = comp.name == "VCALENDAR"
             if not pair(sub, raw_sub, _key(sub) if top else key, "" if top else inner + sub.name + "|"):
