@@ -165,9 +165,7 @@ class Scheduler:
                 text = verbatim.render(clean, sources)
                 to_store = item if text == item.serialize() else verbatim.item(collection.path, text)
             rewritten = to_store is not item
-            tx.record(self.records, collection.owner, to_store.uid, digest(to_store.serialize()), record,
-                      digest(old_item.serialize()) if old_item else None)
-            uploaded = tx.store(collection, href, to_store)
+            uploaded = self._store(tx, collection, href, collection.owner, to_store, record, old_item)
         if request is not None:
             request.rewritten = rewritten
             request.schedule_tag = schedule_tag(stored) if the_plan.role is not Role.NONE else None
@@ -355,9 +353,14 @@ class Scheduler:
         has the times of ``old_item`` (see ``_item``)."""
         clean, record = bookkeeping.split(cal)
         stored = _item(collection.path, verbatim.render(clean, sources), old_item if same_span else None)
-        tx.record(self.records, user, stored.uid, digest(stored.serialize()), record,
+        self._store(tx, collection, href, user, stored, record, old_item)
+
+    def _store(self, tx: Transaction, collection: "Collection", href: str, user: str, item: radicale_item.Item,
+               record: bookkeeping.Record, old_item: radicale_item.Item | None) -> radicale_item.Item:
+        """Write ``item`` (free of bookkeeping) and, first, its side record ``record``."""
+        tx.record(self.records, user, item.uid, digest(item.serialize()), record,
                   digest(old_item.serialize()) if old_item else None)
-        tx.store(collection, href, stored)
+        return tx.store(collection, href, item)
 
     def find_copy(self, user: str, uid: str
                   ) -> tuple["Collection | None", str | None, radicale_item.Item | None]:
