@@ -21,13 +21,15 @@ from radicale.item import filter as radicale_filter
 
 from invito.plugins.directory import Directory, HtpasswdUsers
 from invito.plugins.imip.spool import OutboundSpool
-from invito.storage import layout, request, verbatim
+from invito.storage import bookkeeping, layout, request, verbatim
 from invito.storage import vobject_base64  # noqa: F401  (fixes vobject when imported)
 from invito.storage.indexed import IndexedCollection, IndexedStorage
 from invito.plugins.itip import Applied, ITipMessage, Refused
 from invito.plugins.itip.components import scheduled
 from invito.plugins.itip.recurrence import MAX_STEPS, walk_cost
 from invito.storage.scheduling import Notification, Scheduler
+from invito.storage.side_records import SideRecords, digest
+from invito.storage.transaction import Transaction
 
 
 class Collection(verbatim.VerbatimCacheCollection, IndexedCollection):
@@ -87,6 +89,7 @@ class Storage(IndexedStorage):
         self.scheduler = Scheduler(self, _directory(configuration, self._get_collection_root_folder()),
                                    OutboundSpool(os.path.join(_data_folder(configuration), "spool", "outbound")),
                                    _get(configuration, "scheduling", "external_invites", ["*"]),
+                                   SideRecords(self._get_collection_root_folder(), lambda: self._filesystem_fsync),
                                    bool(_get(configuration, "smtp", "host") and _get(configuration, "smtp", "sender")))
         self._ready_users: set[str] = set()
 
@@ -122,10 +125,11 @@ class Storage(IndexedStorage):
             collection, href, item = self.scheduler.find_copy(user, uid)
             if collection is None or href is None or item is None:
                 return False
-            updated = change(icalendar.Calendar.from_ical(item.serialize()))
+            updated = change(self.scheduler.read_copy(user, item))
             if updated is None:
                 return False
-            collection.store(href, verbatim.item(collection.path, verbatim.render(updated, [item.serialize()])))
+            with Transaction(self.scheduler.spool) as tx:
+                self.scheduler.store_copy(tx, collection, href, user, updated, (item.serialize(),), item)
             return True
 
     def read_event(self, user: str, uid: str) -> icalendar.Calendar | None:
@@ -133,7 +137,9 @@ class Storage(IndexedStorage):
         with self.acquire_lock("r", user):
             item = self.scheduler.find_copy(user, uid)[2]
             text = item.serialize() if item is not None else None
-        return icalendar.Calendar.from_ical(text) if text is not None else None  # parsed after the lock
+            record = self.scheduler.records.get(user, uid, digest(text)) if text is not None else {}
+        # parsed after the lock; with Invito's bookkeeping (the page checks whether the event moved)
+        return bookkeeping.merge(icalendar.Calendar.from_ical(text), record) if text is not None else None
 
     def receive(self, user: str, message: ITipMessage, recipient: str,
                 notification: Notification | None = None) -> Applied | Refused | None:

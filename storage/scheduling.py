@@ -28,8 +28,9 @@ from invito.plugins.imip.spool import OutboundSpool
 from invito.plugins.itip import (Applied, ITipMessage, Plan, Refused, Role, SchedulingError, apply,
                                  changed_aspects, changes_schedule_status, plan, schedule_tag,
                                  with_schedule_status)
-from invito.storage import layout, verbatim
+from invito.storage import bookkeeping, layout, verbatim
 from invito.storage.request import SchedulingRefused, WriteRequest, current
+from invito.storage.side_records import SideRecords, digest
 from invito.storage.transaction import Transaction
 
 if TYPE_CHECKING:
@@ -130,8 +131,9 @@ class Write:
 
 class Scheduler:
     def __init__(self, storage: "Storage", directory: Directory, spool: OutboundSpool,
-                 external_invites: list[str], relay_configured: bool = False) -> None:
+                 external_invites: list[str], records: SideRecords, relay_configured: bool = False) -> None:
         self._storage = storage
+        self.records = records  # Invito's bookkeeping on stored events, out of the clients' objects
         self.directory = directory
         self.spool = spool
         self.external_invites = external_invites
@@ -144,7 +146,7 @@ class Scheduler:
             request: WriteRequest | None) -> tuple[radicale_item.Item, radicale_item.Item | None]:
         owner = self.directory.addresses_of(collection.owner)
         old_item = collection.get_item(href)
-        old = parse(old_item.serialize()) if old_item else None
+        old = self.read_copy(collection.owner, old_item) if old_item else None
         try:
             new = parse(item.serialize())
         except ValueError as e:
@@ -157,9 +159,13 @@ class Scheduler:
         write = Write(collection.owner, _groups(request), item, old, the_plan.stored, sources)
         with Transaction(self.spool) as tx:
             stored = self._deliver_and_stamp(the_plan, write, tx)
-            rewritten = the_plan.changed or stored is not the_plan.stored
-            to_store = verbatim.item(collection.path, verbatim.render(stored, sources)) if rewritten else item
-            uploaded = tx.store(collection, href, to_store)
+            clean, record = bookkeeping.split(stored) if stored is not None else (None, {})
+            to_store = item
+            if clean is not None and (the_plan.changed or stored is not the_plan.stored or record):
+                text = verbatim.render(clean, sources)
+                to_store = item if text == item.serialize() else verbatim.item(collection.path, text)
+            rewritten = to_store is not item
+            uploaded = self._store(tx, collection, href, collection.owner, to_store, record, old_item)
         if request is not None:
             request.rewritten = rewritten
             request.schedule_tag = schedule_tag(stored) if the_plan.role is not Role.NONE else None
@@ -170,11 +176,13 @@ class Scheduler:
         if old_item is None:
             collection.remove(href)  # raises Radicale's ComponentNotFoundError
             return
-        the_plan = self._plan(parse(old_item.serialize()), None, self.directory.addresses_of(collection.owner))
+        the_plan = self._plan(self.read_copy(collection.owner, old_item), None,
+                              self.directory.addresses_of(collection.owner))
         write = Write(collection.owner, _groups(current()), old_item, sources=(old_item.serialize(),))
         with Transaction(self.spool) as tx:
             self._deliver_and_stamp(the_plan, write, tx)
             tx.remove(collection, href, old_item)
+            tx.forget(self.records, collection.owner, old_item.uid)
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -306,7 +314,7 @@ class Scheduler:
     def _to_inbox(self, user: str, calendar: icalendar.Calendar, tx: Transaction,
                   same_span: radicale_item.Item | None = None, sources: tuple[str, ...] = ()) -> None:
         inbox = layout.ensure_inbox(self._storage, user)
-        text = verbatim.render(calendar, sources)
+        text = verbatim.render(bookkeeping.split(calendar)[0], sources)  # a guest's message may carry X-INVITO-
         tx.store(inbox, "%d-%s.ics" % (time.time_ns(), uuid.uuid4().hex[:12]),  # names sort by arrival
                  _item(inbox.path, text, same_span))
 
@@ -316,21 +324,43 @@ class Scheduler:
         Also returns the copy as it was stored before. The result keeps the lines of the stored copy and
         of ``sources`` (what the message was made from) that it did not change."""
         target, href, stored_item = self.find_copy(user, message.uid)
-        stored = parse(stored_item.serialize()) if stored_item else None
+        stored = self.read_copy(user, stored_item) if stored_item else None
         result = apply(message.calendar, stored, recipient, now_utc())
         if not isinstance(result, Applied) or result.calendar is None:
             return result, stored_item
         if message.method != "REPLY" and stored is not None and result.calendar.to_ical() == stored.to_ical():
             return Applied(None), stored_item  # the same invitation again (a REPLY says so itself, see apply)
-        text = verbatim.render(result.calendar, ((stored_item.serialize(),) if stored_item else ()) + sources)
         if target is None:
             target = layout.default_calendar(self._storage, user)
             href = layout.href_for_uid(target, message.uid)
         assert href is not None
-        tx.store(target, href, _item(target.path, text, stored_item if message.method == "REPLY" else None))
+        self.store_copy(tx, target, href, user, result.calendar,
+                        ((stored_item.serialize(),) if stored_item else ()) + sources, stored_item,
+                        same_span=message.method == "REPLY")
         logger.info("%s uid=%s to=%s: applied in /%s/%s", message.method, message.uid, recipient,
                     target.path, href)
         return result, stored_item
+
+    def read_copy(self, user: str, item: radicale_item.Item) -> icalendar.Calendar:
+        """``user``'s stored ``item`` as scheduling knows it: with Invito's bookkeeping put back on it."""
+        text = item.serialize()
+        return bookkeeping.merge(parse(text), self.records.get(user, item.uid, digest(text)))
+
+    def store_copy(self, tx: Transaction, collection: "Collection", href: str, user: str, cal: icalendar.Calendar,
+                   sources: tuple[str, ...], old_item: radicale_item.Item | None, same_span: bool = False) -> None:
+        """Store ``cal`` as ``user``'s copy: the client-visible file without Invito's bookkeeping (kept
+        in the side record, written first), unchanged lines as in ``sources``. ``same_span``: ``cal``
+        has the times of ``old_item`` (see ``_item``)."""
+        clean, record = bookkeeping.split(cal)
+        stored = _item(collection.path, verbatim.render(clean, sources), old_item if same_span else None)
+        self._store(tx, collection, href, user, stored, record, old_item)
+
+    def _store(self, tx: Transaction, collection: "Collection", href: str, user: str, item: radicale_item.Item,
+               record: bookkeeping.Record, old_item: radicale_item.Item | None) -> radicale_item.Item:
+        """Write ``item`` (free of bookkeeping) and, first, its side record ``record``."""
+        tx.record(self.records, user, item.uid, digest(item.serialize()), record,
+                  digest(old_item.serialize()) if old_item else None)
+        return tx.store(collection, href, item)
 
     def find_copy(self, user: str, uid: str
                   ) -> tuple["Collection | None", str | None, radicale_item.Item | None]:

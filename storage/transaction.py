@@ -34,6 +34,8 @@ from invito.plugins.imip.spool import OutboundSpool, fsync_dir
 
 if TYPE_CHECKING:
     from invito.storage import Collection
+    from invito.storage.bookkeeping import Record
+    from invito.storage.side_records import SideRecords
 
 logger = logging.getLogger("invito.storage")
 
@@ -61,6 +63,22 @@ class Transaction:
         self._log({"file": collection._item_path(href), "sha256": None})
         collection.remove(href)
         self._undo.append(lambda: collection.store(href, old))
+
+    def record(self, records: "SideRecords", user: str, uid: str, version: str, record: "Record",
+               replaces: str | None) -> None:
+        """Write the side record of the event file version ``version``, before that file. Not journaled:
+        records are kept per file version, so whichever file a kill leaves finds its own bookkeeping, and
+        the event file stays the write that decides the journal."""
+        before = records.read_raw(user, uid)
+        records.put(user, uid, version, record, replaces)
+        self._undo.append(lambda: records.write_raw(user, uid, before))
+
+    def forget(self, records: "SideRecords", user: str, uid: str) -> None:
+        """Delete an event's side record, after the event itself (an orphan record is harmless)."""
+        before = records.read_raw(user, uid)
+        if before is not None:
+            records.delete(user, uid)
+            self._undo.append(lambda: records.write_raw(user, uid, before))
 
     def spool(self, entry_id: str) -> None:
         if self._journal is None:

@@ -16,7 +16,9 @@ from invito.plugins.itip.address import normalize
 
 SCHEDULED = ("VEVENT", "VTODO")
 PRODID = "-//Invito//iTIP//EN"
-PRIVATE_PREFIX = "X-INVITO-"  # our bookkeeping parameters: never sent, never part of the Schedule-Tag
+# Our bookkeeping properties and parameters: never sent, never part of the Schedule-Tag, never in the
+# object a client reads (storage keeps them in a side record: invito.storage.bookkeeping).
+PRIVATE_PREFIX = "X-INVITO-"
 SERVER_PARAMS = ("SCHEDULE-STATUS", "SCHEDULE-FORCE-SEND")  # written by the server or for it, never sent on
 REPLY_PARAMS = ("PARTSTAT", "RSVP", "DELEGATED-TO")  # an attendee's answer, owned by that attendee
 REPLY_DTSTAMP = PRIVATE_PREFIX + "REPLY-DTSTAMP"

@@ -211,8 +211,8 @@ def _without_answers(prop: object) -> icalendar.vCalAddress:
 def _stable_lines(comp: Component) -> list[str]:
     lines = []
     for name, value in comp.property_items(recursive=False, sorted=False):
-        if name in ("BEGIN", "END") or name in _VOLATILE_PROPS:
-            continue
+        if name in ("BEGIN", "END") or name in _VOLATILE_PROPS or name.upper().startswith(PRIVATE_PREFIX):
+            continue  # our bookkeeping is never part of the Schedule-Tag (clients never see it)
         if name in ("ATTENDEE", "ORGANIZER"):
             value = _without_answers(value)
         lines.append(comp.content_line(name, value).to_ical().decode())

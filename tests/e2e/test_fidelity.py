@@ -31,12 +31,11 @@ CORPUS_BY_NAME = {p.stem: p for p in CORPUS}
 BOB = "bob@example.com"
 GRACE = "grace@client.example.net"
 
-# What scheduling may change (RFC 6638): the server's parameters on the organizer's copy and our own
-# bookkeeping; in a delivered copy also the message's stamp, the organizer's alarms, calendar-level
+# What scheduling may change (RFC 6638): the server's parameters on the organizer's copy (never our own
+# bookkeeping: that is kept out of band); in a delivered copy also the message's stamp, the organizer's alarms, calendar-level
 # properties (those describe the organizer's calendar, not the event) and DURATION written as the DTEND
 # it means (iTIP messages carry DTEND for mail programs that cannot read DURATION).
-ORGANIZER_COPY = Allowed(properties=frozenset({"SEQUENCE", "X-INVITO-"}),
-                         params=frozenset({"SCHEDULE-STATUS", "X-INVITO-"}))
+ORGANIZER_COPY = Allowed(properties=frozenset({"SEQUENCE"}), params=frozenset({"SCHEDULE-STATUS"}))
 DELIVERED = ORGANIZER_COPY | Allowed(properties=frozenset({"DTSTAMP", "METHOD", "DTEND", "DURATION"}),
                                      params=frozenset({"SCHEDULE-AGENT", "SCHEDULE-FORCE-SEND"}),
                                      components=frozenset({"VALARM"}), answers_of=frozenset({BOB}),
