@@ -100,6 +100,9 @@ def test_the_organizers_put_of_a_dense_series_with_attendees_and_an_override_ret
     stored = requests.get(site.url(site.dense), auth=("alice", PASSWORD), timeout=5)
     assert stored.status_code == 200 and b"RRULE:FREQ=SECONDLY" in stored.content
     assert b"RECURRENCE-ID:20200110T090005Z" in stored.content
+    bobs = [f for f in (site.srv.data / "collections" / "collection-root" / "bob").glob("*/*.ics")
+            if "inbox" not in f.parent.name and site.dense in f.read_text()]
+    assert bobs, "Bob has no calendar copy of the series"
 
 
 def test_an_expand_query_over_a_dense_old_series_answers_and_still_expands_the_rest(site: Site) -> None:
@@ -146,3 +149,23 @@ def test_caldav_answers_at_once_after_those_reports(site: Site) -> None:
     began = time.monotonic()
     assert requests.get(site.url(site.daily), auth=("alice", PASSWORD), timeout=5).status_code == 200
     assert time.monotonic() - began < 2
+
+
+def test_a_free_busy_post_to_the_outbox_over_a_dense_old_series_answers(site: Site) -> None:
+    """RFC 6638 free-busy lookup of Alice (both series) and Bob (his copy of the dense one only)."""
+    began = time.monotonic()
+    response = requests.post(
+        site.srv.url + "alice/schedule-outbox/", auth=("alice", PASSWORD), timeout=10,
+        headers={"Content-Type": "text/calendar"}, data="\r\n".join([
+            "BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//t//EN", "METHOD:REQUEST", "BEGIN:VFREEBUSY",
+            "UID:fb-dense", "DTSTAMP:20260101T000000Z", f"DTSTART:{WINDOW[0]}", f"DTEND:{WINDOW[1]}",
+            "ORGANIZER:mailto:alice@example.com", "ATTENDEE:mailto:alice@example.com",
+            "ATTENDEE:mailto:bob@example.com", "END:VFREEBUSY", "END:VCALENDAR", ""]))
+    assert response.status_code == 200 and time.monotonic() - began < 5
+    answers = {r.findtext(f"{CAL}recipient/{DAV}href"): r.findtext(f"{CAL}calendar-data") or ""
+               for r in ET.fromstring(response.content).iter(f"{CAL}response")}
+    alice = icalendar.Calendar.from_ical(answers["mailto:alice@example.com"])
+    busy = [p for fb in alice.walk("VFREEBUSY") for line in fb.get("FREEBUSY", [])
+            for p in (line if isinstance(line, list) else [line])]
+    assert sorted(p.dt[0].strftime("%Y%m%dT%H%M%SZ") for p in busy) == WEEK_OF_STANDUPS
+    assert "FREEBUSY" not in answers["mailto:bob@example.com"].replace("VFREEBUSY", "")
