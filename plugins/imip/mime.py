@@ -8,7 +8,8 @@ look at attachments. The calendar is the guest's copy: one METHOD, every VTIMEZO
 private to the organizer (alarms, server bookkeeping, other programs' private X- properties) and, when the
 organizer hides the guest list, no other guest. Binary ATTACH values travel as ordinary mail attachments
 instead of inflating the calendar, which mail programs and relays handle badly, and a VEVENT's DURATION as
-the DTEND it means, which every mail program reads.
+the DTEND it means, which every mail program reads. Every other line is the organizer's own, as their
+client wrote it (``Prepared.text``): icalendar's writing would escape list and structured values.
 
 Every string from the event is untrusted: header values lose control characters and are length-capped
 before the ``email`` package encodes them, and the HTML body is rendered with autoescaping.
