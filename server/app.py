@@ -18,9 +18,9 @@ from radicale import app, httputils, pathutils, types
 from radicale import item as radicale_item
 
 from invito.plugins.rsvp import links
-from invito.server import copy, errors, expanded, outbox, properties
+from invito.server import copy, errors, expanded, outbox, properties, report_window
 from invito.server.rsvp import RsvpPages
-from invito.storage import Storage, layout
+from invito.storage import Storage, layout, walks
 from invito.storage.request import SchedulingRefused, WriteRequest, write_request
 
 DAV_HEADERS = httputils.DAV_HEADERS + ", calendar-auto-schedule"
@@ -129,9 +129,10 @@ class InvitoApplication(copy.ApplicationPartCopy, app.Application):
         """calendar-multiget and calendar-query answer ``C:schedule-tag`` too (RFC 6638 §3.3); an expand
         REPORT answers with the stored lines (see ``expanded``)."""
         body = _buffer_body(environ)
-        return self._with_scheduling_properties(super().do_REPORT(
-            environ, base_prefix, path, user, user_groups, request_info), base_prefix, user, request_info,
-            expand=expanded.asks_expand(body))
+        with walks.walking_until(report_window.walked_until(body)):  # dense old series are left out
+            answer = super().do_REPORT(environ, base_prefix, path, user, user_groups, request_info)
+        return self._with_scheduling_properties(answer, base_prefix, user, request_info,
+                                                expand=expanded.asks_expand(body))
 
     def do_POST(self, environ: types.WSGIEnviron, base_prefix: str, path: str, user: str,
                 user_groups: set, request_info: dict) -> types.WSGIResponse:

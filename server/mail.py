@@ -108,7 +108,7 @@ class Composer:
         """The message made fit to mail once for all its recipients (each gets their own ORGANIZER, a reply
         token, as it is composed)."""
         if self._last is None or self._last[0] != entry.id:
-            self._last = (entry.id, mime.prepare(icalendar.Calendar.from_ical(entry.ics)))
+            self._last = (entry.id, mime.prepare(icalendar.Calendar.from_ical(entry.ics), entry.ics))
         return self._last[1]
 
 

@@ -9,6 +9,7 @@ scheduling. Radicale loads this module by ``[storage] type = invito.storage`` an
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
@@ -21,15 +22,15 @@ from radicale.item import filter as radicale_filter
 
 from invito.plugins.directory import Directory, HtpasswdUsers
 from invito.plugins.imip.spool import OutboundSpool
-from invito.storage import bookkeeping, layout, request, verbatim
+from invito.storage import bookkeeping, layout, request, verbatim, walks
 from invito.storage import vobject_base64  # noqa: F401  (fixes vobject when imported)
 from invito.storage.indexed import IndexedCollection, IndexedStorage
 from invito.plugins.itip import Applied, ITipMessage, Refused
-from invito.plugins.itip.components import scheduled
-from invito.plugins.itip.recurrence import MAX_STEPS, walk_cost
 from invito.storage.scheduling import Notification, Scheduler
 from invito.storage.side_records import SideRecords, digest
 from invito.storage.transaction import Transaction
+
+logger = logging.getLogger("invito.storage")
 
 
 class Collection(verbatim.VerbatimCacheCollection, IndexedCollection):
@@ -47,14 +48,32 @@ class Collection(verbatim.VerbatimCacheCollection, IndexedCollection):
         super().delete(href)
 
     def get_filtered(self, filters: Iterable[ET.Element]) -> Iterator[tuple[radicale_item.Item, bool]]:
-        """Radicale's, except that a series too costly to walk up to the queried range (a SECONDLY rule
-        begun long ago) counts as matching: Radicale's own check would walk it from DTSTART for hours,
-        starving every other request of the interpreter; the client, which expands series itself, gets
-        one object too many instead."""
+        """Radicale's, except for series too costly to walk up to the queried range (a SECONDLY rule
+        begun long ago): Radicale's own check would walk them from DTSTART for hours, starving every
+        other request of the interpreter. A plain time-range query counts them as matching (the client,
+        which expands series itself, gets one object too many); a REPORT that has Radicale expand them or
+        read their free-busy time (``walks.walking_until``) leaves them out."""
         _, _, end, _ = radicale_filter.simplify_prefilters(filters, self.tag)
         until = datetime.fromtimestamp(min(end, radicale_filter.TIMESTAMP_MAX - 86400), timezone.utc)
         for item, matched in super().get_filtered(filters):
-            yield item, matched or (end < radicale_filter.TIMESTAMP_MAX and _costly_to_walk(item, until))
+            if not self._too_costly_to_walk(item):
+                yield item, matched or (end < radicale_filter.TIMESTAMP_MAX and walks.costly(item, until))
+
+    def get_multi(self, hrefs: Iterable[str]) -> Iterator[tuple[str, radicale_item.Item | None]]:
+        """Radicale's; in an expand REPORT (calendar-multiget), a series too costly to expand is left out
+        of the answer, as Radicale leaves out an object with no instance in the window."""
+        for href, item in super().get_multi(hrefs):
+            if item is None or not self._too_costly_to_walk(item):
+                yield href, item
+
+    def _too_costly_to_walk(self, item: radicale_item.Item) -> bool:
+        """Whether the current REPORT would make Radicale walk ``item``'s series too far (logged)."""
+        until = walks.walked_until()
+        if until is None or not walks.costly(item, until):
+            return False
+        logger.warning("uid=%s in %s: series too costly to walk up to %s; left out of the REPORT",
+                       item.uid, self.path, until.isoformat())
+        return True
 
     def upload(self, href: str, item: radicale_item.Item
                ) -> tuple[radicale_item.Item, radicale_item.Item | None]:
@@ -200,16 +219,6 @@ def _get(configuration: config.Configuration, section: str, option: str, default
     with contextlib.suppress(KeyError):
         return configuration.get(section, option)
     return default
-
-
-def _costly_to_walk(item: radicale_item.Item, until: datetime) -> bool:
-    if "RRULE" not in item.serialize():
-        return False
-    try:
-        cal = icalendar.Calendar.from_ical(item.serialize())
-    except ValueError:  # Radicale read it; let its own filter judge
-        return False
-    return any(walk_cost(comp, until) > MAX_STEPS for comp in scheduled(cal) if "RRULE" in comp)
 
 
 def _data_folder(configuration: config.Configuration) -> str:

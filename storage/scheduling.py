@@ -227,7 +227,7 @@ class Scheduler:
             updated = [r for r in mail_to if r in write.invited_before]
             for guests, changes in ((updated, write.changes), ([r for r in mail_to if r not in updated], ())):
                 if guests:
-                    tx.spool(self.spool.prepare(message, guests, changes))
+                    tx.spool(self.spool.prepare(message, guests, changes, sources=write.sources))
         if the_plan.stored is None or not changes_schedule_status(the_plan.stored, statuses):
             return the_plan.stored  # the client's text already says it all: stored as sent, strong ETag
         return with_schedule_status(the_plan.stored, statuses)
@@ -306,7 +306,7 @@ class Scheduler:
         for message in the_plan.messages:
             if message.method == "REQUEST" and guest in message.recipients:
                 with Transaction(self.spool) as tx:
-                    tx.spool(self.spool.prepare(message, [guest]))
+                    tx.spool(self.spool.prepare(message, [guest], sources=(item.serialize(),)))
                 logger.info("REFRESH uid=%s from=%s: current invitation queued again", uid, guest)
                 return True
         return False

@@ -9,36 +9,21 @@ That happens twice: the item a PUT hands to ``Collection.upload``, and the item 
 cache miss when reading a file back. Here both take their text from the bytes themselves; vobject still
 derives what Radicale needs from the same text (UID, component kind, time range, ETag of our text).
 
-icalendar, which scheduling works with, keeps X- properties but merges list values (``RESOURCES:A,B``
-becomes one resource ``A\\,B``) and escapes structured ones (``REQUEST-STATUS:2.0;Success``). So a copy
-scheduling changed is written by :func:`render`: every line whose meaning scheduling left alone is the
-source's own line, byte for byte; only lines scheduling changed or added are icalendar's.
+icalendar, which scheduling works with, loses list and structured values when it writes; a copy
+scheduling changed is written by :func:`~invito.plugins.itip.verbatim.render` (kept there, where the mail
+to guests uses it too), which keeps every line scheduling left alone.
 """
 from __future__ import annotations
 
 import functools
 import os
 import re
-from typing import Iterable
 
-import icalendar
 import radicale.item as radicale_item
 import vobject
 from radicale.storage import multifilesystem
 
-_LINE_END = re.compile(r"\r\n|\r|\n")
-_FOLDED_LINES = re.compile(r"[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*")
-_FOLD = re.compile(r"\r?\n[ \t]")
-
-Component = icalendar.cal.component.Component
-Key = tuple[str, ...]  # a top-level component: kind, UID or TZID, RECURRENCE-ID
-
-
-def canonical_lines(text: str) -> str:
-    """``text`` with every line ending CRLF (RFC 5545 §3.1), whatever the client used; nothing else
-    changes."""
-    text = _LINE_END.sub("\r\n", text)
-    return text if text.endswith("\r\n") else text + "\r\n"
+from invito.plugins.itip.verbatim import FOLD, FOLDED_LINES, canonical_lines, raw_components, render  # noqa: F401 (render: storage's API)
 
 
 def as_sent(collection_path: str, item: radicale_item.Item, text: str) -> radicale_item.Item:
@@ -78,114 +63,6 @@ class VerbatimCacheCollection(multifilesystem.Collection):
         return super()._store_item_cache(href, item, cache_hash)
 
 
-def render(calendar: icalendar.Calendar, sources: Iterable[str]) -> str:
-    """``calendar`` as text, each line taken verbatim from ``sources`` (the texts it was derived from,
-    most relevant first) where one of them holds a line of the same meaning in the same component."""
-    originals: dict[Key, dict[str, list[str]]] = {}
-    for source in sources:
-        for key, lines in _originals(source).items():
-            for canonical, raws in lines.items():
-                originals.setdefault(key, {}).setdefault(canonical, []).extend(raws)
-    out: list[str] = []
-    _emit(calendar, ("VCALENDAR",), "", originals, out)
-    return "".join(out)
-
-
-def _key(comp: Component) -> Key:
-    """Which top-level component ``comp`` is, across copies of an event (VCALENDAR itself: its name)."""
-    if comp.name == "VCALENDAR":
-        return ("VCALENDAR",)
-    rid = comp.get("RECURRENCE-ID")
-    return (comp.name, str(comp.get("UID", comp.get("TZID", ""))), rid.to_ical().decode() if rid is not None else "")
-
-
-def _canonical(comp: Component, name: str, value: object) -> icalendar.parser.Contentline:
-    """One property as icalendar writes it, unfolded (folding would only cost time: it is a key)."""
-    return comp.content_line(name, value, sorted=True)
-
-
-def _properties(comp: Component) -> list[tuple[str, object]]:
-    return [(name, v) for name in comp.keys() for v in (comp[name] if isinstance(comp[name], list) else [comp[name]])]
-
-
-def _emit(comp: Component, key: Key, inner: str, originals: dict[Key, dict[str, list[str]]],
-          out: list[str]) -> None:
-    out.append("BEGIN:%s\r\n" % comp.name)
-    known = originals.get(key, {})
-    for name, value in _properties(comp):
-        line = _canonical(comp, name, value)
-        raws = known.get(inner + line)
-        out.append(raws.pop(0) if raws else line.to_ical().decode() + "\r\n")
-    for sub in comp.subcomponents:
-        if comp.name == "VCALENDAR":
-            _emit(sub, _key(sub), "", originals, out)
-        else:
-            _emit(sub, key, inner + sub.name + "|", originals, out)
-    out.append("END:%s\r\n" % comp.name)
-
-
-@functools.lru_cache(maxsize=64)  # one PUT renders the organizer's text once per delivered copy; read-only
-def _originals(text: str) -> dict[Key, dict[str, list[str]]]:
-    """Each component's raw lines (folded as written, CRLF-ended) by their icalendar meaning.
-
-    icalendar parses ``text`` into the same components in the same order, and each property's values in
-    the order of their lines; pairing the two gives every raw line its canonical form. A property whose
-    line count does not match its parse (icalendar dropped or merged something) keeps no raw lines.
-    """
-    try:
-        parsed = icalendar.Calendar.from_ical(text)
-    except ValueError:
-        return {}
-    raw_components = _raw_components(text)
-    if raw_components is None:
-        return {}
-    found: dict[Key, dict[str, list[str]]] = {}
-
-    def pair(comp: Component, raw: tuple[str, dict[str, list[str]], list], key: Key, inner: str) -> bool:
-        name, raw_lines, raw_subs = raw
-        if name != comp.name or len(raw_subs) != len(comp.subcomponents):
-            return False
-        lines = found.setdefault(key, {})
-        for prop in comp.keys():
-            values = comp[prop] if isinstance(comp[prop], list) else [comp[prop]]
-            raws = raw_lines.get(prop.upper(), [])
-            if len(raws) == len(values):
-                for value, raw_line in zip(values, raws):
-                    lines.setdefault(inner + _canonical(comp, prop, value), []).append(raw_line)
-        for sub, raw_sub in zip(comp.subcomponents, raw_subs):
-            top = comp.name == "VCALENDAR"
-            if not pair(sub, raw_sub, _key(sub) if top else key, "" if top else inner + sub.name + "|"):
-                return False
-        return True
-
-    return found if pair(parsed, raw_components, ("VCALENDAR",), "") else {}
-
-
-def _raw_components(text: str) -> tuple[str, dict[str, list[str]], list] | None:
-    """The one VCALENDAR of ``text`` as (name, raw lines by property name, subcomponents); None if the
-    structure is not what a parser would accept."""
-    root: tuple[str, dict[str, list[str]], list] = ("", {}, [])
-    stack = [root]
-    for match in _FOLDED_LINES.finditer(text):
-        raw = match.group(0)
-        if not raw.strip():
-            continue
-        unfolded = _FOLD.sub("", raw)
-        name = re.split(r"[;:]", unfolded, maxsplit=1)[0].upper()
-        value = unfolded.split(":", 1)[-1].strip().upper()
-        if name == "BEGIN":
-            child: tuple[str, dict[str, list[str]], list] = (value, {}, [])
-            stack[-1][2].append(child)
-            stack.append(child)
-        elif name == "END":
-            if len(stack) == 1 or stack[-1][0] != value:
-                return None
-            stack.pop()
-        else:
-            stack[-1][1].setdefault(name, []).append(canonical_lines(raw))
-    return root[2][0] if len(stack) == 1 and len(root[2]) == 1 else None
-
-
 _TZID = re.compile(r';TZID=("[^"]*"|[^;:]*)', re.IGNORECASE)
 
 
@@ -198,11 +75,11 @@ def objects_by_uid(text: str) -> dict[str, str]:
     objects: dict[str, list[list[str]]] = {}
     block: list[str] = []
     depth = 0
-    for match in _FOLDED_LINES.finditer(text):
+    for match in FOLDED_LINES.finditer(text):
         raw = match.group(0)
         if not raw.strip():
             continue
-        unfolded = _FOLD.sub("", raw)
+        unfolded = FOLD.sub("", raw)
         name = re.split(r"[;:]", unfolded, maxsplit=1)[0].upper()
         depth -= name == "END"
         if depth == 1 and name not in ("BEGIN", "END") and not block:
@@ -215,7 +92,7 @@ def objects_by_uid(text: str) -> dict[str, str]:
             block = []
     texts = {}
     for uid, blocks in objects.items():
-        used = dict.fromkeys(t.strip('"') for b in blocks for line in b for t in _TZID.findall(_FOLD.sub("", line)))
+        used = dict.fromkeys(t.strip('"') for b in blocks for line in b for t in _TZID.findall(FOLD.sub("", line)))
         parts = [*header, *(line for t in used for line in zones.get(t, ())), *(l for b in blocks for l in b)]
         texts[uid] = "BEGIN:VCALENDAR\r\n" + "".join(canonical_lines(p) for p in parts) + "END:VCALENDAR\r\n"
     return texts
@@ -226,12 +103,12 @@ def _file_block(block: list[str], zones: dict[str, list[str]], objects: dict[str
     props = {}
     depth = 0
     for raw in block:
-        unfolded = _FOLD.sub("", raw)
+        unfolded = FOLD.sub("", raw)
         name = re.split(r"[;:]", unfolded, maxsplit=1)[0].upper()
         depth += (name == "BEGIN") - (name == "END")
         if depth == 1 and name not in ("BEGIN", "END"):
             props.setdefault(name, unfolded.split(":", 1)[-1].strip())
-    if "TZID" in props and _FOLD.sub("", block[0]).upper().startswith("BEGIN:VTIMEZONE"):
+    if "TZID" in props and FOLD.sub("", block[0]).upper().startswith("BEGIN:VTIMEZONE"):
         zones[props["TZID"]] = block
     elif "UID" in props:
         objects.setdefault(props["UID"], []).append(block)
@@ -243,17 +120,17 @@ def restore(rewritten: str, stored: str) -> str:
     stored; lines vobject made anew (an instance's DTSTART, RECURRENCE-ID) stay."""
     originals = _vobject_forms(stored)
     out = []
-    for match in _FOLDED_LINES.finditer(rewritten):
+    for match in FOLDED_LINES.finditer(rewritten):
         raw = match.group(0)
         if raw.strip():
-            out.append(originals.get(_FOLD.sub("", raw), canonical_lines(raw)))
+            out.append(originals.get(FOLD.sub("", raw), canonical_lines(raw)))
     return "".join(out)
 
 
 @functools.lru_cache(maxsize=64)
 def _vobject_forms(text: str) -> dict[str, str]:
     """Each raw line of ``text`` (folded, CRLF-ended) by the unfolded line vobject writes for it."""
-    raw_tree = _raw_components(text)
+    raw_tree = raw_components(text)
     try:
         parsed = vobject.readOne(text)
     except Exception:  # vobject's parse errors have no common base; then nothing can be restored
@@ -273,7 +150,7 @@ def _vobject_forms(text: str) -> dict[str, str]:
                         pair(child, subs[k])
                 elif len(raws) == len(children):
                     try:
-                        forms.setdefault(_FOLD.sub("", child.serialize()).rstrip("\r\n"), raws[k])
+                        forms.setdefault(FOLD.sub("", child.serialize()).rstrip("\r\n"), raws[k])
                     except Exception:  # a line vobject cannot write back: it is never in its output either
                         continue
 

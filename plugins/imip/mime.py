@@ -8,7 +8,8 @@ look at attachments. The calendar is the guest's copy: one METHOD, every VTIMEZO
 private to the organizer (alarms, server bookkeeping, other programs' private X- properties) and, when the
 organizer hides the guest list, no other guest. Binary ATTACH values travel as ordinary mail attachments
 instead of inflating the calendar, which mail programs and relays handle badly, and a VEVENT's DURATION as
-the DTEND it means, which every mail program reads.
+the DTEND it means, which every mail program reads. Every other line is the organizer's own, as their
+client wrote it (``Prepared.text``): icalendar's writing would escape list and structured values.
 
 Every string from the event is untrusted: header values lose control characters and are length-capped
 before the ``email`` package encodes them, and the HTML body is rendered with autoescaping.
@@ -39,6 +40,7 @@ from markupsafe import Markup, escape
 
 from invito.plugins.imip.i18n import Localizer
 from invito.plugins.imip.tokens import set_organizer_address
+from invito.plugins.itip import verbatim
 from invito.plugins.itip.address import normalize
 from invito.plugins.itip.components import (SERVER_PARAMS, Component, decoded, key_of, new_calendar, param,
                                             scheduled, sequence, strip_params, tzids, values)
@@ -129,6 +131,7 @@ class Prepared:
     calendar: icalendar.Calendar
     files: list[Attachment]
     method: str
+    source: str = ""  # the text ``calendar`` was read from: its unchanged lines are sent as written there
     _serialized: dict[int, tuple[bytes, str, int]] = field(default_factory=dict, repr=False, compare=False)
     _read: dict[tuple[str, str | None], "_Event"] = field(default_factory=dict, repr=False, compare=False)
 
@@ -155,12 +158,18 @@ class Prepared:
             if found == expected:
                 return result
         with _organizer_as(self.calendar, organizer):
-            return self.calendar.to_ical()
+            return self.text(self.calendar)
+
+    def text(self, cal: icalendar.Calendar) -> bytes:
+        """``cal`` (this calendar, as one guest sees it) as sent: every line preparing it did not change is
+        the source's own, so the guest gets the organizer's values (``RESOURCES:A,B``, X- properties) as
+        written, not icalendar's rewriting of them."""
+        return verbatim.render(cal, (self.source,)).encode("utf-8") if self.source else cal.to_ical()
 
     def _serialize(self, placeholder: str | None, key: int) -> tuple[bytes, str, int]:
         if key not in self._serialized:
             with _organizer_as(self.calendar, placeholder) as cal:
-                self._serialized[key] = (cal.to_ical(), placeholder or "",
+                self._serialized[key] = (self.text(cal), placeholder or "",
                                          sum(len(values(c, "ORGANIZER")) for c in scheduled(cal)))
         return self._serialized[key]
 
@@ -201,7 +210,7 @@ def compose(calendar: icalendar.Calendar | Prepared, recipient: str, *, sender: 
         text, html = _render(context)
         if hidden:  # this guest's own calendar: nothing to share with the others
             with _organizer_as(sent, reply_address):
-                ics = sent.to_ical()
+                ics = prepared.text(sent)
         else:
             ics = prepared.ics(reply_address)
     # The parts are built with the classic email.mime classes: they take their headers as written, where
@@ -280,8 +289,9 @@ def method_of(calendar: icalendar.Calendar) -> str:
     return found.pop()
 
 
-def prepare(calendar: icalendar.Calendar) -> Prepared:
-    """The calendar as guests receive it (see the module doc), apart from whose ATTENDEE lines they see."""
+def prepare(calendar: icalendar.Calendar, source: str = "") -> Prepared:
+    """The calendar as guests receive it (see the module doc), apart from whose ATTENDEE lines they see;
+    ``source``: the text ``calendar`` was read from, whose lines are kept where nothing changed them."""
     method = method_of(calendar)
     cal = icalendar.Calendar.from_ical(calendar.to_ical())  # a deep copy we are free to change
     _drop_private(cal)
@@ -296,7 +306,7 @@ def prepare(calendar: icalendar.Calendar) -> Prepared:
             if item not in files:  # the same file on the master and its overrides travels once
                 files.append(item)
     _fit_timezones(cal)
-    return Prepared(cal, files, method)
+    return Prepared(cal, files, method, source)
 
 
 @contextlib.contextmanager

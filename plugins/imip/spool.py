@@ -37,6 +37,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterator
 
+from invito.plugins.itip import verbatim
 from invito.plugins.itip.model import ITipMessage
 
 logger = logging.getLogger("invito.imip")
@@ -84,8 +85,8 @@ class OutboundSpool:
     # -- the storage layer's side ------------------------------------------------------------------
 
     def prepare(self, message: ITipMessage, recipients: list[str], changes: tuple[str, ...] = (),
-                notes: tuple[tuple[str, str], ...] = ()) -> str:
-        return self._write_prepared(itip_record(message, recipients, changes, notes))
+                notes: tuple[tuple[str, str], ...] = (), sources: tuple[str, ...] = ()) -> str:
+        return self._write_prepared(itip_record(message, recipients, changes, notes, sources))
 
     def prepare_mail(self, uid: str, sender: str, recipient: str, mail: bytes) -> str:
         """A complete message (a guest's forwarded reply about event ``uid``, from ``sender``) queued like
@@ -311,10 +312,13 @@ def entries_of(record: dict) -> list[SpoolEntry]:
 
 
 def itip_record(message: ITipMessage, recipients: list[str], changes: tuple[str, ...] = (),
-                notes: tuple[tuple[str, str], ...] = ()) -> dict:
-    """A new message file for ``message`` to ``recipients``, each with fresh delivery state."""
+                notes: tuple[tuple[str, str], ...] = (), sources: tuple[str, ...] = ()) -> dict:
+    """A new message file for ``message`` to ``recipients``, each with fresh delivery state; its calendar
+    written with the lines of ``sources`` (the texts it was made from: the organizer's client text) that
+    it did not change, so that the guest receives the client's values, not icalendar's rewriting."""
+    ics = verbatim.render(message.calendar, sources) if sources else message.calendar.to_ical().decode("utf-8")
     return {"id": _new_id(), "method": message.method, "uid": message.uid, "sender": message.sender,
-            "ics": message.calendar.to_ical().decode("utf-8"), "created": time.time(),
+            "ics": ics, "created": time.time(),
             "changes": list(changes), "notes": [list(n) for n in notes],
             "recipients": {r: dict(_NEW_STATE) for r in recipients}}
 
