@@ -30,7 +30,7 @@ from invito.plugins.imip.spool import (FORWARD, OutboundSpool, SpoolEntry, entri
                                       mail_record, write_synced)
 from invito.plugins.itip.model import ITipMessage
 from invito.server.config import CommandError, load
-from invito.server.mail import KEEP_OUTCOMES_DAYS, StatusWriter
+from invito.server.mail import StatusWriter
 from invito.storage import Storage
 
 MIN_PREFIX = 8  # shorter prefixes of the time-based ids would match nearly everything queued the same day
@@ -96,8 +96,8 @@ class Spools:
 
 def list_spools(spools: Spools) -> list[str]:
     """The four sections of ``invito queue list``, as lines. "Done" is the outcome log of the last
-    ``KEEP_OUTCOMES_DAYS`` (sent, refused, gave up, dropped): what became of each guest's message, which
-    the organizer's event records only when it failed."""
+    ``server.mail.KEEP_OUTCOMES_DAYS`` (sent, refused, gave up, dropped): what became of each guest's
+    message, which the organizer's event records only when it failed."""
     now = time.time()
     waiting = [(e.id, _address(e.recipient), e.method, e.uid, str(e.attempts),
                 "now" if e.next_try <= now else _local(e.next_try), e.last_error)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from pathlib import Path
 from typing import Iterator
 
 import pytest

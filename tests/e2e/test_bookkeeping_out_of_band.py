@@ -6,30 +6,18 @@ what the bookkeeping is for still works: an older answer and an answer to the ol
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import icalendar
-import pytest
 import requests
 
 from tests.e2e.conftest import PASSWORD, Server, free_port, restart, start, stop
 from tests.e2e.mailsink import MailSink
 from tests.e2e.test_replies_by_mail import (GINO, GRACE, answer, hours_ago, inbound_settings, invite,
                                             organizers_object, quarantined, send, wait_listening, wait_partstat)
+from tests.e2e.test_replies_by_mail import replying  # noqa: F401  (the fixture: one server with a listener)
 from tests.e2e.test_scheduling import attendee, copy_of, set_partstat
 
 BOB = "mailto:bob@example.com"
-
-
-@pytest.fixture
-def replying(tmp_path: Path, relay: tuple[int, MailSink]) -> Iterator[tuple[Server, MailSink, int]]:
-    listen = free_port()
-    proc, srv = start(tmp_path, inbound_settings(relay[0], listen))
-    try:
-        wait_listening(listen)
-        yield srv, relay[1], listen
-    finally:
-        stop(proc)
 
 
 def raw_objects(srv: Server, user: str) -> dict[str, str]:

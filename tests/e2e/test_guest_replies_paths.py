@@ -19,7 +19,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Callable, Iterator
 
-import icalendar
 import pytest
 
 from tests.e2e.aerc import Aerc

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Iterator
 
 import caldav

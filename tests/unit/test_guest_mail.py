@@ -8,14 +8,13 @@ import email
 import email.policy
 from email.message import EmailMessage
 
-import icalendar
 import pytest
 
 from invito.plugins.imip import forward
 from invito.plugins.imip.mime import COMMENT_LIMIT
 from invito.plugins.imip.triage import Action
 from invito.storage.scheduling import for_organizer
-from tests.unit.test_imip_mime import GUEST, calendar_sent, event, html_body, ics, mail, text_body
+from tests.unit.test_imip_mime import calendar_sent, event, html_body, ics, mail, text_body
 from tests.unit.test_imip_triage import ALICE, GUEST as TOKEN_GUEST, OTHER, TOKEN_ADDRESS, itip, run
 
 TOKEN = "mailto:invito+abcdefghijklmnopqrstuvwxyz234567@cal.example.com"
