@@ -23,7 +23,7 @@ import radicale.item as radicale_item
 import vobject
 from radicale.storage import multifilesystem
 
-from invito.plugins.itip.verbatim import FOLD, FOLDED_LINES, canonical_lines, raw_components, render  # noqa: F401 (render: storage's API)
+from invito.plugins.itip.verbatim import FOLD, canonical_lines, content_lines, raw_components, render  # noqa: F401 (render: storage's API)
 
 
 def as_sent(collection_path: str, item: radicale_item.Item, text: str) -> radicale_item.Item:
@@ -75,12 +75,7 @@ def objects_by_uid(text: str) -> dict[str, str]:
     objects: dict[str, list[list[str]]] = {}
     block: list[str] = []
     depth = 0
-    for match in FOLDED_LINES.finditer(text):
-        raw = match.group(0)
-        if not raw.strip():
-            continue
-        unfolded = FOLD.sub("", raw)
-        name = re.split(r"[;:]", unfolded, maxsplit=1)[0].upper()
+    for raw, _, name in content_lines(text):
         depth -= name == "END"
         if depth == 1 and name not in ("BEGIN", "END") and not block:
             header.append(canonical_lines(raw))
@@ -120,10 +115,8 @@ def restore(rewritten: str, stored: str) -> str:
     stored; lines vobject made anew (an instance's DTSTART, RECURRENCE-ID) stay."""
     originals = _vobject_forms(stored)
     out = []
-    for match in FOLDED_LINES.finditer(rewritten):
-        raw = match.group(0)
-        if raw.strip():
-            out.append(originals.get(FOLD.sub("", raw), canonical_lines(raw)))
+    for raw, unfolded, _ in content_lines(rewritten):
+        out.append(originals.get(unfolded, canonical_lines(raw)))
     return "".join(out)
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import icalendar
 
 LINE_END = re.compile(r"\r\n|\r|\n")
-FOLDED_LINES = re.compile(r"[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*")
+_FOLDED_LINES = re.compile(r"[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*")
 FOLD = re.compile(r"\r?\n[ \t]")
 
 Component = icalendar.cal.component.Component
@@ -113,17 +113,21 @@ def _originals(text: str) -> dict[Key, dict[str, list[str]]]:
     return found if pair(parsed, raw_tree, ("VCALENDAR",), "") else {}
 
 
+def content_lines(text: str) -> Iterator[tuple[str, str, str]]:
+    """Each content line of ``text`` as (raw: folded as written, unfolded, property name in capitals)."""
+    for match in _FOLDED_LINES.finditer(text):
+        raw = match.group(0)
+        if raw.strip():
+            unfolded = FOLD.sub("", raw)
+            yield raw, unfolded, re.split(r"[;:]", unfolded, maxsplit=1)[0].upper()
+
+
 def raw_components(text: str) -> tuple[str, dict[str, list[str]], list] | None:
     """The one VCALENDAR of ``text`` as (name, raw lines by property name, subcomponents); None if the
     structure is not what a parser would accept."""
     root: tuple[str, dict[str, list[str]], list] = ("", {}, [])
     stack = [root]
-    for match in FOLDED_LINES.finditer(text):
-        raw = match.group(0)
-        if not raw.strip():
-            continue
-        unfolded = FOLD.sub("", raw)
-        name = re.split(r"[;:]", unfolded, maxsplit=1)[0].upper()
+    for raw, unfolded, name in content_lines(text):
         value = unfolded.split(":", 1)[-1].strip().upper()
         if name == "BEGIN":
             child: tuple[str, dict[str, list[str]], list] = (value, {}, [])
