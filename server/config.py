@@ -214,7 +214,13 @@ INVITO_SCHEMA: types.CONFIG_SCHEMA = OrderedDict([
             "type": radicale_config.positive_float}),
         ("retry_seconds", {
             "value": "60",
-            "help": "first retry after a temporary failure, in seconds; doubled each time up to one hour",
+            "help": "first retry after a guest's or a message's temporary failure (4xx), in seconds; "
+                    "doubled each time up to one hour",
+            "type": radicale_config.positive_float}),
+        ("probe_seconds", {
+            "value": "15",
+            "help": "while the relay cannot be reached (down, TLS, login), try it this often, in seconds; "
+                    "once it answers, everything waiting goes at once",
             "type": radicale_config.positive_float}),
         ("give_up_days", {
             "value": "4",

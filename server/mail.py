@@ -166,5 +166,6 @@ def send_outbound(configuration: Configuration, stop: threading.Event) -> None:
     composer = Composer(configuration)
     sender = Sender(spool, smtp_settings(configuration), composer, status_writer,
                     on_batch_end=status_writer.flush, envelope_from=composer.envelope_from, give_up=configuration.get("smtp", "give_up_days") * 86400,
-                    first_retry=configuration.get("smtp", "retry_seconds"))
+                    first_retry=configuration.get("smtp", "retry_seconds"),
+                    probe_every=configuration.get("smtp", "probe_seconds"))
     sender.run(stop, wake=spool.arrived)

@@ -16,9 +16,17 @@ temporary failure changes nothing while we retry with exponential backoff; the s
 attempts, next try and last error. Only what the organizer must see in the event is written there, by
 ``on_outcome`` and ``on_batch_end``: a permanent failure, or the success that corrects one. Such an
 entry leaves the queue only after ``on_batch_end`` returned, so a kill before sends it again (its status
-is then written again) instead of losing its status. When the relay itself is unusable (down, TLS,
-login), the rest of the batch is deferred with the same error instead of each message waiting out its
-own timeout.
+is then written again) instead of losing its status.
+
+A relay outage (down, TLS, login: ``Stage.RELAY``) is the relay's, not each message's: it costs no
+message an attempt or a backoff, so an invitation goes within ``probe_every`` seconds of the relay's
+return, not up to an hour later. While the relay is unusable the sender probes it at most every
+``probe_every`` seconds; a probe is simply the next attempt of the oldest due message, not a separate
+NOOP connection: it costs the same one connection, and once the relay answers that message is on its
+way and everything else that waits follows over the same connection, oldest first. Each waiting entry's
+last error says the relay's (`invito queue list`); only a recipient's or a message's own 4xx backs off
+(see ``SpoolEntry.ready_at``). A fresh sender (start-up) has seen no outage, so its first pass tries the
+whole queue at once. The admin reads one warning when the relay goes down and one line when it is back.
 """
 from __future__ import annotations
 
@@ -32,7 +40,7 @@ from email.message import EmailMessage
 from typing import Callable, Protocol
 
 from invito.plugins.imip.smtp import Delivery, Outcome, SmtpSettings, SmtpTransport, Stage
-from invito.plugins.imip.spool import OutboundSpool, SpoolEntry
+from invito.plugins.imip.spool import RELAY_STAGE, OutboundSpool, SpoolEntry
 
 logger = logging.getLogger("invito.imip")
 
@@ -44,6 +52,7 @@ REJECTED = "5.3"
 FIRST_RETRY = 60.0          # seconds after the first temporary failure; doubles with each attempt
 MAX_RETRY = 3600.0
 GIVE_UP = 4 * 86400.0       # ``[smtp] give_up_days``
+PROBE_EVERY = 15.0          # ``[smtp] probe_seconds``: while the relay is unusable, try it this often
 WARN_EVERY = 15 * 60.0      # unconfigured relay: at most one reminder per interval, and only for new mail
 STOP_POLL = 0.5             # threading cannot wait for either of two events: check ``stop`` this often
 
@@ -59,12 +68,19 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+@dataclasses.dataclass(frozen=True)
+class Outage:
+    """The relay is unusable: what it said last, and when to try it again."""
+    detail: str
+    next_probe: float
+
+
 class Sender:
     def __init__(self, spool: OutboundSpool, settings: SmtpSettings, build: Build, on_outcome: OnOutcome, *,
                  transport: Transport | None = None, on_batch_end: Callable[[], None] | None = None,
                  envelope_from: Callable[[SpoolEntry], str | None] | None = None,
                  give_up: float = GIVE_UP, first_retry: float = FIRST_RETRY, max_retry: float = MAX_RETRY,
-                 warn_every: float = WARN_EVERY) -> None:
+                 warn_every: float = WARN_EVERY, probe_every: float = PROBE_EVERY) -> None:
         self.spool = spool
         self.settings = settings
         self.build = build
@@ -76,6 +92,8 @@ class Sender:
         self.first_retry = first_retry
         self.max_retry = max_retry
         self.warn_every = warn_every
+        self.probe_every = probe_every
+        self.outage: Outage | None = None  # None: the relay took the last try (or none was made yet)
         self._warned: tuple[str, float] | None = None  # newest entry id and time of the last reminder
         self._settle_later: list[tuple[SpoolEntry, str, str]] = []  # this batch's, see ``_settle``
 
@@ -99,22 +117,30 @@ class Sender:
             wait_until(stop, wake, timeout, lambda: _stamp(self.spool.queue) != seen)
 
     def process_due(self, now: float) -> int:
-        """Send every entry due at ``now`` over one connection; return how many the relay accepted."""
+        """Send every entry due at ``now`` over one connection, oldest first; return how many the relay
+        accepted. During an outage, nothing before the next probe."""
         problem = self._unconfigured()
         if problem:
             self._remind(problem, now)
+            return 0
+        if self.outage is not None and now < self.outage.next_probe:
             return 0
         sent = 0
         relay_failure: Outcome | None = None
         self._settle_later = []
         try:
-            for entry in self.spool.due(now):
+            due = self.spool.due(now)
+            for position, entry in enumerate(due):
                 if relay_failure is not None:
-                    self._retry_later(entry, relay_failure, now, tried=False)
+                    self._hold(entry, relay_failure, now)
                     continue
                 outcome = self._send(entry)
                 if outcome is None:
                     continue
+                if self.outage is not None and outcome.stage is not Stage.RELAY:
+                    logger.info("relay %s back; sending %d waiting message%s", self.settings.relay,
+                                len(due) - position, "" if len(due) - position == 1 else "s")
+                    self.outage = None
                 if outcome.delivery is Delivery.SENT:
                     logger.info("%s uid=%s to=%s: sent, %s", entry.method, entry.uid, entry.recipient,
                                 outcome.detail)
@@ -122,10 +148,12 @@ class Sender:
                     sent += 1
                 elif outcome.delivery is Delivery.PERMANENT:
                     self._fail(entry, _refusal_status(outcome), outcome.detail)
+                elif outcome.stage is Stage.RELAY:
+                    relay_failure = outcome
+                    self._relay_unusable(outcome, now, waiting=len(due) - position)
+                    self._hold(entry, outcome, now)
                 else:
-                    self._retry_later(entry, outcome, now, tried=True)
-                    if outcome.stage is Stage.RELAY:
-                        relay_failure = outcome
+                    self._retry_later(entry, outcome, now)
         finally:
             self.transport.close()
             self.spool.sync()  # the removals of sent entries, at once
@@ -163,18 +191,46 @@ class Sender:
         bounces_to = self.envelope_from(entry) if self.envelope_from is not None else None
         return self.transport.send(message, bounces_to or self.settings.sender, _address(entry.recipient))
 
-    def _retry_later(self, entry: SpoolEntry, outcome: Outcome, now: float, *, tried: bool) -> None:
+    def _retry_later(self, entry: SpoolEntry, outcome: Outcome, now: float) -> None:
+        """A temporary failure about this recipient or message (4xx): it backs off on its own."""
         attempts = entry.attempts + 1
-        if now - entry.created >= self.give_up:
-            self._fail(entry, NOT_DELIVERED, "gave up after %d attempt%s: %s"
-                       % (attempts, "" if attempts == 1 else "s", outcome.detail))
+        if self._gave_up(entry, now, "%d attempt%s" % (attempts, "" if attempts == 1 else "s"), outcome.detail):
             return
         delay = min(self.first_retry * 2 ** (attempts - 1), self.max_retry)
         self.spool.update(dataclasses.replace(entry, attempts=attempts, next_try=now + delay,
-                                              last_error=outcome.detail))
-        log = logger.warning if tried else logger.info
-        log("%s uid=%s to=%s: %s (attempt %d), next try in %g s: %s", entry.method, entry.uid, entry.recipient,
-            "temporary failure" if tried else "not tried, the relay is unusable", attempts, delay, outcome.detail)
+                                              last_error=outcome.detail, stage=outcome.stage.value))
+        logger.warning("%s uid=%s to=%s: temporary failure (attempt %d), next try in %g s: %s", entry.method,
+                       entry.uid, entry.recipient, attempts, delay, outcome.detail)
+
+    def _hold(self, entry: SpoolEntry, outcome: Outcome, now: float) -> None:
+        """An entry the relay's outage keeps: its attempts stay as they are, and it goes at the first
+        probe the relay answers; its last error says why it waits. Written only when that changes, not at
+        every probe."""
+        days = self.give_up / 86400
+        if self._gave_up(entry, now, "%g day%s" % (days, "" if days == 1 else "s"), outcome.detail):
+            return
+        if (entry.last_error, entry.stage) != (outcome.detail, RELAY_STAGE):
+            # next_try: an older version's backoff for a relay outage is dropped (`invito queue list` "now")
+            self.spool.update(dataclasses.replace(entry, next_try=entry.ready_at, last_error=outcome.detail,
+                                                  stage=RELAY_STAGE))
+        logger.debug("%s uid=%s to=%s: waits for the relay", entry.method, entry.uid, entry.recipient)
+
+    def _gave_up(self, entry: SpoolEntry, now: float, tried: str, detail: str) -> bool:
+        """Past the give-up age a temporary failure is final (5.1), whoever's it was."""
+        if now - entry.created < self.give_up:
+            return False
+        self._fail(entry, NOT_DELIVERED, "gave up after %s: %s" % (tried, detail))
+        return True
+
+    def _relay_unusable(self, outcome: Outcome, now: float, *, waiting: int) -> None:
+        """Enter (or stay in) the outage: one warning when it starts or its reason changes, not per probe."""
+        if self.outage is None or self.outage.detail != outcome.detail:
+            logger.warning("relay %s unreachable: %s; %d message%s wait%s; probing every %g s",
+                           self.settings.relay, outcome.detail, waiting, "" if waiting == 1 else "s",
+                           "s" if waiting == 1 else "", self.probe_every)
+        else:
+            logger.debug("relay %s still unusable: %s", self.settings.relay, outcome.detail)
+        self.outage = Outage(outcome.detail, now + self.probe_every)
 
     def _fail(self, entry: SpoolEntry, status: str, reason: str, exc_info: bool = False) -> None:
         logger.error("%s uid=%s to=%s: failed, SCHEDULE-STATUS %s, moving to %s: %s", entry.method, entry.uid,
@@ -211,11 +267,15 @@ class Sender:
         self._warned = (newest, now)
 
     def _until_next(self, now: float) -> float | None:
-        """Seconds until the next entry is due; None: nothing queued, wait to be woken."""
+        """Seconds until the next entry may be tried (during an outage: not before the next probe); None:
+        nothing queued, wait to be woken."""
         if self._unconfigured():
             return self.warn_every
-        next_tries = [entry.next_try for entry in self.spool.queued()]
-        return max(0.0, min(next_tries) - now) if next_tries else None
+        ready = [entry.ready_at for entry in self.spool.queued()]
+        if not ready:
+            return None
+        earliest = min(ready) if self.outage is None else max(min(ready), self.outage.next_probe)
+        return max(0.0, earliest - now)
 
 
 def _refusal_status(outcome: Outcome) -> str:

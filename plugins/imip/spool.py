@@ -11,7 +11,9 @@ A kill between the event write and ``commit`` would store the event without its 
 layer's transaction journal (``invito.storage.transaction``) names both, so start-up recovery commits or
 discards what a kill left in ``tmp/``.
 
-The file keeps each recipient's delivery state (attempts, next try, last error). The sender works on
+The file keeps each recipient's delivery state (attempts, next try, last error and what it was about:
+the relay's, or this recipient's or message's, see ``SpoolEntry.ready_at``; files written before that
+``stage`` was kept stay readable, their wait taken for a relay outage's). The sender works on
 :class:`SpoolEntry` values, one per (message, recipient): it rewrites a recipient's state by atomic
 replace, so a restart resumes exactly where it stopped. Every final outcome (sent, refused, gave up) is
 appended to ``outcomes/<day>.jsonl`` (:meth:`OutboundSpool.record`) BEFORE the recipient leaves the queue:
@@ -60,16 +62,26 @@ class SpoolEntry:
     created: float
     changes: tuple[str, ...] = ()  # what an update changed (time, location...), for the email body
     notes: tuple[tuple[str, str], ...] = ()  # for a user's notification: ("from", who really sent it)...
-    attempts: int = 0        # delivery attempts that failed temporarily
+    attempts: int = 0        # delivery attempts that failed temporarily, for this recipient or message
     next_try: float = 0.0    # epoch seconds; 0: as soon as possible
     last_error: str = ""
+    stage: str | None = ""   # what ``last_error`` was about (an ``smtp.Stage`` value); "": no failure yet;
+                             # None: the file is older than this field, so the wait may be a relay outage's
     after_failure: bool = False  # requeued by an admin after failing: the event shows a 5.x to correct
     mail: bytes = b""        # FORWARD: the complete message to send as it is (``ics`` is then empty)
 
+    @property
+    def ready_at(self) -> float:
+        """When the sender may try this recipient: its own backoff holds it only after a failure about
+        itself (a recipient's or the message's 4xx). One held by the relay, or by an older version's
+        backoff for a relay outage (which it did not tell from a 4xx), goes as soon as the relay takes mail."""
+        return self.next_try if self.stage not in (None, RELAY_STAGE) else 0.0
+
 
 FORWARD = "FORWARD"  # not iTIP: a guest's plain reply passed on to the organizer (see ``prepare_mail``)
-_STATE = ("attempts", "next_try", "last_error")
-_NEW_STATE = {"attempts": 0, "next_try": 0.0, "last_error": ""}
+RELAY_STAGE = "relay"  # ``smtp.Stage.RELAY.value``, spelled here so the spool does not depend on SMTP
+_STATE = ("attempts", "next_try", "last_error", "stage")  # "stage" last: files from before it lack it
+_NEW_STATE = {"attempts": 0, "next_try": 0.0, "last_error": "", "stage": ""}
 
 
 class OutboundSpool:
@@ -170,7 +182,8 @@ class OutboundSpool:
         return entries
 
     def due(self, now: float) -> list[SpoolEntry]:
-        return [entry for entry in self.queued() if entry.next_try <= now]
+        """Entries the sender may try at ``now``, oldest first (see ``SpoolEntry.ready_at``)."""
+        return [entry for entry in self.queued() if entry.ready_at <= now]
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -307,7 +320,7 @@ def entries_of(record: dict) -> list[SpoolEntry]:
                        notes=tuple((str(k), str(v)) for k, v in record.get("notes", ())),
                        after_failure=bool(record.get("after_failure", False)),
                        mail=base64.b64decode(record.get("mail", "")),
-                       **{key: state[key] for key in _STATE})
+                       **{key: state[key] for key in _STATE[:-1]}, stage=state.get("stage"))
             for recipient, state in record["recipients"].items()]
 
 

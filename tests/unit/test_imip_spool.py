@@ -188,7 +188,7 @@ def test_a_failing_callback_does_not_stop_the_batch(spool: OutboundSpool) -> Non
     assert spool.queued() == []  # sent is sent: never mailed twice
 
 
-def test_an_unusable_relay_defers_the_batch_after_one_try(spool: OutboundSpool) -> None:
+def test_an_unusable_relay_defers_the_batch_after_one_try_and_costs_no_attempt(spool: OutboundSpool) -> None:
     for uid in ("m1", "m2", "m3"):
         queue(spool, uid)
     relay = ScriptedRelay(RELAY_DOWN)
@@ -196,7 +196,136 @@ def test_an_unusable_relay_defers_the_batch_after_one_try(spool: OutboundSpool) 
     s = sender(spool, relay)
     assert s.process_due(now) == 0
     assert len(relay.sent_to) == 1 and relay.closed == 1
-    assert [(e.attempts, e.next_try, e.last_error) for e in spool.queued()] == [(1, now + 60, RELAY_DOWN.detail)] * 3
+    # What `invito queue list` shows: why they wait; their own attempts and next try are untouched.
+    assert [(e.attempts, e.next_try, e.last_error, e.stage) for e in OutboundSpool(spool.folder).queued()] == [
+        (0, 0.0, RELAY_DOWN.detail, "relay")] * 3
+
+
+def probes(spool: OutboundSpool, relay: ScriptedRelay, s: Sender, start: float, until: float) -> list[float]:
+    """The times, stepping a second from ``start`` to ``until``, at which ``s`` tried the relay."""
+    tried = []
+    for t in range(int(until - start) + 1):
+        before = len(relay.sent_to)
+        s.process_due(start + t)
+        if len(relay.sent_to) > before:
+            tried.append(float(t))
+    return tried
+
+
+def test_while_the_relay_is_down_it_is_probed_every_probe_interval_with_one_warning(
+        spool: OutboundSpool, caplog: pytest.LogCaptureFixture) -> None:
+    for uid in ("m1", "m2"):
+        queue(spool, uid)
+    relay = ScriptedRelay(RELAY_DOWN)
+    s = sender(spool, relay, probe_every=15)
+    start = spool.queued()[-1].created
+    with caplog.at_level(logging.INFO, logger="invito.imip"):
+        assert probes(spool, relay, s, start, start + 60) == [0, 15, 30, 45, 60]
+    assert relay.sent_to == ["guest@partner.example.org"] * 5  # each probe is one try of the oldest
+    assert [r.getMessage() for r in caplog.records] == [
+        "relay relay.example.com:587 unreachable: cannot reach relay.example.com:587: Connection refused; "
+        "2 messages wait; probing every 15 s"]
+    assert [(e.attempts, e.next_try) for e in spool.queued()] == [(0, 0.0)] * 2
+
+
+def test_when_the_relay_answers_everything_waiting_goes_at_once_oldest_first(
+        spool: OutboundSpool, caplog: pytest.LogCaptureFixture) -> None:
+    queue(spool, "m1", guest="a@partner.example.org")
+    greylisted = queue(spool, "m2", guest="b@partner.example.org")
+    queue(spool, "m3", guest="c@partner.example.org")
+    start = spool.queued()[-1].created
+    s = sender(spool, ScriptedRelay(SENT, GREYLISTED, SENT), probe_every=15)
+    s.process_due(start)  # m2's guest is greylisted: its own backoff of 60 s
+    [m2] = spool.queued()
+    assert (m2.id, m2.next_try, m2.stage) == (greylisted, start + 60, "recipient")
+    for uid in ("m4", "m5"):
+        queue(spool, uid, guest=f"{uid}@partner.example.org")
+    relay, outcomes = ScriptedRelay(RELAY_DOWN, RELAY_DOWN, SENT), Outcomes()
+    s.transport, s.on_outcome = relay, outcomes
+    s.process_due(start + 1)  # the relay went down: m4 tried, m5 held
+    s.process_due(start + 16)  # a probe: still down
+    with caplog.at_level(logging.INFO, logger="invito.imip"):
+        assert s.process_due(start + 31) == 2  # back: both go now, m2's guest waits for its own time
+    assert relay.sent_to == ["m4@partner.example.org"] * 3 + ["m5@partner.example.org"]
+    assert [o[:2] for o in outcomes] == [("m4", "1.1"), ("m5", "1.1")]
+    assert "relay relay.example.com:587 back; sending 2 waiting messages" in caplog.text
+    [left] = spool.queued()
+    assert (left.id, left.attempts, left.next_try, left.last_error) == (greylisted, 1, start + 60, GREYLISTED.detail)
+
+
+def test_a_recipients_4xx_during_a_probe_means_the_relay_is_back(spool: OutboundSpool) -> None:
+    queue(spool, "m1", guest="a@partner.example.org")
+    queue(spool, "m2", guest="b@partner.example.org")
+    now = spool.queued()[-1].created
+    relay = ScriptedRelay(RELAY_DOWN, GREYLISTED, SENT)
+    s = sender(spool, relay, probe_every=15)
+    s.process_due(now)
+    assert s.process_due(now + 15) == 1 and s.outage is None
+    [left] = spool.queued()
+    assert (left.uid, left.attempts, left.next_try) == ("m1", 1, now + 15 + 60)
+
+
+def test_at_start_a_relay_outages_old_backoff_is_dropped_and_a_4xx_backoff_kept(spool: OutboundSpool) -> None:
+    """A queue left by a run that saw the relay down, and by the version before, which pushed every
+    message's next try back for a relay outage and did not record why."""
+    queue(spool, "m1", guest="a@partner.example.org")
+    queue(spool, "m2", guest="b@partner.example.org")
+    queue(spool, "m3", guest="c@partner.example.org")
+    now = spool.queued()[-1].created
+    a, b, c = spool.queued()
+    spool.update(dataclasses.replace(a, attempts=3, next_try=now + 3600, last_error=RELAY_DOWN.detail, stage="relay"))
+    spool.update(dataclasses.replace(b, attempts=2, next_try=now + 3600, last_error=GREYLISTED.detail,
+                                     stage="recipient"))
+    older = json.loads(Path(spool.queue, f"{c.id}.json").read_text())
+    older["recipients"]["mailto:c@partner.example.org"] = {"attempts": 7, "next_try": now + 3600,
+                                                           "last_error": RELAY_DOWN.detail}
+    Path(spool.queue, f"{c.id}.json").write_text(json.dumps(older))
+    relay = ScriptedRelay(SENT)
+    assert sender(spool, relay).process_due(now) == 2  # a new sender: a restart
+    assert relay.sent_to == ["a@partner.example.org", "c@partner.example.org"]
+    [left] = spool.queued()
+    assert (left.uid, left.next_try) == ("m2", now + 3600)
+
+
+def test_an_older_versions_relay_backoff_shows_as_now_once_the_relay_holds_it(spool: OutboundSpool) -> None:
+    entry_id = queue(spool, "m1")
+    now = spool.queued()[0].created
+    older = json.loads(Path(spool.queue, f"{entry_id}.json").read_text())
+    older["recipients"]["mailto:guest@partner.example.org"] = {"attempts": 7, "next_try": now + 3600,
+                                                               "last_error": "451 4.3.0 try later"}
+    Path(spool.queue, f"{entry_id}.json").write_text(json.dumps(older))
+    sender(spool, ScriptedRelay(RELAY_DOWN)).process_due(now)
+    [entry] = spool.queued()
+    assert (entry.attempts, entry.next_try, entry.last_error, entry.stage) == (7, 0.0, RELAY_DOWN.detail, "relay")
+
+
+def test_a_relay_down_past_the_give_up_age_fails_the_messages_with_5_1(spool: OutboundSpool) -> None:
+    entry_id = queue(spool, "m1")
+    queue(spool, "m2")
+    created = spool.queued()[-1].created
+    outcomes = Outcomes()
+    s = sender(spool, ScriptedRelay(RELAY_DOWN), outcomes, give_up=86400, probe_every=15)
+    s.process_due(created)
+    s.process_due(created + 86399)
+    assert outcomes == [] and len(spool.queued()) == 2
+    s.process_due(created + 86400)  # before the next probe: nothing happens
+    assert outcomes == []
+    s.process_due(created + 86399 + 15)  # the first probe past the give-up age
+    assert spool.queued() == []
+    assert [o[:2] for o in outcomes] == [("m1", "5.1"), ("m2", "5.1")]
+    assert reason(spool, f"{entry_id}-guest@partner.example.org") == f"gave up after 1 day: {RELAY_DOWN.detail}\n"
+
+
+def test_the_sender_sleeps_until_the_next_probe_not_the_next_entry(spool: OutboundSpool) -> None:
+    queue(spool, "m1")
+    now = spool.queued()[0].created
+    s = sender(spool, ScriptedRelay(RELAY_DOWN), probe_every=15)
+    assert s._until_next(now) == 0.0  # nothing tried yet: at once
+    s.process_due(now)
+    assert s._until_next(now + 5) == pytest.approx(10.0)
+    [entry] = spool.queued()
+    spool.update(dataclasses.replace(entry, next_try=now + 100, stage="recipient"))  # its own backoff is later
+    assert s._until_next(now + 5) == pytest.approx(95.0)
 
 
 def test_without_a_relay_mail_waits_and_the_admin_is_told_once(
