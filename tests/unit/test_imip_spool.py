@@ -228,6 +228,23 @@ def test_while_the_relay_is_down_it_is_probed_every_probe_interval_with_one_warn
     assert [(e.attempts, e.next_try) for e in spool.queued()] == [(0, 0.0)] * 2
 
 
+def test_a_new_reason_while_the_relay_is_down_is_said_once_more(
+        spool: OutboundSpool, caplog: pytest.LogCaptureFixture) -> None:
+    """The admin fixed the network, and now the login fails: that is news, a repeat of it is not."""
+    queue(spool, "m1")
+    login = Outcome(Delivery.TEMPORARY, "relay.example.com:587 refused the login as invito: 535 5.7.8 bad "
+                    "credentials", Stage.RELAY, 535)
+    relay = ScriptedRelay(RELAY_DOWN, login)
+    s = sender(spool, relay, probe_every=15)
+    start = spool.queued()[0].created
+    with caplog.at_level(logging.WARNING, logger="invito.imip"):
+        assert probes(spool, relay, s, start, start + 45) == [0, 15, 30, 45]
+    assert [r.getMessage().split(" unreachable: ")[1].split(";")[0] for r in caplog.records] == [
+        RELAY_DOWN.detail, login.detail]
+    [entry] = spool.queued()
+    assert (entry.attempts, entry.last_error) == (0, login.detail)
+
+
 def test_when_the_relay_answers_everything_waiting_goes_at_once_oldest_first(
         spool: OutboundSpool, caplog: pytest.LogCaptureFixture) -> None:
     queue(spool, "m1", guest="a@partner.example.org")
