@@ -127,9 +127,9 @@ def _summary(configuration: Configuration, config_file: str | None, users_file: 
              f"  config file: {os.path.abspath(config_file) if config_file else 'none, built-in defaults'}",
              f"  data folder: {configuration.get('invito', 'data_folder')}",
              f"  collections: {configuration.get('storage', 'filesystem_folder')}"]
-    notes = unconfigured(configuration)
-    if users_file:
-        users = _read_users(users_file)
+    users = _read_users(users_file) if users_file else None
+    notes = unconfigured(configuration, users)
+    if users is not None:
         lines.append(f"  users file:  {users_file} ({len(users)} {'user' if len(users) == 1 else 'users'})")
         if not users:
             config_option = f" --config {config_file}" if config_file else ""

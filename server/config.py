@@ -405,15 +405,14 @@ def _resolved(given: dict[str, dict[str, str]], folder: str) -> dict[str, dict[s
             for section, options in given.items()}
 
 
-def unconfigured(configuration: radicale_config.Configuration) -> list[str]:
-    """What the admin has not set up yet, as sentences for the start-up summary."""
+def unconfigured(configuration: radicale_config.Configuration, users: list[str] | None = None) -> list[str]:
+    """What the admin has not set up yet, as sentences for the start-up summary; ``users``: the user names
+    when they can be listed (htpasswd), so that the note on the domain names whom it concerns."""
     notes = []
     if not configuration.get("scheduling", "domain"):
-        addresses = configuration.get("scheduling", "addresses")
-        listed = f" and users listed in {addresses}" if addresses else ""
-        notes.append("[scheduling] domain is empty: only users named by their mail address (invito user add "
-                     f"alice@example.com){listed} have a calendar address; set it to your mail domain to "
-                     "give plain names (alice) one")
+        note = _without_domain(configuration.get("scheduling", "addresses"), users)
+        if note:
+            notes.append(note)
     if not configuration.get("smtp", "host"):
         notes.append("[smtp] host is empty: invitations to external guests wait in the spool; "
                      "set [smtp] host, port, security, sender (and username, password_file) to send them")
@@ -426,6 +425,24 @@ def unconfigured(configuration: radicale_config.Configuration) -> list[str]:
         notes.append("[rsvp] public_url is empty: invitations carry no Accept / Maybe / Decline links for guests "
                      "whose mail program shows no buttons; set it to the https:// address guests reach Invito at")
     return notes
+
+
+def _without_domain(addresses: str, users: list[str] | None) -> str | None:
+    """Who has no calendar address without a domain: plain names not in the addresses file (a name that is
+    a mail address is its own address). None when every user has one."""
+    if users:
+        listed = load_addresses(addresses) if addresses else {}
+        without = [user for user in users if "@" not in user and user not in listed]
+        if not without:
+            return None
+        shown = ", ".join(without[:3]) + (f" and {len(without) - 3} more" if len(without) > 3 else "")
+        return (f"[scheduling] domain is empty: {shown} {'has' if len(without) == 1 else 'have'} no calendar "
+                "address, so cannot schedule or be invited; set it to your mail domain, or name users by "
+                "their mail address (invito user add alice@example.com)")
+    also = f" and users listed in {addresses}" if addresses else ""
+    return ("[scheduling] domain is empty: only users named by their mail address (invito user add "
+            f"alice@example.com){also} have a calendar address; set it to your mail domain to give plain "
+            "names (alice) one")
 
 
 def _read(path: str) -> dict[str, dict[str, str]]:

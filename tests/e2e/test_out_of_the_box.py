@@ -66,7 +66,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def test_a_mail_address_user_name_is_the_calendar_address(site: Server) -> None:
     assert "mailto:alice@example.com" in site.principal(ALICE).calendar_user_address_set()
-    assert "only users named by their mail address" in site.log.read_text()  # the summary's note, truthful
+    assert "[scheduling] domain" not in site.log.read_text()  # the summary: every user has an address
 
 
 def test_mail_address_users_invite_each_other_and_a_guest_waits_in_the_spool(site: Server) -> None:
@@ -110,6 +110,7 @@ def test_serve_prints_the_summary_the_ready_line_and_one_line_per_request(tmp_pa
         assert request(url, "OPTIONS", ALICE, "pw")[0] == 200
         assert request(f"{url}{ALICE}/", "PROPFIND", ALICE, "pw")[0] == 207
         assert request(url + ".web/", "GET", ALICE, "pw")[0] == 200
+        assert request(f"{url}{ALICE}/", "PROPFIND", ALICE, "wrong")[0] == 401
         after = stopped(proc).splitlines()
     finally:
         if proc.poll() is None:
@@ -121,7 +122,10 @@ def test_serve_prints_the_summary_the_ready_line_and_one_line_per_request(tmp_pa
     assert [re.sub(r" in [\d.]+ seconds.*: ", " ", line.split("] ", 3)[-1]) for line in after] == [
         "OPTIONS response status for '/' 200 OK",
         f"PROPFIND response status for '/{ALICE}/' 207 Multi-Status",
-        "GET response status for '/.web/' 200 OK"]
+        "GET response status for '/.web/' 200 OK",
+        f"Login verification failed for user: '{ALICE}' (htpasswd/bcrypt/BCRYPT)",  # warnings stay
+        f"Failed login attempt from 127.0.0.1: '{ALICE}' (htpasswd)",
+        f"PROPFIND response status for '/{ALICE}/' 401 Unauthorized"]
 
 
 def test_at_level_debug_radicale_tells_everything(tmp_path: Path) -> None:
@@ -192,14 +196,15 @@ def test_commands_run_from_different_folders_see_the_same_data(tmp_path: Path) -
     site_folder, a, b = tmp_path / "site", tmp_path / "a", tmp_path / "b"
     for folder in (site_folder, a, b):
         folder.mkdir()
-    (site_folder / "addresses").write_text(f"{ALICE}: alice.smith@example.com\n")
+    (site_folder / "addresses").write_text("carol: carol@example.org\n")
     port = free_port()
     hosts_only(site_folder, port, "[scheduling]\naddresses = addresses\n")
     config = "../site/invito.conf"  # relative too, as an admin types it
     data = site_folder / "invito-data"
 
-    assert invito("user", "add", ALICE, "--config", config, cwd=a, stdin="pw\n").returncode == 0
-    assert list(users(data)) == [ALICE]
+    for user in (ALICE, "carol"):
+        assert invito("user", "add", user, "--config", config, cwd=a, stdin="pw\n").returncode == 0
+    assert list(users(data)) == [ALICE, "carol"]
     checked = invito("check", "--config", config, cwd=b)
     assert str(data) in checked.stdout and str(data / "users") in checked.stdout, checked.stdout
     proc = subprocess.Popen([*INVITO, "serve", "--config", config], stdout=subprocess.PIPE,
@@ -213,6 +218,6 @@ def test_commands_run_from_different_folders_see_the_same_data(tmp_path: Path) -
             proc.kill()
             proc.wait()
     assert f"  data folder: {data}\n" in summary
-    assert f"  users file:  {data / 'users'} (1 user)\n" in summary
-    assert f"users listed in {site_folder / 'addresses'} have a calendar address" in summary
+    assert f"  users file:  {data / 'users'} (2 users)\n" in summary
+    assert "[scheduling] domain" not in summary  # carol's address came from site/addresses
     assert sorted(os.listdir(a)) == sorted(os.listdir(b)) == []  # nothing made where the commands ran

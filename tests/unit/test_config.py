@@ -239,6 +239,16 @@ def test_unconfigured_domain_is_reported_until_set(tmp_path: Path) -> None:
     assert unconfigured(load(write(tmp_path, "[scheduling]\ndomain = example.com\n" + MAIL_SET_UP))) == []
 
 
+def test_unconfigured_domain_names_the_users_it_leaves_without_an_address(tmp_path: Path) -> None:
+    aliases = write(tmp_path, "carol: carol@example.org\n", "addresses")
+    configuration = load(write(tmp_path, f"[scheduling]\naddresses = {aliases}\n" + MAIL_SET_UP))
+    assert unconfigured(configuration, ["alice@example.com", "carol"]) == []
+    assert unconfigured(configuration, ["alice@example.com", "bob", "carol", "dan", "eve", "fay"]) == [
+        "[scheduling] domain is empty: bob, dan, eve and 1 more have no calendar address, so cannot schedule "
+        "or be invited; set it to your mail domain, or name users by their mail address "
+        "(invito user add alice@example.com)"]
+
+
 def test_unconfigured_mail_names_the_keys_to_set(tmp_path: Path) -> None:
     notes = unconfigured(load(write(tmp_path, "[scheduling]\ndomain = example.com\n")))
     assert notes[0].startswith("[smtp] host is empty: invitations to external guests wait in the spool; "
