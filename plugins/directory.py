@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Who is who: calendar user addresses ↔ local users.
 
-An address is internal when it maps to a user of this server: ``user@<[scheduling] domain>`` or an alias
-from the ``[scheduling] addresses`` file. Everything else is external and never becomes a principal.
+An address is internal when it maps to a user of this server: a user named by a mail address
+(``alice@example.com``) has that address, with or without a domain, so scheduling works out of the box; a
+plain name is ``user@<[scheduling] domain>``; any user may have aliases from the ``[scheduling] addresses``
+file. Everything else is external and never becomes a principal.
 """
 from __future__ import annotations
 
@@ -46,21 +48,25 @@ class Directory:
 
     @property
     def configured(self) -> bool:
-        """Without a domain or aliases nobody has an address, so nothing can be scheduled."""
+        """Whether the configuration gives addresses (a domain or aliases); users named by a mail address
+        have theirs without it, so this alone does not decide whether anything can be scheduled."""
         return bool(self.domain or self._aliases)
 
     def addresses_of(self, user: str) -> frozenset[str]:
-        own = {normalize(f"{user}@{self.domain}")} if self.domain else set()
+        if "@" in user:  # the name is the address (user_name_problem allows one '@', not at either end)
+            own = {normalize(user)}
+        else:
+            own = {normalize(f"{user}@{self.domain}")} if self.domain else set()
         return frozenset(own | self._aliases.get(user, frozenset()))
 
     def user_for(self, address: str) -> str | None:
         """The local user owning ``address`` (case-insensitive), or None for an external address."""
         addr = normalize(address)
-        user = self._alias_owner.get(addr)
-        if user is None and self.domain and addr.startswith("mailto:"):
-            local, _, domain = addr[len("mailto:"):].rpartition("@")
-            if domain == self.domain and local:
-                user = local
-        if user is not None and self._is_user(user):
-            return user
-        return None
+        candidates = [self._alias_owner.get(addr)]
+        if addr.startswith("mailto:"):
+            mail = addr[len("mailto:"):]
+            local, _, domain = mail.rpartition("@")
+            if self.domain and domain == self.domain and local:
+                candidates.append(local)
+            candidates.append(mail)  # a user named by this mail address
+        return next((user for user in candidates if user is not None and self._is_user(user)), None)

@@ -22,7 +22,7 @@ import radicale.log
 import radicale.server
 from radicale.config import Configuration
 
-from invito.server import check, queue_admin
+from invito.server import check, queue_admin, quiet
 from invito.server.config import CommandError, ConfigError, load, unconfigured, user_name_problem
 
 logger = logging.getLogger("invito")
@@ -54,8 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     with_config = argparse.ArgumentParser(add_help=False)
     with_config.add_argument(
         "--config", metavar="FILE",
-        help="configuration file (annotated example: config/invito.conf); without it the built-in defaults "
-             "apply: data in ./invito-data, listening on 127.0.0.1:5232")
+        help="configuration file (annotated example: config/invito.conf); relative paths in it start at "
+             "its folder, and the data folder is invito-data beside it unless [invito] data_folder says "
+             "otherwise; without it the built-in defaults apply: data in ./invito-data, listening on "
+             "127.0.0.1:5232")
     parser = argparse.ArgumentParser(
         prog="invito",
         description="Invito: a CalDAV server with meeting scheduling (RFC 6638), built on Radicale.")
@@ -72,9 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     add = actions.add_parser("add", parents=[with_config], help="add a user or change their password",
                              description="Add NAME to the users file with a bcrypt-hashed password, or "
                                          "replace the password of an existing user.")
-    add.add_argument("name", metavar="NAME", help="login name; the calendar address is NAME@[scheduling] domain")
-    add.add_argument("--password-file", metavar="F",
-                     help="read the password from the first line of F; without it, ask twice in the terminal")
+    add.add_argument("name", metavar="NAME",
+                     help="login name; a mail address (alice@example.com, lower case) is also the calendar "
+                          "address, a plain name (alice) has the address NAME@[scheduling] domain")
+    source = add.add_mutually_exclusive_group()
+    source.add_argument("--password-file", metavar="F", help="read the password from the first line of F")
+    source.add_argument("--password-stdin", action="store_true",
+                        help="read the password from the first line of standard input; this is also what "
+                             "happens without either option when standard input is not a terminal (a pipe, "
+                             "a script); on a terminal the password is asked for twice")
     add.set_defaults(run=_user_add)
     remove = actions.add_parser("remove", parents=[with_config], help="remove a user's login",
                                 description="Remove NAME from the users file: they can no longer log in. "
@@ -93,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     configuration = load(args.config)
+    quiet.install()
     radicale.log.setup()
     radicale.log.set_level(configuration.get("logging", "level"),
                            configuration.get("logging", "backtrace_on_debug"),
@@ -101,12 +110,14 @@ def _serve(args: argparse.Namespace) -> int:
     users_file = _users_file(configuration) if configuration.get("auth", "type") == "htpasswd" else None
     try:
         os.makedirs(configuration.get("invito", "data_folder"), mode=0o700, exist_ok=True)
+        if configuration.get("storage", "type") == "invito.storage":  # else Radicale warns on a first start
+            os.makedirs(_collection_root(configuration), mode=0o700, exist_ok=True)
         if users_file and not os.path.exists(users_file):  # Radicale refuses to start without the file
             os.makedirs(os.path.dirname(users_file), mode=0o700, exist_ok=True)
             _write_atomically(users_file, [])
     except OSError as e:
-        raise CommandError(f"cannot create {e.filename}: {e.strerror}; check [invito] data_folder "
-                           "and [auth] htpasswd_filename") from e
+        raise CommandError(f"cannot create {e.filename}: {e.strerror}; check [invito] data_folder, "
+                           "[storage] filesystem_folder and [auth] htpasswd_filename") from e
     print(_summary(configuration, args.config, users_file), flush=True)
     return _run(configuration)
 
@@ -116,9 +127,9 @@ def _summary(configuration: Configuration, config_file: str | None, users_file: 
              f"  config file: {os.path.abspath(config_file) if config_file else 'none, built-in defaults'}",
              f"  data folder: {configuration.get('invito', 'data_folder')}",
              f"  collections: {configuration.get('storage', 'filesystem_folder')}"]
-    notes = unconfigured(configuration)
-    if users_file:
-        users = _read_users(users_file)
+    users = _read_users(users_file) if users_file else None
+    notes = unconfigured(configuration, users)
+    if users is not None:
         lines.append(f"  users file:  {users_file} ({len(users)} {'user' if len(users) == 1 else 'users'})")
         if not users:
             config_option = f" --config {config_file}" if config_file else ""
@@ -236,7 +247,8 @@ def _user_add(args: argparse.Namespace) -> int:
     problem = user_name_problem(args.name)
     if problem:
         raise CommandError(f"{args.name!r} cannot be a user name: {problem}; choose another name")
-    digest = bcrypt.hashpw(_password(args.password_file, args.name).encode(), bcrypt.gensalt()).decode()
+    password = _password(args.password_file, args.password_stdin, args.name)
+    digest = bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
     existed = args.name in _read_users(path)
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -260,7 +272,7 @@ def _user_remove(args: argparse.Namespace) -> int:
     except OSError as e:
         raise CommandError(f"cannot write {e.filename or path}: {e.strerror}; check the permissions of its "
                            "folder") from e
-    home = os.path.join(configuration.get("storage", "filesystem_folder"), "collection-root", args.name)
+    home = os.path.join(_collection_root(configuration), args.name)
     print(f"removed user {args.name} from {path}; their calendars are still in {home}")
     return 0
 
@@ -271,6 +283,11 @@ def _user_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _collection_root(configuration: Configuration) -> str:
+    """Where Radicale's filesystem storage keeps the users' homes."""
+    return os.path.join(configuration.get("storage", "filesystem_folder"), "collection-root")
+
+
 def _users_file(configuration: Configuration) -> str:
     auth = configuration.get("auth", "type")
     if auth != "htpasswd":
@@ -279,7 +296,9 @@ def _users_file(configuration: Configuration) -> str:
     return configuration.get("auth", "htpasswd_filename")
 
 
-def _password(password_file: str | None, name: str) -> str:
+def _password(password_file: str | None, from_stdin: bool, name: str) -> str:
+    """From the file, from standard input (asked, or not a terminal: admins script ``user add``), or asked
+    twice on the terminal."""
     if password_file:
         try:
             with open(password_file, encoding="utf-8") as f:
@@ -287,13 +306,19 @@ def _password(password_file: str | None, name: str) -> str:
         except (OSError, UnicodeDecodeError) as e:
             raise CommandError(f"cannot read the password file {password_file}: "
                                f"{getattr(e, 'strerror', None) or e}") from e
-    elif sys.stdin.isatty():
+    elif from_stdin or not sys.stdin.isatty():
+        try:
+            password = sys.stdin.readline().rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            raise CommandError(f"the password on standard input is not UTF-8 text ({e.reason})") from e
+        if not password:
+            raise CommandError("no password on the first line of standard input: pipe it in "
+                               "(--password-stdin), use --password-file F, or run the command in a terminal "
+                               "to be asked")
+    else:
         password = getpass.getpass(f"Password for {name}: ")
         if getpass.getpass("Same password again: ") != password:
             raise CommandError("the two passwords differ; run the command again")
-    else:
-        raise CommandError("no password given: use --password-file F (password on its first line), "
-                           "or run the command in a terminal to be asked")
     if not password:
         raise CommandError("the password is empty; give a non-empty password")
     if len(password.encode()) > BCRYPT_MAX_BYTES:

@@ -26,6 +26,7 @@ from radicale import storage as radicale_storage
 from radicale.app.base import USER_BLACKLIST_MINIMAL
 
 DEFAULT_DATA_FOLDER = "./invito-data"
+DATA_FOLDER_NAME = "invito-data"  # beside the config file when one is given and data_folder is not set
 
 
 class ConfigError(Exception):
@@ -153,14 +154,15 @@ INVITO_SCHEMA: types.CONFIG_SCHEMA = OrderedDict([
     ("invito", OrderedDict([
         ("data_folder", {
             "value": DEFAULT_DATA_FOLDER,
-            "help": "folder for all of Invito's data (collections, users file, mail spool); "
-                    "a relative path starts at the current directory",
+            "help": "folder for all of Invito's data (collections, users file, mail spool); unset: "
+                    "invito-data beside the config file (without a config file: in the current directory); "
+                    "like every relative path in a config file, a relative path starts at the file's folder",
             "type": radicale_config.filepath})])),
     ("scheduling", OrderedDict([
         ("domain", {
             "value": "",
-            "help": "mail domain of the users: user NAME has the calendar address NAME@domain; "
-                    "empty: users have no address and nothing is scheduled",
+            "help": "mail domain of the users: user NAME has the calendar address NAME@domain; a user "
+                    "named by a mail address (alice@example.com) has that address with or without it",
             "type": mail_domain}),
         ("addresses", {
             "value": "",
@@ -378,6 +380,11 @@ def load(path: str | None = None) -> radicale_config.Configuration:
         problems = _problems(given, path)
         if problems:
             raise ConfigError(problems)
+        # Every command finds the same files whatever folder it runs in: paths start at the file's folder.
+        folder = os.path.dirname(os.path.abspath(path))
+        configuration.update({"invito": {"data_folder": os.path.join(folder, DATA_FOLDER_NAME)}},
+                             "the config file's folder")
+        given = _resolved(given, folder)
         configuration.update(given, "config file %r" % path)
     data_folder = configuration.get("invito", "data_folder")
     derived = {section: {option: os.path.join(data_folder, spec["in_data_folder"])
@@ -392,13 +399,26 @@ def load(path: str | None = None) -> radicale_config.Configuration:
     return configuration
 
 
-def unconfigured(configuration: radicale_config.Configuration) -> list[str]:
-    """What the admin has not set up yet, as sentences for the start-up summary."""
+def _resolved(given: dict[str, dict[str, str]], folder: str) -> dict[str, dict[str, str]]:
+    """``given`` with each relative file path (a ``filepath`` option) made absolute under ``folder``."""
+    def resolve(section: str, option: str, value: str) -> str:
+        spec = SCHEMA[section].get(option)
+        if not (isinstance(spec, dict) and spec["type"] is radicale_config.filepath and value.strip()):
+            return value
+        return os.path.join(folder, os.path.expanduser(value.strip()))  # join keeps an absolute path as is
+
+    return {section: {option: resolve(section, option, value) for option, value in options.items()}
+            for section, options in given.items()}
+
+
+def unconfigured(configuration: radicale_config.Configuration, users: list[str] | None = None) -> list[str]:
+    """What the admin has not set up yet, as sentences for the start-up summary; ``users``: the user names
+    when they can be listed (htpasswd), so that the note on the domain names whom it concerns."""
     notes = []
     if not configuration.get("scheduling", "domain"):
-        addresses = configuration.get("scheduling", "addresses")
-        who = f"only users listed in {addresses} have" if addresses else "users have no"
-        notes.append(f"[scheduling] domain is empty: {who} calendar address; set it to your mail domain")
+        note = _without_domain(configuration.get("scheduling", "addresses"), users)
+        if note:
+            notes.append(note)
     if not configuration.get("smtp", "host"):
         notes.append("[smtp] host is empty: invitations to external guests wait in the spool; "
                      "set [smtp] host, port, security, sender (and username, password_file) to send them")
@@ -411,6 +431,24 @@ def unconfigured(configuration: radicale_config.Configuration) -> list[str]:
         notes.append("[rsvp] public_url is empty: invitations carry no Accept / Maybe / Decline links for guests "
                      "whose mail program shows no buttons; set it to the https:// address guests reach Invito at")
     return notes
+
+
+def _without_domain(addresses: str, users: list[str] | None) -> str | None:
+    """Who has no calendar address without a domain: plain names not in the addresses file (a name that is
+    a mail address is its own address). None when every user has one."""
+    if users:
+        listed = load_addresses(addresses) if addresses else {}
+        without = [user for user in users if "@" not in user and user not in listed]
+        if not without:
+            return None
+        shown = ", ".join(without[:3]) + (f" and {len(without) - 3} more" if len(without) > 3 else "")
+        return (f"[scheduling] domain is empty: {shown} {'has' if len(without) == 1 else 'have'} no calendar "
+                "address, so cannot schedule or be invited; set it to your mail domain, or name users by "
+                "their mail address (invito user add alice@example.com)")
+    also = f" and users listed in {addresses}" if addresses else ""
+    return ("[scheduling] domain is empty: only users named by their mail address (invito user add "
+            f"alice@example.com){also} have a calendar address; set it to your mail domain to give plain "
+            "names (alice) one")
 
 
 def _read(path: str) -> dict[str, dict[str, str]]:
@@ -508,6 +546,8 @@ def user_name_problem(name: str) -> str | None:
         return "it contains characters a user name cannot have: " + " ".join(repr(c) for c in bad)
     if name.startswith("#") or name.startswith("@") or name.endswith("@") or name.count("@") > 1:
         return "it cannot start with '#' or '@', end with '@', or hold more than one '@'"
+    if "@" in name and name != name.lower():  # its calendar address is compared in lower case
+        return f"a name that is a mail address is written in lower case ({name.lower()})"
     return None
 
 

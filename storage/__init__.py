@@ -128,8 +128,8 @@ class Storage(IndexedStorage):
         return super().create_collection(href, items, props)
 
     def schedules(self, collection: Collection) -> bool:
-        """Only users' own calendars schedule; inbox items and plain setups without addresses do not."""
-        return (self.directory.configured and collection.tag == "VCALENDAR"
+        """Only users' own calendars schedule; inbox items and users without an address do not."""
+        return (collection.tag == "VCALENDAR"
                 and not layout.is_inbox(collection.path)
                 and bool(self.directory.addresses_of(collection.owner)))
 

@@ -77,7 +77,7 @@ def test_user_remove(config: Path) -> None:
     assert "there is no user 'alice'" in again.stderr and "invito user list" in again.stderr
 
 
-@pytest.mark.parametrize("name", ["a:b", "../alice", ".alice", "al ice", "#alice"])
+@pytest.mark.parametrize("name", ["a:b", "../alice", ".alice", "al ice", "#alice", "Alice@Example.com"])
 def test_user_add_refuses_names_radicale_would_refuse(config: Path, name: str) -> None:
     refused = add_user(config, name, "pw")
     assert refused.returncode != 0

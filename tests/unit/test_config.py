@@ -76,12 +76,24 @@ def test_paths_the_admin_sets_win_over_the_data_folder(tmp_path: Path) -> None:
     assert configuration.get("auth", "htpasswd_filename") == str(tmp_path / "srv" / "users")
 
 
-def test_relative_data_folder_starts_at_the_current_directory(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    configuration = load(write(tmp_path, "[invito]\ndata_folder = var/invito\n"))
+def test_relative_paths_start_at_the_config_files_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    configuration = load(write(tmp_path, "[invito]\ndata_folder = var/invito\n[smtp]\npassword_file = relay.pw\n"
+                                         "[server]\ncertificate = ~/cert.pem\n"))
     assert configuration.get("invito", "data_folder") == str(tmp_path / "var" / "invito")
     assert configuration.get("storage", "filesystem_folder") == str(tmp_path / "var" / "invito" / "collections")
+    assert configuration.get("smtp", "password_file") == str(tmp_path / "relay.pw")
+    assert configuration.get("server", "certificate") == str(Path.home() / "cert.pem")
+
+
+def test_without_data_folder_the_data_lives_beside_the_config_file(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    configuration = load(write(tmp_path, "[server]\nhosts = 127.0.0.1:5232\n"))
+    assert configuration.get("invito", "data_folder") == str(tmp_path / "invito-data")
+    assert configuration.get("auth", "htpasswd_filename") == str(tmp_path / "invito-data" / "users")
 
 
 def test_values_are_converted(tmp_path: Path) -> None:
@@ -222,8 +234,19 @@ MAIL_SET_UP = "[smtp]\nhost = mail.example.com\nsender = invito@example.com\n" \
 
 def test_unconfigured_domain_is_reported_until_set(tmp_path: Path) -> None:
     assert unconfigured(load(write(tmp_path, MAIL_SET_UP))) == [
-        "[scheduling] domain is empty: users have no calendar address; set it to your mail domain"]
+        "[scheduling] domain is empty: only users named by their mail address (invito user add "
+        "alice@example.com) have a calendar address; set it to your mail domain to give plain names (alice) one"]
     assert unconfigured(load(write(tmp_path, "[scheduling]\ndomain = example.com\n" + MAIL_SET_UP))) == []
+
+
+def test_unconfigured_domain_names_the_users_it_leaves_without_an_address(tmp_path: Path) -> None:
+    aliases = write(tmp_path, "carol: carol@example.org\n", "addresses")
+    configuration = load(write(tmp_path, f"[scheduling]\naddresses = {aliases}\n" + MAIL_SET_UP))
+    assert unconfigured(configuration, ["alice@example.com", "carol"]) == []
+    assert unconfigured(configuration, ["alice@example.com", "bob", "carol", "dan", "eve", "fay"]) == [
+        "[scheduling] domain is empty: bob, dan, eve and 1 more have no calendar address, so cannot schedule "
+        "or be invited; set it to your mail domain, or name users by their mail address "
+        "(invito user add alice@example.com)"]
 
 
 def test_unconfigured_mail_names_the_keys_to_set(tmp_path: Path) -> None:
@@ -250,7 +273,8 @@ def test_reply_address_and_invite_policy_values(tmp_path: Path) -> None:
 def test_unconfigured_domain_with_an_addresses_file(tmp_path: Path) -> None:
     aliases = write(tmp_path, "alice: alice@example.org\n", "addresses")
     [note] = unconfigured(load(write(tmp_path, f"[scheduling]\naddresses = {aliases}\n" + MAIL_SET_UP)))
-    assert f"only users listed in {aliases} have calendar address" in note
+    assert f"only users named by their mail address (invito user add alice@example.com) and users listed in " \
+           f"{aliases} have a calendar address" in note
 
 
 # -- the addresses file --------------------------------------------------------------------------------
