@@ -29,6 +29,7 @@ from invito.plugins.imip.sender import NOT_DELIVERED
 from invito.plugins.imip.spool import (FORWARD, OutboundSpool, SpoolEntry, entries_of, fsync_dir, itip_record,
                                       mail_record, write_synced)
 from invito.plugins.itip.model import ITipMessage
+from invito.plugins.progress import progress, say
 from invito.server.config import CommandError, load
 from invito.server.mail import StatusWriter
 from invito.storage import Storage
@@ -387,7 +388,7 @@ def retry_all(spools: Spools) -> list[str]:
     chosen = sorted(entry_id for entry_id, kind in ids.items() if kind in (WAITING, FAILED))
     done = 0
     with spools.outbound.locked():
-        for n, entry_id in enumerate(chosen, 1):
+        for n, entry_id in enumerate(progress(chosen, "retry all", len(chosen), "message"), 1):
             try:
                 line = RETRY[ids[entry_id]](spools, entry_id)
                 done += 1
@@ -395,7 +396,7 @@ def retry_all(spools: Spools) -> list[str]:
                 line = f"{entry_id}: sent or dropped meanwhile"
             except CommandError as e:
                 line = str(e)
-            print(f"[{n}/{len(chosen)}] {line}", flush=True)
+            say(f"[{n}/{len(chosen)}] {line}")
     return [f"{done} of {len(chosen)} outbound message{'' if len(chosen) == 1 else 's'} retried"
             + ("" if chosen else ": nothing waits or failed")]
 
