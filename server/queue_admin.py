@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import email
+import email.message
+import email.policy
 import json
 import os
 import re
@@ -31,7 +34,7 @@ from invito.plugins.imip.spool import (FORWARD, OutboundSpool, SpoolEntry, entri
 from invito.plugins.itip.model import ITipMessage
 from invito.plugins.progress import progress, say
 from invito.server.config import CommandError, load
-from invito.server.mail import StatusWriter
+from invito.server.mail import PREVIEW_SENDER, Composer, StatusWriter
 from invito.storage import Storage
 
 MIN_PREFIX = 8  # shorter prefixes of the time-based ids would match nearly everything queued the same day
@@ -173,6 +176,156 @@ def _reason(path: str) -> str:
             return next((line.strip() for line in f if line.strip()), "(empty reason file)")
     except FileNotFoundError:
         return "(no reason file)"
+
+
+# -- show ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What ``invito queue show`` prints about one entry, and the HTML body ``--html`` writes."""
+    lines: list[str]
+    html: str | None
+
+
+def show(spools: Spools, kind: str, entry_id: str, to: str | None = None) -> Shown:
+    """An entry as its reader gets it: a waiting or failed message composed for its guest (``to``, or its
+    first recipient) by the sender's own Composer; a quarantined mail as it arrived."""
+    if kind == QUARANTINED:
+        return _show_quarantined(spools, entry_id)
+    path = spools.waiting_file(entry_id) if kind == WAITING else spools.failed_file(entry_id)
+    try:
+        entries = entries_of(_load(path))
+        chosen = _recipient(entries, to, entry_id)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise CommandError(f"cannot show {entry_id}: {path} is not a readable spool file ({e}); "
+                           f"`invito queue drop {entry_id}` removes it") from e
+    try:
+        raw = Composer(spools.configuration, preview=True)(chosen).as_bytes()
+    except Exception as e:  # the sender cannot build it either: it will fail this recipient with that reason
+        raise CommandError(f"cannot show {entry_id}: the message cannot be composed "
+                           f"({type(e).__name__}: {e}); the sender will fail it") from e
+    title = [f"Outbound message {entry_id} ({kind}): {chosen.method} uid={_cell(chosen.uid)} "
+             f"to {_cell(_address(chosen.recipient))}"]
+    others = [_address(e.recipient) for e in entries if e is not chosen]
+    if others:
+        title.append(f"  also to: {_cell(', '.join(others))} (`--to ADDRESS` shows theirs)")
+    if kind == FAILED:
+        title.append(f"  failed: {_cell(_reason(spools.failed_file(entry_id, '.reason')))}")
+    if not spools.configuration.get("smtp", "sender"):
+        title.append(f"  note: [smtp] sender is empty; From shows {PREVIEW_SENDER} until it is set")
+    if chosen.method != FORWARD:
+        title.append("  Date and Message-ID are the preview's; the sender writes its own when it sends")
+    return _shown(title, raw)
+
+
+def _recipient(entries: list[SpoolEntry], to: str | None, entry_id: str) -> SpoolEntry:
+    if not entries:
+        raise ValueError("no recipients")
+    if to is None:
+        return entries[0]
+    for entry in entries:
+        if _address(entry.recipient).lower() == _address(to).lower():
+            return entry
+    raise CommandError(f"{entry_id} does not go to {to}; its recipients: "
+                       + ", ".join(_address(e.recipient) for e in entries))
+
+
+def _show_quarantined(spools: Spools, entry_id: str) -> Shown:
+    try:
+        envelope = _record_or_none(spools.quarantined_file(entry_id, ".json"))
+    except FileNotFoundError:
+        envelope = None
+    try:
+        with open(spools.quarantined_file(entry_id, ".eml"), "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise CommandError(f"cannot show {entry_id}: {entry_id}.eml, the mail itself, is missing from "
+                           f"{spools.inbound.quarantined}; `show` shows a quarantined mail, a waiting or a "
+                           f"failed outbound message; `invito queue drop {entry_id}` removes what is left") from None
+    mail_from, to, received = _envelope_cells(envelope)
+    explained = _EXPLAINED.search(reason := _reason(spools.quarantined_file(entry_id, ".reason")))
+    return _shown([f"Inbound mail {entry_id} ({QUARANTINED}): from {_cell(mail_from)} to {_cell(to)}, "
+                   f"received {received}",
+                   f"  reason: {_cell(explained.group(1) if explained else reason)}"], raw)
+
+
+def _shown(title: list[str], raw: bytes) -> Shown:
+    """``title``, then the message: its headers, text, HTML size, calendar and attachments (name, size)."""
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    text: str | None = None
+    html: str | None = None
+    calendars: list[tuple[str, str]] = []
+    attachments: list[str] = []
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        content_type = part.get_content_type()
+        named = part.get_content_disposition() == "attachment" or part.get_filename() is not None
+        if content_type == "text/plain" and not named and text is None:
+            text = _part_text(part)
+        elif content_type == "text/html" and not named and html is None:
+            html = _part_text(part)
+        elif content_type == "text/calendar" and not named:
+            method = part.get_param("method")
+            calendars.append((f"text/calendar; method={method}" if isinstance(method, str) else "text/calendar",
+                              _part_text(part)))
+        else:
+            attachments.append(f"  {_cell(part.get_filename() or '(no name)')}  {content_type}  "
+                               f"{len(_payload(part))} bytes")
+    lines = [*title, "", *_headers(message), ""]
+    lines += ["--- text/plain ---", *_printable(text)] if text is not None else ["--- no text/plain part ---"]
+    if html is not None:
+        lines.append(f"--- text/html: {len(html.encode('utf-8'))} bytes; `--html FILE` writes it for a browser ---")
+    for label, ics in calendars:
+        lines += [f"--- {label} ---", *_printable(ics)]
+    if attachments:
+        lines += ["--- attachments ---", *attachments]
+    return Shown(lines, html)
+
+
+def _headers(message: email.message.Message) -> list[str]:
+    """Every header, decoded for reading; one the email package cannot decode is shown as it came."""
+    lines = []
+    for name, value in message.raw_items():
+        try:
+            shown = str(message.policy.header_fetch_parse(name, value))
+        except Exception:  # malformed mail from outside: its raw text is still worth showing
+            shown = str(value)
+        lines.append(f"{_cell(name)}: {_cell(shown)}")
+    return lines
+
+
+def _part_text(part: email.message.Message) -> str:
+    try:
+        content = part.get_content()  # type: ignore[attr-defined]
+        if isinstance(content, str):
+            return content
+    except (LookupError, ValueError, AssertionError):  # an unknown charset, a broken encoding
+        pass
+    return _payload(part).decode("utf-8", "replace")
+
+
+def _payload(part: email.message.Message) -> bytes:
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
+
+
+def _printable(text: str) -> list[str]:
+    """``text`` as terminal lines: tabs kept, other control characters (escape sequences) shown as ``?``."""
+    return ["".join(c if c.isprintable() or c == "\t" else "?" for c in line)
+            for line in text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n").split("\n")]
+
+
+def write_html(path: str, html: str) -> str:
+    """``html`` into ``path`` (created 0600: it may name guests); the line saying where it went."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(html)
+    except OSError as e:
+        raise CommandError(f"cannot write the HTML body to {path}: {e.strerror}") from e
+    return f"wrote the HTML body to {os.path.abspath(path)}; open it in a browser"
 
 
 # -- retry ---------------------------------------------------------------------------------------------
@@ -352,10 +505,12 @@ def add_parser(commands: argparse._SubParsersAction, with_config: argparse.Argum
     """Register ``queue`` and its actions (``list`` when none is given) on the ``invito`` command."""
     queue = commands.add_parser(
         "queue", help="show the mail spools; retry or drop a message",
-        usage="%(prog)s [-h] [--config FILE] [list | retry ID | retry all | drop ID]",
+        usage="%(prog)s [-h] [--config FILE] [list | show ID [--to ADDRESS] [--html FILE] | retry ID | "
+              "retry all | drop ID]",
         description="Show the outbound mail spool (messages waiting to be sent, recipients that failed) and "
-                    "the inbound quarantine (mail that could not be applied), or retry or drop one message "
-                    f"by its id or a unique prefix of it (at least {MIN_PREFIX} characters). Safe while "
+                    "the inbound quarantine (mail that could not be applied); show one message as its reader "
+                    "gets it, or retry or drop one, by its id or a unique prefix of it (at least "
+                    f"{MIN_PREFIX} characters). Safe while "
                     "`invito serve` runs. Exit status: 0 on success, 1 if the id names no message or "
                     "several, 2 for configuration errors.")
     # Its own destination: a sub-action's --config default would overwrite `invito queue --config F list`.
@@ -366,6 +521,16 @@ def add_parser(commands: argparse._SubParsersAction, with_config: argparse.Argum
     actions = queue.add_subparsers(metavar="ACTION")
     actions.add_parser("list", parents=[with_config], help="show what waits, what failed, what is quarantined "
                        "(the default)").set_defaults(run=listing)
+    shown = actions.add_parser(
+        "show", parents=[with_config], help="print a message as its reader gets it",
+        description="Print a waiting or failed outbound message as the guest will get it, composed as the "
+                    "sender composes it (headers, text body, the calendar part; attachments by name and size), "
+                    "also before [smtp] is configured; or a quarantined inbound mail as it arrived.")
+    shown.add_argument("id", metavar="ID", help=f"an id `invito queue list` shows, or its first {MIN_PREFIX} or "
+                       "more characters")
+    shown.add_argument("--to", metavar="ADDRESS", help="the copy of this recipient (default: the first)")
+    shown.add_argument("--html", metavar="FILE", help="also write its HTML body to FILE (mode 0600), for a browser")
+    shown.set_defaults(run=_command(_showing))
     for name, table, help_text, description in (
             ("retry", RETRY, "send or process a message again",
              "A waiting message: its next try becomes now. A failed recipient: queued again with fresh "
@@ -399,6 +564,20 @@ def retry_all(spools: Spools) -> list[str]:
             say(f"[{n}/{len(chosen)}] {line}")
     return [f"{done} of {len(chosen)} outbound message{'' if len(chosen) == 1 else 's'} retried"
             + ("" if chosen else ": nothing waits or failed")]
+
+
+def _showing(spools: Spools, args: argparse.Namespace) -> list[str]:
+    kind, entry_id = spools.resolve(args.id)
+    try:
+        shown = show(spools, kind, entry_id, args.to)
+    except FileNotFoundError as e:
+        raise CommandError(f"{entry_id} changed while this command ran (it was {kind}); "
+                           "`invito queue list` shows where it is now") from e
+    if args.html is None:
+        return shown.lines
+    if shown.html is None:
+        raise CommandError(f"{entry_id} has no HTML body to write; `invito queue show {entry_id}` prints its text")
+    return [*shown.lines, "", write_html(args.html, shown.html)]
 
 
 def _acting(table: dict[str, Action]) -> Callable[[Spools, argparse.Namespace], list[str]]:
