@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""``invito queue``: what waits in the mail spools and why, and the admin's hand on it (retry, drop).
+"""``invito queue``: what waits in the mail spools and why, one message as its reader gets it (show), and
+the admin's hand on them (retry, drop).
 
 It works on the spool folders while ``invito serve`` may be running, so every change is a rename or an
 atomic replace. A queue file is re-read right before it is changed and replaced only if the sender did not
