@@ -19,6 +19,7 @@ import email.policy
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -213,9 +214,9 @@ def show(spools: Spools, kind: str, entry_id: str, to: str | None = None) -> Sho
         title.append(f"  also to: {_cell(', '.join(others))} (`--to ADDRESS` shows theirs)")
     if kind == FAILED:
         title.append(f"  failed: {_cell(_reason(spools.failed_file(entry_id, '.reason')))}")
-    if not spools.configuration.get("smtp", "sender"):
-        title.append(f"  note: [smtp] sender is empty; From shows {PREVIEW_SENDER} until it is set")
-    if chosen.method != FORWARD:
+    if chosen.method != FORWARD:  # a forwarded reply was composed when it arrived: it goes as it is
+        if not spools.configuration.get("smtp", "sender"):
+            title.append(f"  note: [smtp] sender is empty; From shows {PREVIEW_SENDER} until it is set")
         title.append("  Date and Message-ID are the preview's; the sender writes its own when it sends")
     return _shown(title, raw)
 
@@ -603,6 +604,9 @@ def _command(body: Callable[[Spools, argparse.Namespace], list[str]]) -> Callabl
             lines = body(Spools.of(config if config is not None else args.queue_config), args)
         except OSError as e:
             raise CommandError(f"cannot use the mail spool: {e.filename}: {e.strerror}") from e
-        print("\n".join(lines))
+        try:
+            print("\n".join(lines), flush=True)
+        except BrokenPipeError:  # `invito queue show ID | head`: the reader has seen enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor may the flush at exit fail
         return 0
     return run

@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from tests.e2e.conftest import INVITO, Server, start, stop, write_config
-from tests.e2e.test_queue_admin import entry, inbound, invite, outbound, quarantined, queue, section
+from tests.e2e.test_queue_admin import QUEUE, entry, inbound, invite, outbound, quarantined, queue, section
 from tests.e2e.test_scheduling import calendar, event
 
 GUEST = "guest@partner.example.org"
@@ -148,6 +148,29 @@ def test_show_failed_prints_the_message_and_why_it_failed(config: Path) -> None:
                                  "  failed: 550 5.1.1 no such user"]
     assert f"To: {GUEST}" in shown["head"]
     assert "METHOD:REQUEST" in shown["text/calendar; method=REQUEST"]
+
+
+def test_show_of_a_forwarded_reply_prints_it_as_it_goes(config: Path) -> None:
+    spool = outbound(config)
+    forward = spool.prepare_mail("review-1", f"mailto:{GUEST}", "mailto:alice@example.com",
+                                 b"From: Invito <invito@cal.example.com>\r\nTo: alice@example.com\r\n"
+                                 b"Subject: Re: Review\r\n\r\nsee you there\r\n")
+    spool.commit([forward])
+    result = queue(config, "show", forward)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (f"Outbound message {forward} (outbound, waiting): FORWARD uid=review-1 to "
+                             "alice@example.com\n\nFrom: Invito <invito@cal.example.com>\nTo: alice@example.com\n"
+                             "Subject: Re: Review\n\n--- text/plain ---\nsee you there\n")
+
+
+def test_show_piped_into_a_reader_that_stopped_exits_quietly(waiting: tuple[Server, str]) -> None:
+    """`invito queue show ID | head`: the reader is gone before the message is printed."""
+    srv, message = waiting
+    command = subprocess.Popen([*QUEUE, "show", message, "--config", str(srv.config)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert command.stdout is not None and command.stderr is not None
+    command.stdout.close()  # before the command writes: no reader is left for its output
+    assert (command.wait(timeout=30), command.stderr.read()) == (0, "")
 
 
 def test_show_quarantined_prints_the_mail_as_it_arrived(config: Path) -> None:
