@@ -13,9 +13,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import email
-import email.message
-import email.policy
 import json
 import os
 import re
@@ -37,6 +34,7 @@ from invito.plugins.itip.model import ITipMessage
 from invito.plugins.progress import progress, say
 from invito.server.config import CommandError, load
 from invito.server.mail import PREVIEW_SENDER, Composer, StatusWriter
+from invito.server.mail_view import ShownMail, one_line, shown_mail, write_html
 from invito.storage import Storage
 
 MIN_PREFIX = 8  # shorter prefixes of the time-based ids would match nearly everything queued the same day
@@ -156,15 +154,10 @@ def _section(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -
     """A titled table, columns two spaces apart; ``none`` when empty."""
     if not rows:
         return [title, "  none"]
-    table = [header, *(tuple(map(_cell, row)) for row in rows)]
+    table = [header, *(tuple(map(one_line, row)) for row in rows)]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     return [title, *(("  " + "  ".join([*(c.ljust(w) for c, w in zip(row, widths)), row[-1]])).rstrip()
                      for row in table)]
-
-
-def _cell(value: str) -> str:
-    """One line of printable text: mail headers and relay answers are not the terminal's to interpret."""
-    return "".join(c if c.isprintable() else "?" for c in " ".join(str(value).split()))
 
 
 def _local(epoch: float) -> str:
@@ -183,14 +176,7 @@ def _reason(path: str) -> str:
 # -- show ----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Shown:
-    """What ``invito queue show`` prints about one entry, and the HTML body ``--html`` writes."""
-    lines: list[str]
-    html: str | None
-
-
-def show(spools: Spools, kind: str, entry_id: str, to: str | None = None) -> Shown:
+def show(spools: Spools, kind: str, entry_id: str, to: str | None = None) -> ShownMail:
     """An entry as its reader gets it: a waiting or failed message composed for its guest (``to``, or its
     first recipient) by the sender's own Composer; a quarantined mail as it arrived."""
     if kind == QUARANTINED:
@@ -207,18 +193,18 @@ def show(spools: Spools, kind: str, entry_id: str, to: str | None = None) -> Sho
     except Exception as e:  # the sender cannot build it either: it will fail this recipient with that reason
         raise CommandError(f"cannot show {entry_id}: the message cannot be composed "
                            f"({type(e).__name__}: {e}); the sender will fail it") from e
-    title = [f"Outbound message {entry_id} ({kind}): {chosen.method} uid={_cell(chosen.uid)} "
-             f"to {_cell(_address(chosen.recipient))}"]
+    title = [f"Outbound message {entry_id} ({kind}): {chosen.method} uid={one_line(chosen.uid)} "
+             f"to {one_line(_address(chosen.recipient))}"]
     others = [_address(e.recipient) for e in entries if e is not chosen]
     if others:
-        title.append(f"  also to: {_cell(', '.join(others))} (`--to ADDRESS` shows theirs)")
+        title.append(f"  also to: {one_line(', '.join(others))} (`--to ADDRESS` shows theirs)")
     if kind == FAILED:
-        title.append(f"  failed: {_cell(_reason(spools.failed_file(entry_id, '.reason')))}")
+        title.append(f"  failed: {one_line(_reason(spools.failed_file(entry_id, '.reason')))}")
     if chosen.method != FORWARD:  # a forwarded reply was composed when it arrived: it goes as it is
         if not spools.configuration.get("smtp", "sender"):
             title.append(f"  note: [smtp] sender is empty; From shows {PREVIEW_SENDER} until it is set")
         title.append("  Date and Message-ID are the preview's; the sender writes its own when it sends")
-    return _shown(title, raw)
+    return shown_mail(title, raw)
 
 
 def _recipient(entries: list[SpoolEntry], to: str | None, entry_id: str) -> SpoolEntry:
@@ -233,7 +219,7 @@ def _recipient(entries: list[SpoolEntry], to: str | None, entry_id: str) -> Spoo
                        + ", ".join(_address(e.recipient) for e in entries))
 
 
-def _show_quarantined(spools: Spools, entry_id: str) -> Shown:
+def _show_quarantined(spools: Spools, entry_id: str) -> ShownMail:
     try:
         envelope = _record_or_none(spools.quarantined_file(entry_id, ".json"))
     except FileNotFoundError:
@@ -247,87 +233,9 @@ def _show_quarantined(spools: Spools, entry_id: str) -> Shown:
                            f"failed outbound message; `invito queue drop {entry_id}` removes what is left") from None
     mail_from, to, received = _envelope_cells(envelope)
     explained = _EXPLAINED.search(reason := _reason(spools.quarantined_file(entry_id, ".reason")))
-    return _shown([f"Inbound mail {entry_id} ({QUARANTINED}): from {_cell(mail_from)} to {_cell(to)}, "
+    return shown_mail([f"Inbound mail {entry_id} ({QUARANTINED}): from {one_line(mail_from)} to {one_line(to)}, "
                    f"received {received}",
-                   f"  reason: {_cell(explained.group(1) if explained else reason)}"], raw)
-
-
-def _shown(title: list[str], raw: bytes) -> Shown:
-    """``title``, then the message: its headers, text, HTML size, calendar and attachments (name, size)."""
-    message = email.message_from_bytes(raw, policy=email.policy.default)
-    text: str | None = None
-    html: str | None = None
-    calendars: list[tuple[str, str]] = []
-    attachments: list[str] = []
-    for part in message.walk():
-        if part.is_multipart():
-            continue
-        content_type = part.get_content_type()
-        named = part.get_content_disposition() == "attachment" or part.get_filename() is not None
-        if content_type == "text/plain" and not named and text is None:
-            text = _part_text(part)
-        elif content_type == "text/html" and not named and html is None:
-            html = _part_text(part)
-        elif content_type == "text/calendar" and not named:
-            method = part.get_param("method")
-            calendars.append((f"text/calendar; method={method}" if isinstance(method, str) else "text/calendar",
-                              _part_text(part)))
-        else:
-            attachments.append(f"  {_cell(part.get_filename() or '(no name)')}  {content_type}  "
-                               f"{len(_payload(part))} bytes")
-    lines = [*title, "", *_headers(message), ""]
-    lines += ["--- text/plain ---", *_printable(text)] if text is not None else ["--- no text/plain part ---"]
-    if html is not None:
-        lines.append(f"--- text/html: {len(html.encode('utf-8'))} bytes; `--html FILE` writes it for a browser ---")
-    for label, ics in calendars:
-        lines += [f"--- {label} ---", *_printable(ics)]
-    if attachments:
-        lines += ["--- attachments ---", *attachments]
-    return Shown(lines, html)
-
-
-def _headers(message: email.message.Message) -> list[str]:
-    """Every header, decoded for reading; one the email package cannot decode is shown as it came."""
-    lines = []
-    for name, value in message.raw_items():
-        try:
-            shown = str(message.policy.header_fetch_parse(name, value))
-        except Exception:  # malformed mail from outside: its raw text is still worth showing
-            shown = str(value)
-        lines.append(f"{_cell(name)}: {_cell(shown)}")
-    return lines
-
-
-def _part_text(part: email.message.Message) -> str:
-    try:
-        content = part.get_content()  # type: ignore[attr-defined]
-        if isinstance(content, str):
-            return content
-    except (LookupError, ValueError, AssertionError):  # an unknown charset, a broken encoding
-        pass
-    return _payload(part).decode("utf-8", "replace")
-
-
-def _payload(part: email.message.Message) -> bytes:
-    payload = part.get_payload(decode=True)
-    return payload if isinstance(payload, bytes) else b""
-
-
-def _printable(text: str) -> list[str]:
-    """``text`` as terminal lines: tabs kept, other control characters (escape sequences) shown as ``?``."""
-    return ["".join(c if c.isprintable() or c == "\t" else "?" for c in line)
-            for line in text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n").split("\n")]
-
-
-def write_html(path: str, html: str) -> str:
-    """``html`` into ``path`` (created 0600: it may name guests); the line saying where it went."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(html)
-    except OSError as e:
-        raise CommandError(f"cannot write the HTML body to {path}: {e.strerror}") from e
-    return f"wrote the HTML body to {os.path.abspath(path)}; open it in a browser"
+                   f"  reason: {one_line(explained.group(1) if explained else reason)}"], raw)
 
 
 # -- retry ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ and the admin looks at what the guest will receive."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import stat
 import subprocess
@@ -210,3 +211,22 @@ def test_show_html_of_a_mail_without_html_says_so(config: Path, tmp_path: Path) 
     assert result.stderr == (f"invito: {mail.id} has no HTML body to write; `invito queue show {mail.id}` "
                              "prints its text\n")
     assert not (tmp_path / "x.html").exists()
+
+
+def test_show_of_an_unreadable_or_uncomposable_message_says_why(config: Path) -> None:
+    spool = outbound(config)
+    os.makedirs(spool.queue)
+    Path(spool.queue, "1700000000000000000-broken.json").write_text("{not json")
+    broken = queue(config, "show", "1700000000000000000-broken")
+    assert (broken.returncode, broken.stdout) == (1, "")
+    assert broken.stderr.startswith(f"invito: cannot show 1700000000000000000-broken: {spool.queue}/"
+                                    "1700000000000000000-broken.json is not a readable spool file (")
+    assert broken.stderr.endswith("); `invito queue drop 1700000000000000000-broken` removes it\n")
+
+    message = invite(spool, "review-1", GUEST)
+    path = Path(spool.queue, message + ".json")
+    path.write_text(json.dumps({**json.loads(path.read_text()), "ics": "garbage"}))
+    garbled = queue(config, "show", message)
+    assert (garbled.returncode, garbled.stdout) == (1, "")
+    assert garbled.stderr.startswith(f"invito: cannot show {message}: the message cannot be composed (")
+    assert garbled.stderr.endswith("); the sender will fail it\n")
