@@ -414,7 +414,7 @@ DROP: dict[str, Action] = {WAITING: drop_waiting, FAILED: drop_failed, QUARANTIN
 def add_parser(commands: argparse._SubParsersAction, with_config: argparse.ArgumentParser) -> None:
     """Register ``queue`` and its actions (``list`` when none is given) on the ``invito`` command."""
     queue = commands.add_parser(
-        "queue", help="show the mail spools; retry or drop a message",
+        "queue", help="show the mail spools or one message in them; retry or drop a message",
         usage="%(prog)s [-h] [--config FILE] [list | show ID [--to ADDRESS] [--html FILE] | retry ID | "
               "retry all | drop ID]",
         description="Show the outbound mail spool (messages waiting to be sent, recipients that failed) and "
