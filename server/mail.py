@@ -47,11 +47,17 @@ def smtp_settings(configuration: Configuration) -> SmtpSettings:
         "host", "port", "security", "cafile", "username", "password_file", "sender", "timeout")})
 
 
+PREVIEW_SENDER = "invito@sender-not-set.invalid"  # From of a preview while [smtp] sender is empty
+
+
 class Composer:
     """Turns a spool entry into the email its guest receives."""
 
-    def __init__(self, configuration: Configuration) -> None:
-        self._sender = mime.Sender(configuration.get("smtp", "sender"))
+    def __init__(self, configuration: Configuration, *, preview: bool = False) -> None:
+        """``preview`` (`invito queue show`): the guest's reply token is not recorded yet, and an empty
+        ``[smtp] sender`` becomes ``PREVIEW_SENDER``, so a message can be shown before mail is set up."""
+        self._sender = mime.Sender(configuration.get("smtp", "sender") or (PREVIEW_SENDER if preview else ""))
+        self._record_tokens = not preview
         self._reply_template = configuration.get("imip", "reply_address")
         self._public_url = configuration.get("rsvp", "public_url")
         self._tokens = ReplyTokens(os.path.join(configuration.get("invito", "data_folder"), "imip", "tokens"))
@@ -90,7 +96,8 @@ class Composer:
         key = (entry.id, entry.recipient)
         if self._issued is None or self._issued[0] != key:
             wanted = entry.method in ORGANIZER_METHODS and bool(self._reply_template or self._public_url)
-            self._issued = (key, self._tokens.issue(entry.sender, entry.uid, entry.recipient) if wanted else None)
+            self._issued = (key, self._tokens.issue(entry.sender, entry.uid, entry.recipient,
+                                                      record=self._record_tokens) if wanted else None)
         return self._issued[1]
 
     def _answer_link(self, entry: SpoolEntry, prepared: mime.Prepared) -> Callable[[str, str], str] | None:

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""``invito queue``: what waits in the mail spools and why, and the admin's hand on it (retry, drop).
+"""``invito queue``: what waits in the mail spools and why, one message as its reader gets it (show), and
+the admin's hand on them (retry, drop).
 
 It works on the spool folders while ``invito serve`` may be running, so every change is a rename or an
 atomic replace. A queue file is re-read right before it is changed and replaced only if the sender did not
@@ -15,6 +16,7 @@ import contextlib
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,8 +31,10 @@ from invito.plugins.imip.sender import NOT_DELIVERED
 from invito.plugins.imip.spool import (FORWARD, OutboundSpool, SpoolEntry, entries_of, fsync_dir, itip_record,
                                       mail_record, write_synced)
 from invito.plugins.itip.model import ITipMessage
+from invito.plugins.progress import progress, say
 from invito.server.config import CommandError, load
-from invito.server.mail import StatusWriter
+from invito.server.mail import PREVIEW_SENDER, Composer, StatusWriter
+from invito.server.mail_view import ShownMail, one_line, shown_mail, write_html
 from invito.storage import Storage
 
 MIN_PREFIX = 8  # shorter prefixes of the time-based ids would match nearly everything queued the same day
@@ -150,15 +154,10 @@ def _section(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -
     """A titled table, columns two spaces apart; ``none`` when empty."""
     if not rows:
         return [title, "  none"]
-    table = [header, *(tuple(map(_cell, row)) for row in rows)]
+    table = [header, *(tuple(map(one_line, row)) for row in rows)]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     return [title, *(("  " + "  ".join([*(c.ljust(w) for c, w in zip(row, widths)), row[-1]])).rstrip()
                      for row in table)]
-
-
-def _cell(value: str) -> str:
-    """One line of printable text: mail headers and relay answers are not the terminal's to interpret."""
-    return "".join(c if c.isprintable() else "?" for c in " ".join(str(value).split()))
 
 
 def _local(epoch: float) -> str:
@@ -172,6 +171,71 @@ def _reason(path: str) -> str:
             return next((line.strip() for line in f if line.strip()), "(empty reason file)")
     except FileNotFoundError:
         return "(no reason file)"
+
+
+# -- show ----------------------------------------------------------------------------------------------
+
+
+def show(spools: Spools, kind: str, entry_id: str, to: str | None = None) -> ShownMail:
+    """An entry as its reader gets it: a waiting or failed message composed for its guest (``to``, or its
+    first recipient) by the sender's own Composer; a quarantined mail as it arrived."""
+    if kind == QUARANTINED:
+        return _show_quarantined(spools, entry_id)
+    path = spools.waiting_file(entry_id) if kind == WAITING else spools.failed_file(entry_id)
+    try:
+        entries = entries_of(_load(path))
+        chosen = _recipient(entries, to, entry_id)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise CommandError(f"cannot show {entry_id}: {path} is not a readable spool file ({e}); "
+                           f"`invito queue drop {entry_id}` removes it") from e
+    try:
+        raw = Composer(spools.configuration, preview=True)(chosen).as_bytes()
+    except Exception as e:  # the sender cannot build it either: it will fail this recipient with that reason
+        raise CommandError(f"cannot show {entry_id}: the message cannot be composed "
+                           f"({type(e).__name__}: {e}); the sender will fail it") from e
+    title = [f"Outbound message {entry_id} ({kind}): {chosen.method} uid={one_line(chosen.uid)} "
+             f"to {one_line(_address(chosen.recipient))}"]
+    others = [_address(e.recipient) for e in entries if e is not chosen]
+    if others:
+        title.append(f"  also to: {one_line(', '.join(others))} (`--to ADDRESS` shows theirs)")
+    if kind == FAILED:
+        title.append(f"  failed: {one_line(_reason(spools.failed_file(entry_id, '.reason')))}")
+    if chosen.method != FORWARD:  # a forwarded reply was composed when it arrived: it goes as it is
+        if not spools.configuration.get("smtp", "sender"):
+            title.append(f"  note: [smtp] sender is empty; From shows {PREVIEW_SENDER} until it is set")
+        title.append("  Date and Message-ID are the preview's; the sender writes its own when it sends")
+    return shown_mail(title, raw)
+
+
+def _recipient(entries: list[SpoolEntry], to: str | None, entry_id: str) -> SpoolEntry:
+    if not entries:
+        raise ValueError("no recipients")
+    if to is None:
+        return entries[0]
+    for entry in entries:
+        if _address(entry.recipient).lower() == _address(to).lower():
+            return entry
+    raise CommandError(f"{entry_id} does not go to {to}; its recipients: "
+                       + ", ".join(_address(e.recipient) for e in entries))
+
+
+def _show_quarantined(spools: Spools, entry_id: str) -> ShownMail:
+    try:
+        envelope = _record_or_none(spools.quarantined_file(entry_id, ".json"))
+    except FileNotFoundError:
+        envelope = None
+    try:
+        with open(spools.quarantined_file(entry_id, ".eml"), "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise CommandError(f"cannot show {entry_id}: {entry_id}.eml, the mail itself, is missing from "
+                           f"{spools.inbound.quarantined}; `show` shows a quarantined mail, a waiting or a "
+                           f"failed outbound message; `invito queue drop {entry_id}` removes what is left") from None
+    mail_from, to, received = _envelope_cells(envelope)
+    explained = _EXPLAINED.search(reason := _reason(spools.quarantined_file(entry_id, ".reason")))
+    return shown_mail([f"Inbound mail {entry_id} ({QUARANTINED}): from {one_line(mail_from)} to {one_line(to)}, "
+                   f"received {received}",
+                   f"  reason: {one_line(explained.group(1) if explained else reason)}"], raw)
 
 
 # -- retry ---------------------------------------------------------------------------------------------
@@ -350,11 +414,13 @@ DROP: dict[str, Action] = {WAITING: drop_waiting, FAILED: drop_failed, QUARANTIN
 def add_parser(commands: argparse._SubParsersAction, with_config: argparse.ArgumentParser) -> None:
     """Register ``queue`` and its actions (``list`` when none is given) on the ``invito`` command."""
     queue = commands.add_parser(
-        "queue", help="show the mail spools; retry or drop a message",
-        usage="%(prog)s [-h] [--config FILE] [list | retry ID | retry all | drop ID]",
+        "queue", help="show the mail spools or one message in them; retry or drop a message",
+        usage="%(prog)s [-h] [--config FILE] [list | show ID [--to ADDRESS] [--html FILE] | retry ID | "
+              "retry all | drop ID]",
         description="Show the outbound mail spool (messages waiting to be sent, recipients that failed) and "
-                    "the inbound quarantine (mail that could not be applied), or retry or drop one message "
-                    f"by its id or a unique prefix of it (at least {MIN_PREFIX} characters). Safe while "
+                    "the inbound quarantine (mail that could not be applied); show one message as its reader "
+                    "gets it, or retry or drop one, by its id or a unique prefix of it (at least "
+                    f"{MIN_PREFIX} characters). Safe while "
                     "`invito serve` runs. Exit status: 0 on success, 1 if the id names no message or "
                     "several, 2 for configuration errors.")
     # Its own destination: a sub-action's --config default would overwrite `invito queue --config F list`.
@@ -365,6 +431,16 @@ def add_parser(commands: argparse._SubParsersAction, with_config: argparse.Argum
     actions = queue.add_subparsers(metavar="ACTION")
     actions.add_parser("list", parents=[with_config], help="show what waits, what failed, what is quarantined "
                        "(the default)").set_defaults(run=listing)
+    shown = actions.add_parser(
+        "show", parents=[with_config], help="print a message as its reader gets it",
+        description="Print a waiting or failed outbound message as the guest will get it, composed as the "
+                    "sender composes it (headers, text body, the calendar part; attachments by name and size), "
+                    "also before [smtp] is configured; or a quarantined inbound mail as it arrived.")
+    shown.add_argument("id", metavar="ID", help=f"an id `invito queue list` shows, or its first {MIN_PREFIX} or "
+                       "more characters")
+    shown.add_argument("--to", metavar="ADDRESS", help="the copy of this recipient (default: the first)")
+    shown.add_argument("--html", metavar="FILE", help="also write its HTML body to FILE (mode 0600), for a browser")
+    shown.set_defaults(run=_command(_showing))
     for name, table, help_text, description in (
             ("retry", RETRY, "send or process a message again",
              "A waiting message: its next try becomes now. A failed recipient: queued again with fresh "
@@ -387,7 +463,7 @@ def retry_all(spools: Spools) -> list[str]:
     chosen = sorted(entry_id for entry_id, kind in ids.items() if kind in (WAITING, FAILED))
     done = 0
     with spools.outbound.locked():
-        for n, entry_id in enumerate(chosen, 1):
+        for n, entry_id in enumerate(progress(chosen, "retry all", len(chosen), "message"), 1):
             try:
                 line = RETRY[ids[entry_id]](spools, entry_id)
                 done += 1
@@ -395,9 +471,23 @@ def retry_all(spools: Spools) -> list[str]:
                 line = f"{entry_id}: sent or dropped meanwhile"
             except CommandError as e:
                 line = str(e)
-            print(f"[{n}/{len(chosen)}] {line}", flush=True)
+            say(f"[{n}/{len(chosen)}] {line}")
     return [f"{done} of {len(chosen)} outbound message{'' if len(chosen) == 1 else 's'} retried"
             + ("" if chosen else ": nothing waits or failed")]
+
+
+def _showing(spools: Spools, args: argparse.Namespace) -> list[str]:
+    kind, entry_id = spools.resolve(args.id)
+    try:
+        shown = show(spools, kind, entry_id, args.to)
+    except FileNotFoundError as e:
+        raise CommandError(f"{entry_id} changed while this command ran (it was {kind}); "
+                           "`invito queue list` shows where it is now") from e
+    if args.html is None:
+        return shown.lines
+    if shown.html is None:
+        raise CommandError(f"{entry_id} has no HTML body to write; `invito queue show {entry_id}` prints its text")
+    return [*shown.lines, "", write_html(args.html, shown.html)]
 
 
 def _acting(table: dict[str, Action]) -> Callable[[Spools, argparse.Namespace], list[str]]:
@@ -422,6 +512,9 @@ def _command(body: Callable[[Spools, argparse.Namespace], list[str]]) -> Callabl
             lines = body(Spools.of(config if config is not None else args.queue_config), args)
         except OSError as e:
             raise CommandError(f"cannot use the mail spool: {e.filename}: {e.strerror}") from e
-        print("\n".join(lines))
+        try:
+            print("\n".join(lines), flush=True)
+        except BrokenPipeError:  # `invito queue show ID | head`: the reader has seen enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor may the flush at exit fail
         return 0
     return run

@@ -14,6 +14,7 @@ first proves the index matches the folder (one ``stat`` of the directory) and re
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import posixpath
@@ -25,6 +26,7 @@ import radicale.item as radicale_item
 from radicale import config, pathutils, storage
 from radicale.storage import multifilesystem
 
+from invito.plugins.progress import progress
 from invito.storage.uid_index import (Entry, IndexStore, Record, UidIndex, dir_stamp, file_sig,
                                       scan)
 
@@ -110,12 +112,20 @@ class IndexedCollection(multifilesystem.Collection):
         stamp = dir_stamp(self._filesystem_path)
         old_stamp = index.stamp
         started = time.monotonic()
-        changed = index.reconcile(scan(self._filesystem_path, pathutils.is_safe_filesystem_path_component),
-                                  self._read_uid, stamp)
-        # A (re)build after an upgrade or a bulk import is the one long step here: say what it did.
-        logger.log(logging.INFO if changed >= LARGE_REBUILD else logging.DEBUG,
-                   "UID index of %r: %d of %d items (re)read in %.1f s", self.path, changed, len(index),
-                   time.monotonic() - started)
+        listing = scan(self._filesystem_path, pathutils.is_safe_filesystem_path_component)
+        # From scratch (first use, index files deleted or unreadable) every item is read: the one long step
+        # here, so it shows a bar on a terminal and its count in the log.
+        rebuilt = old_stamp is None and bool(listing)
+        track = functools.partial(progress, label=f"UID index of {self.path}", total=len(listing),
+                                  unit="item") if rebuilt else None
+        changed = index.reconcile(listing, self._read_uid, stamp, track)
+        elapsed = time.monotonic() - started
+        if rebuilt:
+            logger.info("rebuilt the UID index of %r: %d items in %.1f s", self.path, len(index), elapsed)
+        else:  # a bulk import beside the server is long too
+            logger.log(logging.INFO if changed >= LARGE_REBUILD else logging.DEBUG,
+                       "UID index of %r: %d of %d items (re)read in %.1f s", self.path, changed, len(index),
+                       elapsed)
         if changed or old_stamp != stamp:
             try:
                 store.save(index)

@@ -137,14 +137,15 @@ class UidIndex:
             self._put(record.href, record.entry)
         self.stamp = record.stamp
 
-    def reconcile(self, listing: dict[str, Sig], read_uid: Callable[[str], str | None],
-                  stamp: Stamp) -> int:
-        """Make the index describe ``listing`` (taken at ``stamp``); return how many hrefs changed."""
+    def reconcile(self, listing: dict[str, Sig], read_uid: Callable[[str], str | None], stamp: Stamp,
+                  track: Callable[[Iterable[tuple[str, Sig]]], Iterable[tuple[str, Sig]]] | None = None) -> int:
+        """Make the index describe ``listing`` (taken at ``stamp``); return how many hrefs changed.
+        ``track`` wraps the walk over ``listing`` (a progress bar)."""
         gone = [href for href in self.entries if href not in listing]
         for href in gone:
             self._drop(href)
         changed = len(gone)
-        for href, sig in listing.items():
+        for href, sig in (track or iter)(listing.items()):
             known = self.entries.get(href)
             if known is None or known.sig != sig:
                 self._drop(href)

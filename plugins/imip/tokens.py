@@ -40,13 +40,15 @@ class ReplyTokens:
         self.folder = folder
         self._key: bytes | None = None  # the secret, read once: it is written once and never changes
 
-    def issue(self, organizer: str, uid: str, guest: str) -> ReplyToken:
+    def issue(self, organizer: str, uid: str, guest: str, *, record: bool = True) -> ReplyToken:
+        """The guest's token, recorded for the listener; ``record`` False for a preview that leaves no trace
+        (the same token is recorded when the message is really sent)."""
         token = self._mac(TOKEN_BYTES, organizer, uid, guest)
-        record = ReplyToken(token, organizer, uid, guest)
+        issued = ReplyToken(token, organizer, uid, guest)
         path = self._path(token)
-        if not os.path.exists(path):
-            _write_once(path, json.dumps(record.__dict__).encode())
-        return record
+        if record and not os.path.exists(path):
+            _write_once(path, json.dumps(issued.__dict__).encode())
+        return issued
 
     def sign(self, *parts: str) -> str:
         """A 16-character MAC of ``parts`` under the same secret, for values handed out beside a token (an
