@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Invito's WSGI application: Radicale plus the RFC 6638 surface.
 
-Radicale's handlers do the WebDAV work; we wrap them to advertise ``calendar-auto-schedule``, guard the
-scheduling inbox/outbox, pass scheduling headers to the storage layer (where scheduling happens, inside
-the write lock) and turn its answers into HTTP: Schedule-Tag, no strong ETag for rewritten objects, and
-RFC 6638 precondition errors. COPY, which Radicale lacks, is :mod:`invito.server.copy`.
+Radicale's handlers do the WebDAV work; we wrap them to advertise ``calendar-auto-schedule`` (and that
+this is Invito, for `invito check`), guard the scheduling inbox/outbox, pass scheduling headers to the
+storage layer (where scheduling happens, inside the write lock) and turn its answers into HTTP:
+Schedule-Tag, no strong ETag for rewritten objects, and RFC 6638 precondition errors. COPY, which
+Radicale lacks, is :mod:`invito.server.copy`.
 """
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ from radicale import app, httputils, pathutils, types
 from radicale import item as radicale_item
 
 from invito.plugins.rsvp import links
-from invito.server import copy, errors, expanded, outbox, properties, report_window
+from invito.server import copy, errors, expanded, identity, outbox, properties, report_window
 from invito.server.rsvp import RsvpPages
 from invito.storage import Storage, layout, walks
 from invito.storage.request import SchedulingRefused, WriteRequest, write_request
 
-DAV_HEADERS = httputils.DAV_HEADERS + ", calendar-auto-schedule"
+DAV_HEADERS = f"{httputils.DAV_HEADERS}, calendar-auto-schedule, {identity.DAV_TOKEN}"
 
 
 class InvitoApplication(copy.ApplicationPartCopy, app.Application):
@@ -162,8 +163,8 @@ class InvitoApplication(copy.ApplicationPartCopy, app.Application):
 
 
 def _with_dav(response: types.WSGIResponse) -> types.WSGIResponse:
-    """Advertise calendar-auto-schedule; other answers pass untouched (Radicale compares them by identity
-    of content, e.g. NOT_ALLOWED → 401 for anonymous clients)."""
+    """Advertise calendar-auto-schedule and Invito's token; other answers pass untouched (Radicale compares
+    them by identity of content, e.g. NOT_ALLOWED → 401 for anonymous clients)."""
     status, headers, answer, xml_request = response
     if "DAV" not in dict(headers):
         return response

@@ -3,8 +3,9 @@
 
 `invito serve` meets an unwritable folder, a wrong relay password or a taken port only when it needs
 them, and says so in a log. The check tries each one now: it writes a scratch file in each folder, logs in
-at the relay (``--send-test`` also mails a real invitation), binds the inbound mail port and loads the TLS
-files. Each problem is one line naming the setting to change. Nothing secret is printed: the relay
+at the relay (``--send-test`` also mails a real invitation), binds the CalDAV and inbound mail ports
+(a taken one is asked whether it is Invito, already running: :mod:`invito.server.identity`) and loads
+the TLS files. Each problem is one line naming the setting to change. Nothing secret is printed: the relay
 password is read only by the SMTP client, which never shows it.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import functools
 import os
 import smtplib
 import ssl
@@ -21,12 +23,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
+from typing import Callable
 
 import icalendar
 from radicale.config import Configuration
 
 from invito.plugins.imip import mime, smtp
 from invito.plugins.imip.smtp import Delivery, SmtpSettings, SmtpTransport, Stage
+from invito.server import identity
 from invito.server.config import ConfigError, load
 from invito.server.mail import smtp_settings
 
@@ -38,11 +42,11 @@ def add_parser(commands: argparse._SubParsersAction, with_config: argparse.Argum
     p = commands.add_parser(
         "check", parents=[with_config], help="check the configuration and what it points at",
         description="Validate the configuration, then try what it points at: the data folders are writable, "
-                    "the users file is readable, the SMTP relay accepts the login, the inbound mail port is "
-                    "free (so run it while `invito serve` is stopped), the TLS files load. Prints one line "
-                    "per check (ok, warn, FAIL with the setting to change), then a summary. Exit status: 0 "
-                    "when nothing failed (warnings allowed), 1 when a check failed, 2 when the configuration "
-                    "is invalid.")
+                    "the users file is readable, the SMTP relay accepts the login, the CalDAV and inbound "
+                    "mail ports are free (or held by `invito serve`, already running), the TLS files load. "
+                    "Prints one line per check (ok, warn, FAIL with the setting to change), then a summary. "
+                    "Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 when the "
+                    "configuration is invalid.")
     p.add_argument("--send-test", metavar="ADDRESS",
                    help="also send a real test invitation (an event tomorrow, from [smtp] sender) to ADDRESS "
                         "through the relay, to see it arrive in a mail program")
@@ -339,23 +343,23 @@ def _inbound(configuration: Configuration, report: Report) -> None:
         report.warn("inbound mail", f"no listener, so guests' replies to {reply_address or 'the organizers'} "
                     "never reach Invito", "[imip] listen")
     else:
-        problem = _listen_problem(listen)
-        if problem:
-            report.fail(f"inbound mail listener {listen}", problem, "[imip] listen")
-        else:
-            report.ok(f"inbound mail listener {listen}: the port is free")
+        host, _, port = listen.rpartition(":")
+        holder = _listen(report, f"inbound mail listener {listen}", host.strip("[]"), int(port), "[imip] listen",
+                         identity.mail)
+        protocol = configuration.get("imip", "protocol")
+        if holder and holder.protocol != protocol:  # the config changed since `invito serve` started
+            report.warn(f"inbound mail listener {listen}", f"the running invito serve speaks "
+                        f"{holder.protocol.upper()}, not {protocol.upper()}: restart it to apply the config", None)
     _tls("inbound mail TLS", ("imip", "tls_certificate", "tls_key"), configuration, report)
 
 
 def _caldav(configuration: Configuration, report: Report) -> None:
     """The addresses the CalDAV server will listen on, bound as the listener's are; its TLS files."""
+    tls = configuration.get("server", "ssl")
     for host, port in configuration.get("server", "hosts"):
-        problem = _listen_problem(f"{host}:{port}")
-        if problem:
-            report.fail(f"CalDAV on {host}:{port}", problem, "[server] hosts")
-        else:
-            report.ok(f"CalDAV on {host}:{port}: the port is free")
-    if configuration.get("server", "ssl"):
+        _listen(report, f"CalDAV on {host}:{port}", host, port, "[server] hosts",
+                functools.partial(identity.caldav, tls=tls))
+    if tls:
         _tls("CalDAV TLS", ("server", "certificate", "key"), configuration, report)
 
 
@@ -373,25 +377,36 @@ def _rsvp(configuration: Configuration, report: Report) -> None:
         report.ok(f"RSVP page: invitations link to {url}/.invito/rsvp/…")
 
 
-def _listen_problem(listen: str) -> str | None:
-    """Why the listener could not listen on ``host:port`` now; binds as it does (asyncio: every address
-    the host resolves to, SO_REUSEADDR), then closes."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
+def _listen(report: Report, what: str, host: str, port: int, setting: str,
+            ask: Callable[[str, int], identity.Holder]) -> identity.Holder | None:
+    """Bind ``host:port`` as `invito serve` will; if it is taken, ``ask`` whoever holds it. Returns the
+    holder when it is a running Invito."""
     try:
-        asyncio.run(_bind(host, int(port)))
+        asyncio.run(_bind(host, port))
     except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            return f"port {port} is in use (is invito serve running?)"
-        if e.errno == errno.EACCES:
-            return f"not allowed to listen on port {port} (below 1024 needs root or CAP_NET_BIND_SERVICE)"
-        if e.errno == errno.EADDRNOTAVAIL:
-            return f"{host} is not an address of this machine"
-        return str(e)
+        if e.errno != errno.EADDRINUSE:
+            report.fail(what, _bind_problem(e, host, port), setting)
+            return None
+        holder = ask(host, port)
+        if holder.problem:
+            report.fail(what, holder.problem, setting)
+            return None
+        report.ok(f"{what}: invito serve is running here")
+        return holder
+    report.ok(f"{what}: the port is free")
     return None
 
 
+def _bind_problem(e: OSError, host: str, port: int) -> str:
+    if e.errno == errno.EACCES:
+        return f"not allowed to listen on port {port} (below 1024 needs root or CAP_NET_BIND_SERVICE)"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine"
+    return str(e)
+
+
 async def _bind(host: str, port: int) -> None:
+    """As the listener binds: every address the host resolves to, SO_REUSEADDR."""
     server = await asyncio.get_running_loop().create_server(asyncio.Protocol, host, port)
     server.close()
     await server.wait_closed()

@@ -40,6 +40,8 @@ from invito.plugins.imip.tokens import redact
 logger = logging.getLogger("invito.imip")
 
 PROTOCOLS = ("smtp", "lmtp")
+# The greeting's last words per protocol: how `invito check` recognises this listener on a taken port.
+IDENTS = {"smtp": "ESMTP Invito", "lmtp": "LMTP Invito"}
 TEMPORARY_FAILURE = "451 4.3.0 temporary failure, try again later"
 NO_SPACE = "451 4.3.1 insufficient system storage, try again later"
 # aiosmtpd's own answers to an oversized message (SIZE= in MAIL, or too much DATA): no RFC 3463 code.
@@ -205,7 +207,7 @@ class _Handler:
 
 class _SmtpSession(SMTP):
     """One connection: counted against the cap, timed, and answering only in words we chose."""
-    ident = "ESMTP Invito"
+    ident = IDENTS["smtp"]
     replies_per_recipient = False
 
     def __init__(self, handler: _Handler, settings: ListenerSettings, tls: ssl.SSLContext | None,
@@ -307,7 +309,7 @@ class _SmtpSession(SMTP):
 
 
 class _LmtpSession(_SmtpSession, LMTP):
-    ident = "LMTP Invito"
+    ident = IDENTS["lmtp"]
     replies_per_recipient = True
 
 

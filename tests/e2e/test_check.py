@@ -6,10 +6,13 @@ Each test breaks one thing in an otherwise working setup and asserts the exact l
 from __future__ import annotations
 
 import contextlib
+import http.server
 import io
 import os
 import socket
+import socketserver
 import subprocess
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -21,7 +24,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from invito.server import cli
 from tests.e2e import test_imip_sender
-from tests.e2e.conftest import INVITO, free_port, write_config
+from tests.e2e.conftest import INVITO, Server, free_port, start, stop, write_config
 from tests.e2e.mailsink import MailSink, start_sink
 from tests.e2e.test_imip_sender import PASSWORD as RELAY_PASSWORD
 from tests.e2e.test_imip_sender import self_signed
@@ -38,21 +41,25 @@ def check(config: Path | None, *options: str) -> tuple[int, list[str]]:
     return code, out.getvalue().splitlines()
 
 
+def setting(config: Path, key: str) -> str:
+    """The value of ``key`` in a config written by ``write_config`` (its keys are unique); "" if unset."""
+    return next((line.split("=", 1)[1].strip() for line in config.read_text().splitlines()
+                 if line.startswith(f"{key} =")), "")
+
+
 def caldav_address(config: Path) -> str:
-    """``[server] hosts`` of a config written by ``write_config``."""
-    return next(line.split("=", 1)[1].strip() for line in config.read_text().splitlines()
-                if line.startswith("hosts"))
+    return setting(config, "hosts")
 
 
-def test_a_taken_caldav_port_is_named(tmp_path: Path) -> None:
+def test_a_taken_caldav_port_that_does_not_answer_is_named(tmp_path: Path) -> None:
     port = free_port()
     config = write_config(tmp_path, port)
-    with socket.socket() as taken:
+    with socket.socket() as taken:  # the kernel accepts the connection, nobody ever answers
         taken.bind(("127.0.0.1", port))
         taken.listen()
         code, lines = check(config)
-    assert f"FAIL CalDAV on 127.0.0.1:{port}: port {port} is in use (is invito serve running?) " \
-           "(set [server] hosts)" in lines
+    assert f"FAIL CalDAV on 127.0.0.1:{port}: port {port} is in use, and what listens there did not answer " \
+           "within 2 s (set [server] hosts)" in lines
     assert code == 1
 
 
@@ -436,7 +443,7 @@ def test_send_test_from_a_sender_the_relay_refuses(tmp_path: Path) -> None:
 
 @pytest.fixture
 def taken_port() -> Iterator[int]:
-    """A port something listens on, as a running `invito serve` would."""
+    """A port something listens on and never answers, as a hung program would."""
     with socket.socket() as server:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", 0))
@@ -444,10 +451,11 @@ def taken_port() -> Iterator[int]:
         yield server.getsockname()[1]
 
 
-def test_a_listener_port_in_use(tmp_path: Path, relay: tuple[int, MailSink], taken_port: int) -> None:
+def test_a_listener_port_in_use_by_something_silent(tmp_path: Path, relay: tuple[int, MailSink],
+                                                    taken_port: int) -> None:
     code, lines = check(working(tmp_path, relay[0], imip={"listen": f"127.0.0.1:{taken_port}"}))
-    assert failures(lines) == [f"FAIL inbound mail listener 127.0.0.1:{taken_port}: port {taken_port} is in use "
-                               "(is invito serve running?) (set [imip] listen)"]
+    assert failures(lines) == [f"FAIL inbound mail listener 127.0.0.1:{taken_port}: port {taken_port} is in use, "
+                               "and what listens there did not answer within 2 s (set [imip] listen)"]
     assert code == 1
 
 
@@ -506,3 +514,148 @@ def test_rsvp_links_over_plain_http_are_flagged(tmp_path: Path, relay: tuple[int
     (tmp_path / "none").mkdir()
     code, lines = check(working(tmp_path / "none", relay[0], rsvp={"public_url": ""}))
     assert "skip RSVP page: no [rsvp] public_url, so invitations carry no answer links" in lines
+
+
+# -- a running server ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=[("smtp", "http"), ("lmtp", "https")], ids=["smtp-http", "lmtp-https"])
+def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real `invito serve` with its inbound mail listener: SMTP with plain CalDAV, or LMTP with CalDAV
+    over TLS (its certificate self-signed, as the check must accept)."""
+    protocol, scheme = request.param
+    tmp = tmp_path_factory.mktemp(f"running-{protocol}")
+    settings = {"imip": {"listen": f"127.0.0.1:{free_port()}", "protocol": protocol,
+                         "reply_address": "invito+{token}@cal.example.com"}}
+    if scheme == "https":
+        cert, key = self_signed(tmp, "caldav")
+        settings["server"] = {"ssl": "true", "certificate": str(cert), "key": str(key)}
+    proc, srv = start(tmp, settings)
+    try:
+        yield srv
+    finally:
+        stop(proc)
+
+
+def test_a_running_server_is_recognised_on_both_ports(running: Server) -> None:
+    done = subprocess.run([*INVITO, "check", "--config", str(running.config)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    data, tls = running.data, setting(running.config, "ssl") == "true"
+    assert done.stdout.splitlines() == [
+        f"ok   config file {running.config}: valid",
+        f"ok   data folder {data}: writable",  # the server's own files in use there are no problem
+        f"ok   collections folder {data / 'collections'}: writable",
+        f"ok   users file {data / 'users'}: 3 users",
+        "ok   scheduling domain example.com: user NAME has the calendar address NAME@example.com",
+        f"ok   CalDAV on {caldav_address(running.config)}: invito serve is running here",
+        *([f"ok   CalDAV TLS: certificate {setting(running.config, 'certificate')} with key "
+           f"{setting(running.config, 'key')}"] if tls else []),
+        "warn smtp relay: none set, so invitations to external guests wait in the spool (set [smtp] host)",
+        "ok   reply address invito+{token}@cal.example.com",
+        f"ok   inbound mail listener {setting(running.config, 'listen')}: invito serve is running here",
+        "skip RSVP page: no [rsvp] public_url, so invitations carry no answer links",
+        "no problems, 1 warning",
+    ]
+
+
+def test_a_listener_protocol_changed_since_the_server_started(running: Server, tmp_path: Path) -> None:
+    speaks = setting(running.config, "protocol")
+    configured = "lmtp" if speaks == "smtp" else "smtp"
+    changed = tmp_path / "invito.conf"
+    changed.write_text(running.config.read_text().replace(f"protocol = {speaks}", f"protocol = {configured}"))
+    code, lines = check(changed)
+    listen = setting(running.config, "listen")
+    assert [line for line in lines if "inbound mail listener" in line] == [
+        f"ok   inbound mail listener {listen}: invito serve is running here",
+        f"warn inbound mail listener {listen}: the running invito serve speaks {speaks.upper()}, not "
+        f"{configured.upper()}: restart it to apply the config",
+    ]
+    assert code == 0
+
+
+class _OtherCalDAV(http.server.BaseHTTPRequestHandler):
+    """Another CalDAV server, one that schedules too: only Invito's own token tells them apart."""
+
+    def do_OPTIONS(self) -> None:
+        self.send_response(200)
+        self.send_header("DAV", "1, 2, 3, calendar-access, calendar-auto-schedule")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _OtherMailServer(socketserver.BaseRequestHandler):
+    GREETING = "220 mx.cal.example.com ESMTP Postfix (Debian/GNU)"
+
+    def handle(self) -> None:
+        self.request.sendall(self.GREETING.encode() + b"\r\n")
+        self.request.settimeout(5)
+        with contextlib.suppress(OSError):
+            self.request.recv(1024)  # until the client hangs up (or sends a request it does not understand)
+
+
+@contextlib.contextmanager
+def serving(server: socketserver.TCPServer) -> Iterator[int]:
+    """``server`` answering on a thread; yields its port."""
+    server.daemon_threads = True  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def other_http() -> contextlib.AbstractContextManager[int]:
+    return serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OtherCalDAV))
+
+
+def other_mail() -> contextlib.AbstractContextManager[int]:
+    return serving(socketserver.ThreadingTCPServer(("127.0.0.1", 0), _OtherMailServer))
+
+
+def test_other_programs_on_the_ports_are_named(tmp_path: Path, relay: tuple[int, MailSink]) -> None:
+    with other_http() as http_port, other_mail() as mail_port:
+        config = working(tmp_path, relay[0], imip={"listen": f"127.0.0.1:{mail_port}"})
+        config.write_text(config.read_text().replace(caldav_address(config), f"127.0.0.1:{http_port}"))
+        done = subprocess.run([*INVITO, "check", "--config", str(config)], capture_output=True, text=True,
+                              timeout=60)
+    assert failures(done.stdout.splitlines()) == [
+        f"FAIL CalDAV on 127.0.0.1:{http_port}: port {http_port} is used by another program (it answered HTTP "
+        "without Invito's DAV header) (set [server] hosts)",
+        f"FAIL inbound mail listener 127.0.0.1:{mail_port}: port {mail_port} is used by another program (it "
+        f"greeted with '{_OtherMailServer.GREETING}') (set [imip] listen)",
+    ]
+    assert done.returncode == 1
+
+
+def test_a_mail_server_on_the_caldav_port(tmp_path: Path) -> None:
+    with other_mail() as port:
+        code, lines = check(write_config(tmp_path, port))
+    assert failures(lines) == [f"FAIL CalDAV on 127.0.0.1:{port}: port {port} is used by another program (what it "
+                               "answered is not HTTP) (set [server] hosts)"]
+    assert code == 1
+
+
+def test_plain_http_where_the_config_says_https(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path, "caldav")
+    with other_http() as port:
+        code, lines = check(write_config(tmp_path, port, {"server": {"ssl": "true", "certificate": str(cert),
+                                                                     "key": str(key)}}))
+    [line] = failures(lines)
+    assert line.startswith(f"FAIL CalDAV on 127.0.0.1:{port}: port {port} is used by another program (it does not "
+                           "speak HTTPS: ")
+    assert code == 1
+
+
+def test_an_http_server_on_the_listener_port(tmp_path: Path, relay: tuple[int, MailSink]) -> None:
+    with other_http() as port:  # it waits for a request, as a mail client waits for a greeting
+        code, lines = check(working(tmp_path, relay[0], imip={"listen": f"127.0.0.1:{port}"}))
+    assert failures(lines) == [f"FAIL inbound mail listener 127.0.0.1:{port}: port {port} is in use, and what "
+                               "listens there did not answer within 2 s (set [imip] listen)"]
+    assert code == 1
