@@ -78,10 +78,12 @@ def _group_names(dns: list[str]) -> frozenset[str]:
 
 
 def _values(attributes: dict, name: str) -> list[str]:
+    """An attribute's values as text (ldap3 gives bytes for values it cannot decode)."""
     value = attributes.get(name) if name else None
     if value is None:
         return []
-    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+            for v in (value if isinstance(value, list) else [value])]
 
 
 class LdapDirectory:
