@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Iterator
 
 import caldav
+import icalendar
 import pytest
+import radicale.item as radicale_item
 
 from tests.e2e.conftest import PASSWORD, Server, free_port, restart, stop, write_config
-from tests.e2e.ldap_server import BASE, LdapServer
+from tests.e2e.ldap_server import BASE, READER_SECRET, LdapServer
 from tests.e2e.test_external_guests import queued
 from tests.e2e.test_scheduling import attendee, calendar, copy_of, event, inbox_methods
 
@@ -39,9 +41,11 @@ def serve(tmp: Path, directory: LdapServer, auth: dict[str, str], scheduling: di
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, ldap_server: LdapServer) -> Iterator[Server]:
-    """Groups from the users' memberOf, as in Active Directory."""
-    yield from serve(tmp_path_factory.mktemp("ldap-memberof"), ldap_server,
-                     {"ldap_groups_attribute": "memberOf"}, {})
+    """Groups from the users' memberOf, as in Active Directory; the reader's password in a file."""
+    tmp = tmp_path_factory.mktemp("ldap-memberof")
+    (tmp / "ldap-secret").write_text(READER_SECRET + "\n")
+    yield from serve(tmp, ldap_server, {"ldap_groups_attribute": "memberOf", "ldap_secret": "",
+                                        "ldap_secret_file": str(tmp / "ldap-secret")}, {})
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +82,7 @@ def test_colleague_invited_by_alias_before_first_login(server: Server) -> None:
     assert {"mailto:bob@example.com", BOB_ALIAS} <= {str(a).lower() for a in bob.calendar_user_address_set()}
     assert inbox_methods(server, "bob", uid) == ["REQUEST"]
     assert attendee(copy_of(server, "bob", uid), BOB_ALIAS).params["PARTSTAT"] == "NEEDS-ACTION"
+    assert READER_SECRET not in server.log.read_text()
 
 
 def test_organizer_alias_from_directory(server: Server) -> None:
@@ -118,3 +123,28 @@ def test_group_search_and_a_hung_directory(fragile: Server, ldap_server: LdapSer
     assert attendee(copy, other_guest).params["SCHEDULE-STATUS"] == "1.0"               # unknown: external
     assert inbox_methods(fragile, "bob", second) == ["REQUEST"]
     assert f"directory {ldap_server.uri} unreachable" in fragile.log.read_text()
+
+
+def test_writes_without_login_groups_take_them_from_the_directory(tmp_path: Path, ldap_server: LdapServer) -> None:
+    """A write that carries no login (mail-driven paths, tools on the storage): the directory says who is
+    in ``@staff``. In-process on real storage, against the real directory."""
+    from invito.server import config as invito_config
+    from invito.storage import Storage
+
+    configuration = invito_config.load(None)
+    configuration.update({
+        "invito": {"data_folder": str(tmp_path)}, "storage": {"filesystem_folder": str(tmp_path / "collections")},
+        "auth": ldap_server.auth_settings(ldap_groups_attribute="memberOf"),
+        "scheduling": {"external_invites": "@staff"}}, "test", privileged=True)
+    storage = Storage(configuration)
+    statuses = {}
+    for organizer in ("alice", "carol"):
+        with storage.acquire_lock("w"):
+            storage.create_collection(f"/{organizer}/calendar/", props={"tag": "VCALENDAR"})
+            own = next(iter(storage.discover(f"/{organizer}/calendar/")))
+            uid = str(uuid.uuid4())
+            own.upload(f"{uid}.ics", radicale_item.Item(collection_path=f"{organizer}/calendar", text=event(
+                uid, organizer=organizer, attendees=(), extra=f"ATTENDEE:{GUEST}")))
+            stored = icalendar.Calendar.from_ical(own.get_item(f"{uid}.ics").serialize())
+        statuses[organizer] = attendee(stored, GUEST).params["SCHEDULE-STATUS"]
+    assert statuses == {"alice": "1.0", "carol": "3.8"}
