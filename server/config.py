@@ -91,6 +91,17 @@ def invite_policy(value: Any) -> list[str]:
 invite_policy.expected = "*, or user names and @groups separated by commas, or empty for nobody"  # type: ignore[attr-defined]
 
 
+def attribute_names(value: Any) -> list[str]:
+    """LDAP attribute names, comma separated; at least one."""
+    names = [v.strip() for v in str(value).split(",") if v.strip()]
+    if not names or not all(re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", n) for n in names):
+        raise ValueError("not LDAP attribute names")
+    return names
+
+
+attribute_names.expected = "LDAP attribute names separated by commas, e.g. mail, proxyAddresses"  # type: ignore[attr-defined]
+
+
 def mail_domain(value: Any) -> str:
     """A mail domain (``example.com``), lower-cased; empty means not configured."""
     value = str(value).strip().lower()
@@ -180,7 +191,22 @@ INVITO_SCHEMA: types.CONFIG_SCHEMA = OrderedDict([
         ("language", {
             "value": "en",
             "help": "language of emails when the guest's ATTENDEE has no LANGUAGE parameter",
-            "type": one_of("en", "it")})])),
+            "type": one_of("en", "it")}),
+        ("ldap_address_attributes", {
+            "value": "mail",
+            "help": "with [auth] type = ldap: the directory attributes holding a user's calendar (mail) "
+                    "addresses, comma separated, e.g. mail, proxyAddresses, mailAlternateAddress; "
+                    "smtp:/SMTP: prefixes are understood",
+            "type": attribute_names}),
+        ("ldap_cache_seconds", {
+            "value": "300",
+            "help": "with [auth] type = ldap: how long a directory answer is reused before asking again",
+            "type": radicale_config.positive_float}),
+        ("ldap_timeout", {
+            "value": "5",
+            "help": "with [auth] type = ldap: seconds to wait for the directory; unreachable, cached answers "
+                    "are used and unknown addresses count as external",
+            "type": radicale_config.positive_float})])),
     ("smtp", OrderedDict([
         ("host", {
             "value": "",
@@ -415,7 +441,7 @@ def unconfigured(configuration: radicale_config.Configuration, users: list[str] 
     """What the admin has not set up yet, as sentences for the start-up summary; ``users``: the user names
     when they can be listed (htpasswd), so that the note on the domain names whom it concerns."""
     notes = []
-    if not configuration.get("scheduling", "domain"):
+    if not configuration.get("scheduling", "domain") and configuration.get("auth", "type") != "ldap":
         note = _without_domain(configuration.get("scheduling", "addresses"), users)
         if note:
             notes.append(note)

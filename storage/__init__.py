@@ -21,6 +21,7 @@ from radicale import config, pathutils
 from radicale.item import filter as radicale_filter
 
 from invito.plugins.directory import Directory, HtpasswdUsers
+from invito.plugins.ldap_directory import LdapDirectory
 from invito.plugins.imip.spool import OutboundSpool
 from invito.storage import bookkeeping, layout, request, verbatim, walks
 from invito.storage import vobject_base64  # noqa: F401  (fixes vobject when imported)
@@ -113,7 +114,7 @@ class Storage(IndexedStorage):
         self._ready_users: set[str] = set()
 
     @property
-    def directory(self) -> Directory:
+    def directory(self) -> Directory | LdapDirectory:
         return self.scheduler.directory
 
     def create_collection(self, href: str, items: Iterable[radicale_item.Item] | None = None, props=None):
@@ -227,11 +228,13 @@ def _data_folder(configuration: config.Configuration) -> str:
     return folder or os.path.dirname(os.path.abspath(configuration.get("storage", "filesystem_folder")))
 
 
-def _directory(configuration: config.Configuration, collection_root: str) -> Directory:
+def _directory(configuration: config.Configuration, collection_root: str) -> Directory | LdapDirectory:
     from invito.server.config import load_addresses  # the one parser of the addresses file
 
     addresses_file = _get(configuration, "scheduling", "addresses")
     aliases = load_addresses(addresses_file) if addresses_file else {}
+    if configuration.get("auth", "type") == "ldap":
+        return LdapDirectory(configuration, _get(configuration, "scheduling", "domain"), aliases, collection_root)
     if configuration.get("auth", "type") == "htpasswd":
         is_user = HtpasswdUsers(configuration.get("auth", "htpasswd_filename"))
     else:

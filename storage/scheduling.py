@@ -21,6 +21,7 @@ import icalendar
 import radicale.item as radicale_item
 
 from invito.plugins.directory import Directory
+from invito.plugins.ldap_directory import LdapDirectory
 from invito.plugins.imip import policy
 from invito.plugins.imip.mime import COMMENT_LIMIT
 from invito.plugins.itip.components import addresses, attendees, instance_key, scheduled, values
@@ -130,7 +131,7 @@ class Write:
 
 
 class Scheduler:
-    def __init__(self, storage: "Storage", directory: Directory, spool: OutboundSpool,
+    def __init__(self, storage: "Storage", directory: Directory | LdapDirectory, spool: OutboundSpool,
                  external_invites: list[str], records: SideRecords, relay_configured: bool = False) -> None:
         self._storage = storage
         self.records = records  # Invito's bookkeeping on stored events, out of the clients' objects
@@ -239,11 +240,21 @@ class Scheduler:
         if user is not None:
             self.deliver_local(message, user, recipient, tx, write.sources)
             return DELIVERED, False
-        may_invite = policy.may_invite_externals(write.owner, write.groups, self.external_invites)
+        may_invite = self._may_invite_externals(write)
         decision = policy.decide(message, recipient, may_invite=may_invite, event_over=write.over,
                                   relay_configured=self.relay_configured)
         logger.info("%s uid=%s to=%s: %s", message.method, message.uid, recipient, decision.reason)
         return decision.status, decision.send
+
+    def _may_invite_externals(self, write: Write) -> bool:
+        """``[scheduling] external_invites`` for the writer: their login's groups, and the directory's
+        (a cached login, or a write from outside HTTP, carries none); the directory is asked only when
+        the login's groups do not already allow it."""
+        if policy.may_invite_externals(write.owner, write.groups, self.external_invites):
+            return True
+        if not isinstance(self.directory, LdapDirectory) or not any(e.startswith("@") for e in self.external_invites):
+            return False
+        return policy.may_invite_externals(write.owner, self.directory.groups_of(write.owner), self.external_invites)
 
     def deliver_local(self, message: ITipMessage, user: str, recipient: str, tx: Transaction,
                       sources: tuple[str, ...] = ()) -> None:

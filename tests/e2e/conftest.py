@@ -16,6 +16,7 @@ import caldav
 import pytest
 
 if TYPE_CHECKING:
+    from tests.e2e.ldap_server import LdapServer
     from tests.e2e.mailsink import MailSink
 
 INVITO = [str(Path(sys.executable).parent / "invito")]  # the console script a user runs
@@ -129,3 +130,15 @@ def relay() -> Iterator[tuple[int, "MailSink"]]:
         yield port, sink
     finally:
         controller.stop()
+
+
+@pytest.fixture(scope="session")
+def ldap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["LdapServer"]:
+    """One real OpenLDAP directory (slapd) for the whole session; see tests/e2e/ldap_server.py."""
+    from tests.e2e.ldap_server import start_slapd, stop_slapd
+
+    directory = start_slapd(tmp_path_factory.mktemp("slapd"), free_port(), PASSWORD)
+    try:
+        yield directory
+    finally:
+        stop_slapd(directory)

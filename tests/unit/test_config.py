@@ -160,7 +160,8 @@ def test_unknown_key_names_file_section_key_and_allowed_keys(tmp_path: Path) -> 
     [problem] = problems(path)
     assert problem.startswith(path + ":")
     assert "unknown key 'domian' in [scheduling]" in problem
-    assert problem.endswith("allowed keys: domain, addresses, external_invites, hide_attendees, language")
+    assert problem.endswith("allowed keys: domain, addresses, external_invites, hide_attendees, language, "
+                            "ldap_address_attributes, ldap_cache_seconds, ldap_timeout")
 
 
 def test_unknown_key_in_our_storage_section(tmp_path: Path) -> None:
