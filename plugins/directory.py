@@ -70,3 +70,8 @@ class Directory:
                 candidates.append(local)
             candidates.append(mail)  # a user named by this mail address
         return next((user for user in candidates if user is not None and self._is_user(user)), None)
+
+    def groups_of(self, user: str) -> frozenset[str]:
+        """Groups for ``@group`` entries of ``[scheduling] external_invites`` beyond the login's own: a
+        users file knows none (the directory-backed ``LdapDirectory`` does)."""
+        return frozenset()

@@ -252,7 +252,7 @@ class Scheduler:
         the login's groups do not already allow it."""
         if policy.may_invite_externals(write.owner, write.groups, self.external_invites):
             return True
-        if not isinstance(self.directory, LdapDirectory) or not any(e.startswith("@") for e in self.external_invites):
+        if not any(e.startswith("@") for e in self.external_invites):
             return False
         return policy.may_invite_externals(write.owner, self.directory.groups_of(write.owner), self.external_invites)
 
