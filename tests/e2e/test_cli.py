@@ -174,7 +174,8 @@ def test_serve_with_a_bad_config_exits_2_with_the_precise_problem(tmp_path: Path
         f"{config}: [server] hosts = '127.0.0.1:99999' is invalid (malformed IP address (or port out-of-range): "
         "'127.0.0.1:99999'); expected comma-separated address:port pairs, e.g. 127.0.0.1:5232 "
         "(option: set server hostnames including ports)",
-        f"{config}: unknown key 'domian' in [scheduling]; allowed keys: domain, addresses, external_invites, hide_attendees, language",
+        f"{config}: unknown key 'domian' in [scheduling]; allowed keys: domain, addresses, external_invites, hide_attendees, language, "
+        "ldap_address_attributes, ldap_cache_seconds, ldap_timeout",
     ]
 
 
