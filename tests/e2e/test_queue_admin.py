@@ -336,7 +336,8 @@ def test_invalid_config_exits_2_with_the_problem(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr == (f"{config}: unknown key 'domian' in [scheduling]; allowed keys: domain, addresses, "
-                             "external_invites, hide_attendees, language\n")
+                             "external_invites, hide_attendees, language, ldap_address_attributes, "
+                             "ldap_cache_seconds, ldap_timeout\n")
 
 
 def test_an_unusable_spool_folder_exits_1_naming_it(config: Path) -> None:
