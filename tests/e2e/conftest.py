@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from typing import TYPE_CHECKING, Iterator
 import caldav
 import pytest
 
+from tests.conftest import free_port  # noqa: F401  (the e2e tests import it from here)
+
 if TYPE_CHECKING:
     from tests.e2e.ldap_server import LdapServer
     from tests.e2e.mailsink import MailSink
@@ -22,12 +23,6 @@ if TYPE_CHECKING:
 INVITO = [str(Path(sys.executable).parent / "invito")]  # the console script a user runs
 USERS = ("alice", "bob", "carol")
 PASSWORD = "secret-pw-123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
