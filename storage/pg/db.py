@@ -6,11 +6,16 @@ wait for writers). Writes run in ``READ COMMITTED`` with transaction-scoped advi
 order (``lock``), which measured 0 lost updates and 0 retries where SERIALIZABLE needed hundreds; a
 deadlock or serialization failure still reruns the whole unit of work (``Database.run``) a bounded number
 of times. Only transaction-scoped locks are used, so PgBouncer in transaction mode works.
+
+A thread has at most one transaction open: ``write`` and ``read`` inside an open one join it (``current``),
+so the scheduling a client's PUT causes (deliveries, outbox rows, SCHEDULE-STATUS) commits or rolls back
+with the PUT itself, whichever module wrote it.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from typing import Callable, Iterator, TypeVar
 
@@ -23,6 +28,16 @@ logger = logging.getLogger("invito.storage")
 T = TypeVar("T")
 RETRIES = 5  # reruns of a unit of work after a deadlock or serialization failure
 _RETRYABLE = (errors.DeadlockDetected, errors.SerializationFailure)
+_open = threading.local()  # .conn: this thread's open transaction, .writable: whether it may write
+
+
+def current() -> psycopg.Connection | None:
+    """The connection of the transaction this thread has open, or None."""
+    return getattr(_open, "conn", None)
+
+
+class ReadOnlyTransaction(RuntimeError):
+    """A write was asked for inside a read-only snapshot: a bug in the caller's lock mode."""
 
 
 class Database:
@@ -37,23 +52,37 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[psycopg.Connection]:
-        """A read-only snapshot: every query inside sees the database as of its first one."""
+        """A read-only snapshot: every query inside sees the database as of its first one. Inside an open
+        transaction: that one."""
+        if current() is not None:
+            yield current()  # type: ignore[misc]
+            return
         with self.pool.connection() as conn:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            try:
-                yield conn
-            finally:
-                conn.rollback()
+            with _opened(conn, writable=False):
+                try:
+                    yield conn
+                finally:
+                    conn.rollback()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[psycopg.Connection]:
-        """One read-write transaction: committed when the block ends, rolled back when it raises."""
+        """One read-write transaction: committed when the outermost block ends, rolled back when it raises."""
+        if current() is not None:
+            if not _open.writable:
+                raise ReadOnlyTransaction("a write inside a read-only transaction")
+            yield current()  # type: ignore[misc]
+            return
         with self.pool.connection() as conn:  # the pool commits on a clean exit, rolls back on an error
-            yield conn
+            with _opened(conn, writable=True):
+                yield conn
 
     def run(self, work: Callable[[psycopg.Connection], T], attempts: int = RETRIES) -> T:
         """``work`` in a write transaction, rerun from the start after a deadlock or serialization failure
-        (its writes were rolled back; ``work`` must not have acted outside the database)."""
+        (its writes were rolled back; ``work`` must not have acted outside the database). Must be the
+        outermost transaction: a joined one cannot be rerun alone."""
+        if current() is not None:
+            raise RuntimeError("Database.run inside an open transaction")
         for attempt in range(1, attempts + 1):
             try:
                 with self.write() as conn:
@@ -65,6 +94,15 @@ class Database:
                             type(e).__name__, attempt + 1, attempts)
                 time.sleep(0.005 * attempt)
         raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _opened(conn: psycopg.Connection, writable: bool) -> Iterator[None]:
+    _open.conn, _open.writable = conn, writable
+    try:
+        yield
+    finally:
+        _open.conn = None
 
 
 def lock(conn: psycopg.Connection, *keys: str) -> None:

@@ -85,3 +85,23 @@ def test_a_deadlock_reruns_the_transaction(database):
     with db.read() as conn:
         assert dict(conn.execute("SELECT k, n FROM pair").fetchall()) == {"a": 2, "b": 2}
     db.close()
+
+
+def test_a_write_inside_a_write_joins_it_and_rolls_back_with_it(database):
+    """What scheduling relies on: a delivery written by another module inside the client's write is
+    committed or rolled back with that write."""
+    db = Database(database)
+    with db.write() as conn:
+        conn.execute("CREATE TABLE t (n integer)")
+    try:
+        with db.write() as outer:
+            outer.execute("INSERT INTO t VALUES (1)")
+            with db.write() as inner:
+                assert inner is outer
+                inner.execute("INSERT INTO t VALUES (2)")
+            raise ValueError("the client's write fails after its deliveries")
+    except ValueError:
+        pass
+    with db.read() as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+    db.close()
