@@ -113,6 +113,18 @@ def mail_domain(value: Any) -> str:
 mail_domain.expected = (  # type: ignore[attr-defined]
     "a mail domain such as example.com (no user part, no '@'), or empty")
 
+def database_url(value: Any) -> str:
+    """A PostgreSQL connection URL, or empty (the data folder holds everything)."""
+    value = str(value).strip()
+    if value and not re.match(r"postgres(ql)?://", value):
+        raise ValueError("not a PostgreSQL URL")
+    return value
+
+
+database_url.expected = (  # type: ignore[attr-defined]
+    "a URL such as postgresql://invito@db.example.com/invito, or empty")
+
+
 def public_url(value: Any) -> str:
     """Where guests reach this server from outside: ``https://host[:port][/prefix]``, no trailing slash."""
     value = str(value).strip().rstrip("/")
@@ -168,6 +180,17 @@ INVITO_SCHEMA: types.CONFIG_SCHEMA = OrderedDict([
             "help": "folder for all of Invito's data (collections, users file, mail spool); unset: "
                     "invito-data beside the config file (without a config file: in the current directory); "
                     "like every relative path in a config file, a relative path starts at the file's folder",
+            "type": radicale_config.filepath}),
+        ("database", {
+            "value": "",
+            "help": "empty: everything lives in the data folder (one node); a PostgreSQL URL "
+                    "(postgresql://user@host/db, PostgreSQL 13 or later): collections, mail queues and reply "
+                    "tokens live in that database, shared by every invito serve node that names it",
+            "type": database_url}),
+        ("database_file", {
+            "value": "",
+            "help": "a file whose first line is the database URL, to keep its password out of this file; "
+                    "used when database is empty",
             "type": radicale_config.filepath})])),
     ("scheduling", OrderedDict([
         ("domain", {

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import psycopg
 from psycopg import errors
@@ -34,6 +34,21 @@ _open = threading.local()  # .conn: this thread's open transaction, .writable: w
 def current() -> psycopg.Connection | None:
     """The connection of the transaction this thread has open, or None."""
     return getattr(_open, "conn", None)
+
+
+def configured_url(configuration: Any) -> str:
+    """The database URL of ``[invito] database``, else the first line of ``database_file``; "" for none
+    (the filesystem backend). A file that cannot be read is an error: starting on the wrong backend
+    would split the data."""
+    url = configuration.get("invito", "database")
+    path = configuration.get("invito", "database_file")
+    if url or not path:
+        return url
+    with open(path, encoding="utf-8") as f:
+        url = f.readline().strip()
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f"{path}: its first line is not a PostgreSQL URL")
+    return url
 
 
 class ReadOnlyTransaction(RuntimeError):
