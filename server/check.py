@@ -6,7 +6,8 @@ them, and says so in a log. The check tries each one now: it writes a scratch fi
 at the relay (``--send-test`` also mails a real invitation), binds the CalDAV and inbound mail ports
 (a taken one is asked whether it is Invito, already running: :mod:`invito.server.identity`) and loads
 the TLS files. Each problem is one line naming the setting to change. Nothing secret is printed: the relay
-password is read only by the SMTP client, which never shows it.
+password is read only by the SMTP client, which never shows it, and a database URL is shown without its
+password.
 """
 from __future__ import annotations
 
@@ -26,13 +27,16 @@ from email.message import EmailMessage
 from typing import Callable
 
 import icalendar
+import psycopg
 from radicale.config import Configuration
 
 from invito.plugins.imip import mime, smtp
 from invito.plugins.imip.smtp import Delivery, SmtpSettings, SmtpTransport, Stage
-from invito.server import identity
+from invito.server import db_admin, identity
 from invito.server.config import ConfigError, load
 from invito.server.mail import smtp_settings
+from invito.storage.pg import migrations
+from invito.storage.pg.db import configured_url
 
 EXIT_PROBLEMS = 1
 EXIT_CONFIG_INVALID = 2
@@ -65,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     report.ok(f"config file {os.path.abspath(args.config)}: valid" if args.config
               else "config file: none given, the built-in defaults apply")
     _folders(configuration, report, f"invito user add NAME{f' --config {args.config}' if args.config else ''}")
+    _database(configuration, report)
     _scheduling(configuration, report)
     _caldav(configuration, report)
     _smtp(smtp_settings(configuration), report, args.send_test)
@@ -160,6 +165,40 @@ def _folder_problem(path: str) -> str | None:
 def _inside(path: str, folder: str) -> bool:
     path, folder = os.path.abspath(path), os.path.abspath(folder)
     return os.path.commonpath([path, folder]) == folder
+
+
+def _database(configuration: Configuration, report: Report) -> None:
+    """With ``[invito] database``: it answers, and its schema is the one this version needs (older is a
+    warning: serve migrates it; newer is a failure: this node must not write a schema it does not know)."""
+    setting = "[invito] database"
+    try:
+        url = configured_url(configuration)
+    except (OSError, ValueError) as e:
+        report.fail("database URL file", _why(e) if isinstance(e, OSError) else str(e), "[invito] database_file")
+        return
+    if not url:
+        return
+    where = _redacted(url)
+    try:
+        found, line = db_admin.describe(url)
+    except psycopg.Error as e:
+        report.fail(f"database {where}", db_admin.first_line(e), setting)
+        return
+    if found == migrations.latest():
+        report.ok(f"database {where}: {line}")
+    elif found < migrations.latest():
+        report.warn(f"database {where}", line, None)
+    else:
+        report.fail(f"database {where}", line, None)
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for the check's lines."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _users_file(path: str, report: Report, add_user: str) -> None:

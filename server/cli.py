@@ -22,7 +22,7 @@ import radicale.log
 import radicale.server
 from radicale.config import Configuration
 
-from invito.server import check, queue_admin, quiet
+from invito.server import check, db_admin, queue_admin, quiet
 from invito.server.config import CommandError, ConfigError, load, unconfigured, user_name_problem
 
 logger = logging.getLogger("invito")
@@ -93,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=_user_list)
     queue_admin.add_parser(commands, with_config)
     check.add_parser(commands, with_config)
+    db_admin.add_parser(commands, with_config)
     return parser
 
 
