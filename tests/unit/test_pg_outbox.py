@@ -245,3 +245,24 @@ def test_the_sender_loop_sends_the_outbox_and_records_every_outcome(db) -> None:
     assert {e.recipient for e in outbox.queued()} == {"mailto:guest7@partner.example.org"}
     assert sender._until_next(now) == pytest.approx(60, abs=1)  # the greylisted ones back off
     assert len([o for o in outbox.recorded() if o["status"] == "1.1"]) == 294
+
+
+def test_a_delivery_sent_again_after_a_lost_lease_has_the_same_message_id(db, configuration) -> None:
+    """At the SMTP boundary a kill after the relay's 250 means a second send: the row keeps what the
+    Message-ID is made of, so the second one is recognisably the same message."""
+    from invito.server.mail import Composer
+
+    configuration.update({"smtp": {"sender": "invito@cal.example.com"}}, "test")
+    cal = icalendar.Calendar.from_ical(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\nUID:uid-1\r\n"
+        "DTSTAMP:20300101T000000Z\r\nDTSTART:20300102T090000Z\r\nDTEND:20300102T100000Z\r\nSUMMARY:Planning\r\n"
+        "SEQUENCE:2\r\nORGANIZER:mailto:alice@example.com\r\nATTENDEE:mailto:guest0@partner.example.org\r\n"
+        "END:VEVENT\r\nEND:VCALENDAR\r\n")
+    with db.write():
+        Outbox(db).prepare(ITipMessage("REQUEST", "uid-1", ORG, (), cal), guests(1))
+    now = time.time()
+    [first] = Outbox(db, lease=60).claim(now)
+    sent = Composer(configuration)(first)
+    [again] = Outbox(db, lease=60).claim(now + 61)  # the first sender died after the relay took it
+    assert again == first
+    assert Composer(configuration)(again)["Message-ID"] == sent["Message-ID"]
