@@ -266,3 +266,44 @@ def test_a_delivery_sent_again_after_a_lost_lease_has_the_same_message_id(db, co
     [again] = Outbox(db, lease=60).claim(now + 61)  # the first sender died after the relay took it
     assert again == first
     assert Composer(configuration)(again)["Message-ID"] == sent["Message-ID"]
+
+
+def test_two_running_senders_send_what_a_commit_queues_once_each_and_at_once(db, database) -> None:
+    """Two nodes' sender loops, idle and woken only by NOTIFY (the poll is an hour): 1,000 invitations
+    committed on a third connection all go out, none twice, the first one well under a second later."""
+    relay = Relay({})
+    lock, first_sent, all_sent = threading.Lock(), threading.Event(), threading.Event()
+
+    def send(msg: EmailMessage, from_addr: str, to_addr: str) -> Outcome:
+        with lock:
+            relay.sent.append((to_addr, str(msg["Subject"])))
+            first_sent.set()
+            if len(relay.sent) >= 1000:
+                all_sent.set()
+        return SENT
+
+    relay.send = send  # type: ignore[method-assign]
+    stop = threading.Event()
+    nodes = []
+    for _ in range(2):
+        outbox = Outbox(Database(database, max_size=2), batch=50, poll_seconds=3600)
+        sender = Sender(outbox, SETTINGS, build, lambda *_: None, transport=relay, next_ready=outbox.next_ready)
+        wake = outbox.arrived
+        assert outbox._waker is not None and outbox._waker.listening.wait(10)
+        nodes.append((outbox, threading.Thread(target=sender.run, args=(stop, wake))))
+    for _, thread in nodes:
+        thread.start()
+    try:
+        committed = time.monotonic()
+        queue(db, 10, 100)
+        assert first_sent.wait(5) and time.monotonic() - committed < 1.0
+        assert all_sent.wait(120)
+    finally:
+        stop.set()
+        for outbox, thread in nodes:
+            outbox.arrived.set()
+            thread.join()
+            outbox.close()
+            outbox.db.close()
+    assert len(relay.sent) == 1000 and len(set(relay.sent)) == 1000
+    assert count(database, "invito_outbox_delivery") == 0
