@@ -79,6 +79,7 @@ class Sender:
     def __init__(self, spool: OutboundSpool, settings: SmtpSettings, build: Build, on_outcome: OnOutcome, *,
                  transport: Transport | None = None, on_batch_end: Callable[[], None] | None = None,
                  envelope_from: Callable[[SpoolEntry], str | None] | None = None,
+                 next_ready: Callable[[float], float | None] | None = None,
                  give_up: float = GIVE_UP, first_retry: float = FIRST_RETRY, max_retry: float = MAX_RETRY,
                  warn_every: float = WARN_EVERY, probe_every: float = PROBE_EVERY) -> None:
         self.spool = spool
@@ -87,6 +88,9 @@ class Sender:
         self.on_outcome = on_outcome
         self.on_batch_end = on_batch_end  # e.g. write the batch's outcomes back in one go
         self.envelope_from = envelope_from  # where bounces go, when not to [smtp] sender
+        # When the next entry may be tried, from a queue that can say so without reading every message
+        # (the database outbox's ``next_ready``); None: the earliest ``ready_at`` of ``spool.queued()``.
+        self.next_ready = next_ready
         self.transport = transport if transport is not None else SmtpTransport(settings)
         self.give_up = give_up
         self.first_retry = first_retry
@@ -271,10 +275,11 @@ class Sender:
         nothing queued, wait to be woken."""
         if self._unconfigured():
             return self.warn_every
-        ready = [entry.ready_at for entry in self.spool.queued()]
-        if not ready:
+        first = (self.next_ready(now) if self.next_ready is not None
+                 else min((entry.ready_at for entry in self.spool.queued()), default=None))
+        if first is None:
             return None
-        earliest = min(ready) if self.outage is None else max(min(ready), self.outage.next_probe)
+        earliest = first if self.outage is None else max(first, self.outage.next_probe)
         return max(0.0, earliest - now)
 
 

@@ -1,0 +1,270 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The transactional outbox: outgoing iMIP messages as rows of the event write's own transaction.
+
+The storage layer's side is the file spool's (``prepare``, ``prepare_mail``, ``commit``, ``discard``), but
+``prepare`` inserts the message and one delivery per recipient into the transaction the thread has open
+(``db.current()``), with a ``NOTIFY`` PostgreSQL delivers only if it commits: a committed event always has
+its messages and a rolled-back one never does, with no journal and no recovery. ``commit`` and ``discard``
+have nothing left to do.
+
+The sender's side is the file spool's too (``due``, ``update``, ``record``, ``remove``, ``fail``, ``sync``),
+with one difference: ``due`` *claims*. In a short transaction of its own it takes up to ``batch`` due
+deliveries ``FOR UPDATE SKIP LOCKED`` and leases them to this outbox (``leased_until``, ``holder``), and
+commits before anything is sent; so senders on any number of nodes never pick the same delivery, and a
+node killed mid-send loses nothing: its lease expires and another node claims the delivery again. That
+re-send carries the same Message-ID (``mime.message_id`` is derived from the message and the recipient;
+a FORWARD's is inside its stored mail), so it is recognisable: the SMTP boundary stays at-least-once.
+Each outcome is then written in one transaction with the delivery's change (sent: removed; temporary:
+its new state, the lease released; final failure: state ``failed`` with its reason), and renews the
+leases this sender still holds, so a long batch does not lose them.
+
+``arrived`` is set by ``LISTEN invito_outbox`` (``wake.Waker``) when any node commits messages, and on a
+poll that covers lost notifications.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from invito.plugins.imip.spool import SpoolEntry, itip_record, mail_record
+from invito.plugins.itip.model import ITipMessage
+from invito.storage.pg.db import Database, current
+from invito.storage.pg.wake import POLL_SECONDS, Waker, notify
+
+logger = logging.getLogger("invito.imip")
+
+CHANNEL = "invito_outbox"
+LEASE = 120.0   # seconds a claimed delivery stays this sender's without an outcome; renewed as outcomes come
+BATCH = 200     # deliveries claimed at once: small enough that senders on several nodes share the work
+
+_COLUMNS = ("d.message, d.recipient, d.attempts, d.next_try, d.last_error, d.stage, d.after_failure, "
+            "m.method, m.uid, m.sender, m.ics, m.created, m.changes, m.notes, m.mail")
+_FROM = "invito_outbox_delivery d JOIN invito_outbox_message m ON m.id = d.message"
+
+
+class NoTransaction(RuntimeError):
+    """``prepare`` outside a database write: its rows would not commit or roll back with the event."""
+
+
+class Outbox:
+    queue = "the database's outbox"          # where deliveries wait, as the sender's log names it
+    failed = "the database's failed deliveries"
+    durable = True  # the storage layer's switch for the file spool's fsyncs: the database decides here
+
+    def __init__(self, db: Database, *, lease: float = LEASE, batch: int = BATCH,
+                 poll_seconds: float = POLL_SECONDS) -> None:
+        self.db = db
+        self.lease = lease
+        self.batch = batch
+        self.poll_seconds = poll_seconds
+        self.holder = "%s:%d:%s" % (socket.gethostname(), os.getpid(), uuid.uuid4().hex[:8])
+        self._renewed = 0.0  # when this sender last extended its leases
+        self._outcomes: list[tuple[SpoolEntry, str, str, float]] = []  # recorded, written with the removal
+        self._arrived = threading.Event()
+        self._waker: Waker | None = None
+        self._waker_lock = threading.Lock()
+
+    # -- the storage layer's side ------------------------------------------------------------------
+
+    def prepare(self, message: ITipMessage, recipients: list[str], changes: tuple[str, ...] = (),
+                notes: tuple[tuple[str, str], ...] = (), sources: tuple[str, ...] = ()) -> str:
+        """Queue ``message`` for ``recipients`` in the thread's open write transaction."""
+        return self._insert(_open_write(), itip_record(message, recipients, changes, notes, sources))
+
+    def prepare_mail(self, uid: str, sender: str, recipient: str, mail: bytes) -> str:
+        """A complete message (a guest's forwarded reply about ``uid``), queued like the iTIP ones."""
+        return self._insert(_open_write(), mail_record(uid, sender, recipient, mail))
+
+    def enqueue(self, record: dict, *, after_failure: bool = False) -> str:
+        """Queue a message that belongs to no event write (an admin's retry), in a transaction of its own
+        or the one open."""
+        with self.db.write() as conn:
+            return self._insert(conn, record, after_failure)
+
+    def commit(self, ids: list[str]) -> None:
+        """Nothing to do: the rows commit with the transaction that prepared them."""
+
+    def discard(self, ids: list[str]) -> None:
+        """Nothing to do: the rows roll back with the transaction that prepared them."""
+
+    def prepared(self) -> set[str]:
+        """Messages awaiting a commit outside the database: never any."""
+        return set()
+
+    @property
+    def arrived(self) -> threading.Event:
+        """Set whenever any node commits messages, and every ``poll_seconds``; listening starts on first use."""
+        with self._waker_lock:
+            if self._waker is None:
+                self._waker = Waker(self.db.url, CHANNEL, self._arrived, poll_seconds=self.poll_seconds).start()
+        return self._arrived
+
+    def close(self) -> None:
+        """Stop listening (the database itself is the caller's to close)."""
+        with self._waker_lock:
+            if self._waker is not None:
+                self._waker.stop()
+                self._waker = None
+
+    def _insert(self, conn: psycopg.Connection, record: dict, after_failure: bool = False) -> str:
+        conn.execute("INSERT INTO invito_outbox_message (id, method, uid, sender, ics, created, changes, notes, "
+                     "mail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                     (record["id"], record["method"], record["uid"], record["sender"], record["ics"],
+                      record["created"], json.dumps(record.get("changes", [])), json.dumps(record.get("notes", [])),
+                      base64.b64decode(record.get("mail", ""))))
+        conn.execute("INSERT INTO invito_outbox_delivery (message, recipient, after_failure) "
+                     "SELECT %s, r, %s FROM unnest(%s::text[]) AS r",
+                     (record["id"], after_failure, list(record["recipients"])))
+        notify(conn, CHANNEL)
+        return record["id"]
+
+    # -- the sender's side -------------------------------------------------------------------------
+
+    def queued(self) -> list[SpoolEntry]:
+        """Every delivery waiting to be sent (claimed or not), oldest message first."""
+        with self.db.read() as conn:
+            rows = conn.cursor(row_factory=dict_row).execute(
+                f"SELECT {_COLUMNS} FROM {_FROM} WHERE d.state = 'queued' ORDER BY d.message, d.recipient").fetchall()
+        return [_entry(row) for row in rows]
+
+    def due(self, now: float) -> list[SpoolEntry]:
+        """Claim the deliveries this sender may try at ``now`` (see ``claim``)."""
+        return self.claim(now)
+
+    def claim(self, now: float, limit: int | None = None) -> list[SpoolEntry]:
+        """Lease up to ``limit`` (``batch``) deliveries that are due at ``now`` and held by no other live
+        sender, oldest first, and commit the lease before returning: only this sender tries them until
+        they have an outcome or the lease ends at ``now + lease``."""
+        def work(conn: psycopg.Connection) -> list[dict[str, Any]]:
+            cur = conn.cursor(row_factory=dict_row)
+            cur.execute("UPDATE invito_outbox_delivery d SET leased_until = %(until)s, holder = %(me)s "
+                        "FROM (SELECT message, recipient FROM invito_outbox_delivery "
+                        "      WHERE state = 'queued' AND ready_at <= %(now)s "
+                        "        AND (leased_until <= %(now)s OR holder = %(me)s) "
+                        "      ORDER BY message, recipient LIMIT %(limit)s FOR UPDATE SKIP LOCKED) due "
+                        "WHERE d.message = due.message AND d.recipient = due.recipient "
+                        "RETURNING d.message, d.recipient",
+                        {"until": now + self.lease, "me": self.holder, "now": now, "limit": limit or self.batch})
+            claimed = cur.fetchall()
+            if not claimed:
+                return []
+            return cur.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE (d.message, d.recipient) IN "
+                               "(SELECT * FROM unnest(%s::text[], %s::text[])) ORDER BY d.message, d.recipient",
+                               ([r["message"] for r in claimed], [r["recipient"] for r in claimed])).fetchall()
+        self._renewed = time.time()
+        return [_entry(row) for row in self.db.run(work)]
+
+    def next_ready(self, now: float) -> float | None:
+        """When the next delivery may be claimed by this sender (another's lease counts until it ends);
+        None: nothing is queued. For the sender's sleep, without reading any message."""
+        with self.db.read() as conn:
+            row = conn.execute("SELECT min(greatest(ready_at, CASE WHEN holder <> %s AND leased_until > %s "
+                               "THEN leased_until ELSE 0 END)) FROM invito_outbox_delivery WHERE state = 'queued'",
+                               (self.holder, now)).fetchone()
+        return row[0] if row else None
+
+    def update(self, entry: SpoolEntry) -> None:
+        """A temporary failure's new state; the lease is released (the backoff decides when it is due). Not
+        written when the lease was lost meanwhile: the delivery is another sender's now."""
+        with self.db.write() as conn:
+            changed = conn.execute(
+                "UPDATE invito_outbox_delivery SET attempts = %s, next_try = %s, last_error = %s, stage = %s, "
+                "ready_at = %s, leased_until = 0, holder = '' "
+                "WHERE message = %s AND recipient = %s AND state = 'queued' AND holder = %s",
+                (entry.attempts, entry.next_try, entry.last_error, entry.stage, entry.ready_at, entry.id,
+                 entry.recipient, self.holder)).rowcount
+            self._renew(conn)
+        if not changed:
+            logger.warning("%s uid=%s to=%s: its lease ended before its outcome; another sender has it",
+                           entry.method, entry.uid, entry.recipient)
+
+    def record(self, entry: SpoolEntry, status: str, detail: str) -> None:
+        """A final outcome, written in the transaction that then removes or fails the delivery (or by
+        ``sync``): the outcome and the queue's change are never apart."""
+        self._outcomes.append((entry, status, detail, time.time()))
+
+    def remove(self, entry: SpoolEntry) -> None:
+        """Forget a delivery the relay accepted, and its message once no delivery of it is left."""
+        with self.db.write() as conn:
+            self._write_outcomes(conn, entry)
+            # The message's row lock orders two senders removing its last two deliveries: the second one
+            # sees the first one's removal and deletes the message.
+            conn.execute("SELECT 1 FROM invito_outbox_message WHERE id = %s FOR UPDATE", (entry.id,))
+            conn.execute("DELETE FROM invito_outbox_delivery WHERE message = %s AND recipient = %s",
+                         (entry.id, entry.recipient))
+            conn.execute("DELETE FROM invito_outbox_message m WHERE id = %s AND NOT EXISTS "
+                         "(SELECT 1 FROM invito_outbox_delivery WHERE message = m.id)", (entry.id,))
+            self._renew(conn)
+
+    def fail(self, entry: SpoolEntry, reason: str) -> None:
+        """A delivery that will never be sent: state ``failed``, with ``reason``, kept for the admin."""
+        with self.db.write() as conn:
+            self._write_outcomes(conn, entry)
+            conn.execute("UPDATE invito_outbox_delivery SET state = 'failed', reason = %s, leased_until = 0, "
+                         "holder = '' WHERE message = %s AND recipient = %s", (reason, entry.id, entry.recipient))
+            self._renew(conn)
+
+    def sync(self) -> None:
+        """Outcomes recorded without a removal or failure after them, written now."""
+        if self._outcomes:
+            with self.db.write() as conn:
+                self._write_outcomes(conn, None)
+
+    def recorded(self) -> list[dict]:
+        """Every outcome kept, oldest first, as the file spool's outcome log has them."""
+        with self.db.read() as conn:
+            return conn.cursor(row_factory=dict_row).execute(
+                "SELECT time, message AS id, method, uid, sender, recipient, status, detail "
+                "FROM invito_outbox_outcome ORDER BY n").fetchall()
+
+    def prune(self, keep_days: float, now: float) -> None:
+        """Forget outcomes older than ``keep_days``."""
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM invito_outbox_outcome WHERE time < %s", (now - keep_days * 86400,))
+
+    def _write_outcomes(self, conn: psycopg.Connection, entry: SpoolEntry | None) -> None:
+        """Insert the recorded outcomes of ``entry``'s delivery (None: all of them)."""
+        mine = [o for o in self._outcomes if entry is None or (o[0].id, o[0].recipient) == (entry.id, entry.recipient)]
+        if not mine:
+            return
+        self._outcomes = [o for o in self._outcomes if o not in mine]
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO invito_outbox_outcome (time, message, method, uid, sender, recipient, "
+                            "status, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                            [(at, e.id, e.method, e.uid, e.sender, e.recipient, status, detail)
+                             for e, status, detail, at in mine])
+
+    def _renew(self, conn: psycopg.Connection) -> None:
+        """Extend this sender's leases, at most every third of a lease: a batch slower than one lease
+        (a slow relay) keeps what it claimed."""
+        now = time.time()
+        if now - self._renewed < self.lease / 3:
+            return
+        conn.execute("UPDATE invito_outbox_delivery SET leased_until = %s WHERE holder = %s AND state = 'queued' "
+                     "AND leased_until < %s", (now + self.lease, self.holder, now + self.lease))
+        self._renewed = now
+
+
+def _open_write() -> psycopg.Connection:
+    conn = current()
+    if conn is None:
+        raise NoTransaction("outbox rows must be written inside the event's database write")
+    return conn
+
+
+def _entry(row: dict[str, Any]) -> SpoolEntry:
+    return SpoolEntry(id=row["message"], method=row["method"], uid=row["uid"], sender=row["sender"],
+                      recipient=row["recipient"], ics=row["ics"], created=row["created"],
+                      changes=tuple(row["changes"]), notes=tuple((str(k), str(v)) for k, v in row["notes"]),
+                      attempts=row["attempts"], next_try=row["next_try"], last_error=row["last_error"],
+                      stage=row["stage"], after_failure=row["after_failure"], mail=bytes(row["mail"]))
