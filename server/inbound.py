@@ -37,7 +37,6 @@ from invito.plugins.itip.recurrence import deadline
 from invito.storage import Storage
 from invito.plugins.rsvp.ratelimit import RateLimiter
 from invito.storage.scheduling import Notification, for_organizer
-from invito.storage.transaction import Transaction
 
 logger = logging.getLogger("invito.imip")
 
@@ -187,9 +186,8 @@ class Processor:
             except ValueError as e:
                 problem = f"cannot forward it: {e}"
             else:
-                spool = self.storage.scheduler.spool
-                with Transaction(spool) as tx:
-                    tx.spool(spool.prepare_mail(token.uid, token.guest, token.organizer, mail))
+                with self.storage.transaction() as tx:
+                    tx.spool_mail(token.uid, token.guest, token.organizer, mail)
         logger.info("%s uid=%s attendee=%s: plain reply (no calendar): %s", source, token.uid, token.guest,
                     f"quarantined: {problem}" if problem else f"forwarded to {token.organizer}")
         return problem

@@ -29,7 +29,7 @@ from invito.storage.indexed import IndexedCollection, IndexedStorage
 from invito.plugins.itip import Applied, ITipMessage, Refused
 from invito.storage.scheduling import Notification, Scheduler
 from invito.storage.side_records import SideRecords, digest
-from invito.storage.transaction import Transaction
+from invito.storage.transaction import SchedulingTransaction, Transaction
 
 logger = logging.getLogger("invito.storage")
 
@@ -148,9 +148,13 @@ class Storage(IndexedStorage):
             updated = change(self.scheduler.read_copy(user, item))
             if updated is None:
                 return False
-            with Transaction(self.scheduler.spool) as tx:
+            with self.transaction() as tx:
                 self.scheduler.store_copy(tx, collection, href, user, updated, (item.serialize(),), item)
             return True
+
+    def transaction(self) -> SchedulingTransaction:
+        """The all-or-nothing unit each scheduling write goes through; the caller holds the write lock."""
+        return Transaction(self.scheduler.spool, self.scheduler.records)
 
     def read_event(self, user: str, uid: str) -> icalendar.Calendar | None:
         """``user``'s copy of event ``uid`` as it is stored now (the RSVP page shows the organizer's)."""
