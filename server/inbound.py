@@ -17,7 +17,6 @@ import re
 import threading
 import time
 
-import icalendar
 import radicale.storage
 from radicale.config import Configuration
 
@@ -30,14 +29,14 @@ from invito.plugins.imip.sender import wait_until
 from invito.plugins.imip.spool import out_of_space
 from invito.plugins.imip.tokens import ReplyToken, ReplyTokens, redact
 from invito.plugins.imip.triage import Action, Decision, Policy, Recipient, triage
-from invito.plugins.itip import Applied, ITipMessage, Refused, with_schedule_status
+from invito.plugins.itip import ITipMessage
 from invito.plugins.itip.address import normalize
 from invito.plugins.itip.components import find_attendee, scheduled
 from invito.plugins.itip.recurrence import deadline
-from invito.storage import Storage
+from invito.storage import Storage, changes
 from invito.plugins.rsvp.ratelimit import RateLimiter
-from invito.storage.scheduling import Notification, for_organizer
-from invito.storage.transaction import Transaction
+from invito.storage.changes import Notification
+from invito.storage.scheduling import for_organizer
 
 logger = logging.getLogger("invito.imip")
 
@@ -187,9 +186,8 @@ class Processor:
             except ValueError as e:
                 problem = f"cannot forward it: {e}"
             else:
-                spool = self.storage.scheduler.spool
-                with Transaction(spool) as tx:
-                    tx.spool(spool.prepare_mail(token.uid, token.guest, token.organizer, mail))
+                self.storage.schedule(self.storage.directory.user_for(token.organizer) or "",
+                                      changes.Forward(token.uid, token.guest, token.organizer, mail))
         logger.info("%s uid=%s attendee=%s: plain reply (no calendar): %s", source, token.uid, token.guest,
                     f"quarantined: {problem}" if problem else f"forwarded to {token.organizer}")
         return problem
@@ -215,29 +213,27 @@ class Processor:
             return d.reason, "quarantined"
         assert d.user is not None and d.uid is not None and d.guest is not None and d.organizer is not None
         if d.action is Action.BOUNCE:
-            if self.storage.update_event(d.user, d.uid, _status_setter(d.guest, d.status)):
-                return None, f"SCHEDULE-STATUS {d.status} recorded"
-            return "no such event any more", ""
+            return _outcome(self.storage.schedule(d.user, changes.RecordStatus(d.uid, ((d.guest, d.status),))),
+                            f"SCHEDULE-STATUS {d.status} recorded")
         if d.action is Action.STRANGER:
             return d.reason, self._tell_about_stranger(d)
         if d.action is Action.REFRESH:
-            if self.storage.resend(d.user, d.uid, d.guest):
-                return None, "the invitation is queued again"
-            return "not invited to such an event", ""
+            return _outcome(self.storage.schedule(d.user, changes.Refresh(d.uid, d.guest)),
+                            "the invitation is queued again")
         assert d.calendar is not None
         method = str(d.calendar.get("METHOD", "")).upper()
         if d.action is Action.COUNTER:
-            self.storage.to_inbox(d.user, d.calendar, self._notification(method, d))
-            return None, "in the organizer's inbox"
+            counter = changes.ToInbox(d.calendar, self._notification(method, d))
+            return _outcome(self.storage.schedule(d.user, counter), "in the organizer's inbox")
         if d.action is Action.DELIVER:
             message = ITipMessage(method, d.uid, d.organizer, (d.guest,), d.calendar)
-            return _outcome(self.storage.receive(d.user, message, d.guest))
+            return _outcome(self.storage.schedule(d.user, changes.Receive(message, d.guest)))
         message = ITipMessage(method, d.uid, d.guest, (d.organizer,), d.calendar)
-        result = self.storage.receive(d.user, message, d.organizer, self._notification(method, d))
-        if isinstance(result, Refused) and result.uninvited and self._notify:  # tell, never add
-            self.storage.to_inbox(d.user, d.calendar, self._notification(
-                method, d, (("uninvited", result.reason),)))
-        return _outcome(result)
+        outcome = self.storage.schedule(d.user, changes.Receive(message, d.organizer, self._notification(method, d)))
+        if outcome.kind is changes.Kind.REFUSED and outcome.uninvited and self._notify:  # tell, never add
+            self.storage.schedule(d.user, changes.ToInbox(d.calendar, self._notification(
+                method, d, (("uninvited", outcome.reason),))))
+        return _outcome(outcome)
 
     def _tell_about_stranger(self, d: Decision) -> str:
         """A guest's invitation forwarded and answered by someone the organizer never invited: the
@@ -250,8 +246,8 @@ class Processor:
         if not self._notify:
             return "quarantined, not invited"
         for_organizer(d.calendar, stored)
-        self.storage.to_inbox(d.user, d.calendar, self._notification(
-            "REPLY", d, (("uninvited", f"{d.guest} is not invited to this event"),)))
+        self.storage.schedule(d.user, changes.ToInbox(d.calendar, self._notification(
+            "REPLY", d, (("uninvited", f"{d.guest} is not invited to this event"),))))
         return "quarantined, not invited: the organizer is told"
 
     def _notification(self, method: str, d: Decision, extra: tuple[tuple[str, str], ...] = ()
@@ -263,20 +259,17 @@ class Processor:
                             d.notes + extra)
 
 
-def _outcome(result: Applied | Refused | None) -> tuple[str | None, str]:
-    if isinstance(result, Refused):
-        return "not applied: " + result.reason, ""
-    if result is None:  # the same mail twice: nothing to do, and nothing wrong
-        return None, "applied before, nothing changed"
-    return None, "applied"
-
-
-def _status_setter(guest: str, status: str):  # type: ignore[no-untyped-def]
-    def stamp(calendar: icalendar.Calendar) -> icalendar.Calendar | None:
-        if not any(find_attendee(c, guest) is not None for c in scheduled(calendar)):
-            return None
-        return with_schedule_status(calendar, {guest: status})
-    return stamp
+def _outcome(outcome: changes.Outcome, applied: str = "applied") -> tuple[str | None, str]:
+    """The reason a decision was not carried out (None: it was), and what happened, for the log."""
+    match outcome.kind:
+        case changes.Kind.APPLIED:
+            return None, applied
+        case changes.Kind.UNCHANGED:  # the same mail twice: nothing to do, and nothing wrong
+            return None, "applied before, nothing changed"
+        case changes.Kind.REFUSED:
+            return "not applied: " + outcome.reason, ""
+        case changes.Kind.NO_EVENT:
+            return "no such event any more", ""
 
 
 def _token_pattern(template: str) -> re.Pattern[str]:

@@ -29,10 +29,10 @@ from invito.plugins.imip.sender import Sender
 from invito.plugins.imip.smtp import SmtpSettings
 from invito.plugins.imip.spool import FORWARD, SpoolEntry
 from invito.plugins.imip.tokens import ReplyToken, ReplyTokens, reply_address
-from invito.plugins.itip import with_schedule_status
-from invito.plugins.itip.components import attendee_language, find_attendee, instance_key, scheduled
+from invito.plugins.itip.components import attendee_language, instance_key, scheduled
 from invito.plugins.rsvp import links
 from invito.storage import Storage
+from invito.storage.changes import Kind, RecordStatus
 from invito.storage.transaction import recover
 
 logger = logging.getLogger("invito.imip")
@@ -144,17 +144,8 @@ class StatusWriter:
             user = self._storage.directory.user_for(organizer)
             if user is None:
                 continue
-
-            def stamp(calendar: icalendar.Calendar, statuses: dict[str, str] = statuses
-                      ) -> icalendar.Calendar | None:
-                # Guests removed since (their CANCEL) have nothing to record; a status already there is
-                # not written again (a recipient sent again after a kill).
-                changed = {guest: status for guest, status in statuses.items()
-                           if any((prop := find_attendee(c, guest)) is not None
-                                  and prop.params.get("SCHEDULE-STATUS") != status for c in scheduled(calendar))}
-                return with_schedule_status(calendar, changed) if changed else None
-
-            if self._storage.update_event(user, uid, stamp):
+            outcome = self._storage.schedule(user, RecordStatus(uid, tuple(statuses.items())))
+            if outcome.kind is Kind.APPLIED:
                 logger.info("uid=%s: SCHEDULE-STATUS recorded for %s", uid,
                             ", ".join("%s=%s" % item for item in sorted(statuses.items())))
 

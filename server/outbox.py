@@ -20,6 +20,7 @@ from invito.plugins.itip import ITipMessage
 from invito.plugins.itip.components import addresses, organizer, scheduled
 from invito.plugins.itip.freebusy import FreeBusyRequest, busy_periods, parse_request, response_calendar
 from invito.storage import layout
+from invito.storage.changes import Kind, Send
 
 if TYPE_CHECKING:
     from invito.storage import Storage
@@ -63,11 +64,11 @@ def _decline_counter(storage: "Storage", user: str, calendar: icalendar.Calendar
                                    "The ORGANIZER must be one of your addresses.", encoding)
     uid = uids.pop()
     message = ITipMessage("DECLINECOUNTER", uid, organizers.pop() or "", recipients, calendar)
-    statuses = storage.send(user, message)
-    if statuses is None:
+    outcome = storage.schedule(user, Send(message))
+    if outcome.kind is Kind.NO_EVENT:
         return errors.refusal(client.NOT_FOUND, "You organize no event with UID %s." % uid)
     root = ET.Element(_("C:schedule-response"))
-    for recipient, status in statuses.items():
+    for recipient, status in outcome.statuses:
         response = ET.SubElement(root, _("C:response"))
         ET.SubElement(ET.SubElement(response, _("C:recipient")), _("D:href")).text = recipient
         ET.SubElement(response, _("C:request-status")).text = status + ";" + (

@@ -3,8 +3,11 @@
 
 Radicale calls ``Collection.upload``/``delete`` for a client's PUT/DELETE with its single write lock held;
 that is where scheduling runs (``scheduling.Scheduler``), so the event change and every delivery it
-causes happen under one lock. Our own writes (deliveries, undo) use ``store``/``remove``, which bypass
-scheduling. Radicale loads this module by ``[storage] type = invito.storage`` and uses ``Storage``.
+causes happen under one lock. Everything from outside HTTP (inbound mail, the RSVP page, mail delivery
+status, an outbox POST) enters by ``Storage.schedule`` with one of ``changes``' requests, under the same
+lock; ``Storage.read_event`` is its read. Scheduling writes through the transaction
+``Storage.transaction`` hands out, whose ``store``/``remove`` use ``Collection.store``/``remove``: they
+bypass scheduling. Radicale loads this module by ``[storage] type = invito.storage`` and uses ``Storage``.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import logging
 import os
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import icalendar
 import radicale.item as radicale_item
@@ -26,10 +29,10 @@ from invito.plugins.imip.spool import OutboundSpool
 from invito.storage import bookkeeping, layout, request, verbatim, walks
 from invito.storage import vobject_base64  # noqa: F401  (fixes vobject when imported)
 from invito.storage.indexed import IndexedCollection, IndexedStorage
-from invito.plugins.itip import Applied, ITipMessage, Refused
-from invito.storage.scheduling import Notification, Scheduler
+from invito.storage.changes import Change, Outcome
+from invito.storage.scheduling import Scheduler
 from invito.storage.side_records import SideRecords, digest
-from invito.storage.transaction import Transaction
+from invito.storage.transaction import SchedulingTransaction, Transaction
 
 logger = logging.getLogger("invito.storage")
 
@@ -134,23 +137,17 @@ class Storage(IndexedStorage):
                 and not layout.is_inbox(collection.path)
                 and bool(self.directory.addresses_of(collection.owner)))
 
-    def update_event(self, user: str, uid: str,
-                     change: Callable[[icalendar.Calendar], icalendar.Calendar | None]) -> bool:
-        """The one way into stored events from outside HTTP (mail delivery status, inbound replies).
-
-        Takes the write lock, finds the user's copy by UID through the index, applies ``change`` (None:
-        leave it) and stores the result without scheduling. False when there is no such event.
-        """
+    def schedule(self, user: str, change: Change) -> Outcome:
+        """The one way into stored events from outside HTTP (inbound mail, the RSVP page, mail delivery
+        status, an outbox POST): takes the write lock, once, and has the Scheduler carry ``change`` out
+        on ``user``'s events (found by UID through the index). ``user``: whose events; "" for a change
+        that only queues mail (a ``Forward`` to an organizer who is no user here)."""
         with self.acquire_lock("w", user):
-            collection, href, item = self.scheduler.find_copy(user, uid)
-            if collection is None or href is None or item is None:
-                return False
-            updated = change(self.scheduler.read_copy(user, item))
-            if updated is None:
-                return False
-            with Transaction(self.scheduler.spool) as tx:
-                self.scheduler.store_copy(tx, collection, href, user, updated, (item.serialize(),), item)
-            return True
+            return self.scheduler.schedule(user, change)
+
+    def transaction(self) -> SchedulingTransaction:
+        """The all-or-nothing unit each scheduling write goes through; the caller holds the write lock."""
+        return Transaction(self.scheduler.spool, self.scheduler.records)
 
     def read_event(self, user: str, uid: str) -> icalendar.Calendar | None:
         """``user``'s copy of event ``uid`` as it is stored now (the RSVP page shows the organizer's)."""
@@ -160,30 +157,6 @@ class Storage(IndexedStorage):
             record = self.scheduler.records.get(user, uid, digest(text)) if text is not None else {}
         # parsed after the lock; with Invito's bookkeeping (the page checks whether the event moved)
         return bookkeeping.merge(icalendar.Calendar.from_ical(text), record) if text is not None else None
-
-    def receive(self, user: str, message: ITipMessage, recipient: str,
-                notification: Notification | None = None) -> Applied | Refused | None:
-        """An iTIP message from outside (inbound mail) applied to ``user``'s copy, under the write lock;
-        see ``Scheduler.receive``."""
-        with self.acquire_lock("w", user):
-            return self.scheduler.receive(message, user, recipient, notification)
-
-    def to_inbox(self, user: str, calendar: icalendar.Calendar, notification: Notification | None = None) -> None:
-        with self.acquire_lock("w", user):
-            self.scheduler.to_inbox(user, calendar, notification)
-
-    def send(self, user: str, message: ITipMessage) -> dict[str, str] | None:
-        """A message ``user`` sends about an event they organize (DECLINECOUNTER); None: no such event."""
-        with self.acquire_lock("w", user):
-            if self.scheduler.find_copy(user, message.uid)[2] is None:
-                return None
-            return self.scheduler.send(message, user)
-
-    def resend(self, user: str, uid: str, guest: str) -> bool:
-        """Queue the current invitation to ``uid`` for ``guest`` again (their REFRESH); False: no such
-        event, or ``guest`` is not invited to it."""
-        with self.acquire_lock("w", user):
-            return self.scheduler.resend(user, uid, guest)
 
     @contextlib.contextmanager
     def deferred_sync(self) -> Iterator[None]:

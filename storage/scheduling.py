@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Implicit scheduling inside Radicale's write lock (RFC 6638 §3.2).
+"""Implicit scheduling inside the storage's write lock (RFC 6638 §3.2), and changes from outside HTTP.
 
 A client's PUT or DELETE of a calendar object arrives here with the write lock held. We ask the pure iTIP
 core for a plan (old object, new object → messages + the copy to store), deliver each message (internal
 users: their inbox and calendar, in this same storage and lock; external addresses: the outbound mail
-spool), stamp SCHEDULE-STATUS on the organizer's copy and store it. Everything goes through one
-Transaction, so a failure anywhere leaves the stored data as it was.
+spool), stamp SCHEDULE-STATUS on the organizer's copy and store it. A change from outside HTTP (see
+``storage.changes``) arrives at :meth:`Scheduler.schedule`, also with the lock held. Each write goes
+through one transaction the storage hands out (``Storage.transaction()``), so a failure anywhere leaves
+the stored data as it was.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, assert_never
 
 import icalendar
 import radicale.item as radicale_item
@@ -24,15 +26,17 @@ from invito.plugins.directory import Directory
 from invito.plugins.ldap_directory import LdapDirectory
 from invito.plugins.imip import policy
 from invito.plugins.imip.mime import COMMENT_LIMIT
-from invito.plugins.itip.components import addresses, attendees, instance_key, scheduled, values
+from invito.plugins.itip.components import addresses, attendees, find_attendee, instance_key, scheduled, values
 from invito.plugins.imip.spool import OutboundSpool
 from invito.plugins.itip import (Applied, ITipMessage, Plan, Refused, Role, SchedulingError, apply,
                                  changed_aspects, changes_schedule_status, plan, schedule_tag,
                                  with_schedule_status)
 from invito.storage import bookkeeping, layout, verbatim
+from invito.storage.changes import (APPLIED, NO_EVENT, UNCHANGED, Change, Forward, Kind, Notification, Outcome,
+                                    Receive, RecordStatus, Refresh, Send, ToInbox, refused)
 from invito.storage.request import SchedulingRefused, WriteRequest, current
 from invito.storage.side_records import SideRecords, digest
-from invito.storage.transaction import Transaction
+from invito.storage.transaction import SchedulingTransaction
 
 if TYPE_CHECKING:
     from invito.storage import Collection, Storage
@@ -95,14 +99,6 @@ def for_organizer(message: icalendar.Calendar, stored: icalendar.Calendar) -> No
                 comp.add("COMMENT", text if len(text) <= COMMENT_LIMIT else text[:COMMENT_LIMIT - 1] + "…")
 
 
-@dataclass(frozen=True)
-class Notification:
-    """An email telling a user what arrived for them (a guest's answer), spooled with the change itself."""
-    message: ITipMessage
-    to: str
-    notes: tuple[tuple[str, str], ...] = ()
-
-
 @dataclass
 class Write:
     """One client write being scheduled: who writes, and what the mail policy needs to know of it."""
@@ -158,7 +154,7 @@ class Scheduler:
             self._check_unique_uid(collection, href, item.uid)
         sources = (item.serialize(),) + ((old_item.serialize(),) if old_item else ())
         write = Write(collection.owner, _groups(request), item, old, the_plan.stored, sources)
-        with Transaction(self.spool) as tx:
+        with self._storage.transaction() as tx:
             stored = self._deliver_and_stamp(the_plan, write, tx)
             clean, record = bookkeeping.split(stored) if stored is not None else (None, {})
             to_store = item
@@ -180,10 +176,10 @@ class Scheduler:
         the_plan = self._plan(self.read_copy(collection.owner, old_item), None,
                               self.directory.addresses_of(collection.owner))
         write = Write(collection.owner, _groups(current()), old_item, sources=(old_item.serialize(),))
-        with Transaction(self.spool) as tx:
+        with self._storage.transaction() as tx:
             self._deliver_and_stamp(the_plan, write, tx)
             tx.remove(collection, href, old_item)
-            tx.forget(self.records, collection.owner, old_item.uid)
+            tx.forget(collection.owner, old_item.uid)
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -213,7 +209,7 @@ class Scheduler:
         except SchedulingError as e:
             raise SchedulingRefused(403, e.precondition, e.reason) from e
 
-    def _deliver_and_stamp(self, the_plan: Plan, write: Write, tx: Transaction) -> icalendar.Calendar | None:
+    def _deliver_and_stamp(self, the_plan: Plan, write: Write, tx: SchedulingTransaction) -> icalendar.Calendar | None:
         """Deliver every message; return the copy to store with each recipient's SCHEDULE-STATUS."""
         statuses: dict[str, str] = {}
         for message in the_plan.messages:
@@ -228,12 +224,12 @@ class Scheduler:
             updated = [r for r in mail_to if r in write.invited_before]
             for guests, changes in ((updated, write.changes), ([r for r in mail_to if r not in updated], ())):
                 if guests:
-                    tx.spool(self.spool.prepare(message, guests, changes, sources=write.sources))
+                    tx.spool(message, guests, changes, sources=write.sources)
         if the_plan.stored is None or not changes_schedule_status(the_plan.stored, statuses):
             return the_plan.stored  # the client's text already says it all: stored as sent, strong ETag
         return with_schedule_status(the_plan.stored, statuses)
 
-    def _deliver(self, message: ITipMessage, recipient: str, write: Write, tx: Transaction
+    def _deliver(self, message: ITipMessage, recipient: str, write: Write, tx: SchedulingTransaction
                  ) -> tuple[str | None, bool]:
         """Deliver to an internal user now, or decide on mail; (SCHEDULE-STATUS or None, mail it?)."""
         user = self.directory.user_for(recipient)
@@ -256,7 +252,7 @@ class Scheduler:
             return False
         return policy.may_invite_externals(write.owner, self.directory.groups_of(write.owner), self.external_invites)
 
-    def deliver_local(self, message: ITipMessage, user: str, recipient: str, tx: Transaction,
+    def deliver_local(self, message: ITipMessage, user: str, recipient: str, tx: SchedulingTransaction,
                       sources: tuple[str, ...] = ()) -> None:
         """Put the message in ``user``'s inbox and apply it to their calendar copy; ``sources``: the
         texts the message was made from, whose lines the copies keep verbatim."""
@@ -266,70 +262,117 @@ class Scheduler:
             logger.info("%s uid=%s to=%s: delivered to inbox, not applied: %s",
                         message.method, message.uid, recipient, result.reason)
 
-    def receive(self, message: ITipMessage, user: str, recipient: str,
-                notification: Notification | None = None) -> Applied | Refused | None:
-        """An iTIP message from outside the server (inbound mail), for ``user`` as ``recipient``. Lock held.
+    # -- changes from outside HTTP (``Storage.schedule``, the write lock held) -----------------------
+
+    def schedule(self, user: str, change: Change) -> Outcome:
+        """Carry out ``change`` to ``user``'s stored events (see ``storage.changes``)."""
+        match change:
+            case RecordStatus():
+                return self._record_status(user, change.uid, dict(change.statuses))
+            case Receive():
+                return self._receive(change.message, user, change.recipient, change.notification)
+            case ToInbox():
+                return self._inbox_only(user, change.calendar, change.notification)
+            case Send():
+                return self._send(change.message, user)
+            case Refresh():
+                return self._refresh(user, change.uid, change.guest)
+            case Forward():
+                with self._storage.transaction() as tx:
+                    tx.spool_mail(change.uid, change.guest, change.organizer, change.mail)
+                return APPLIED
+            case _:
+                assert_never(change)
+
+    def _record_status(self, user: str, uid: str, statuses: dict[str, str]) -> Outcome:
+        """Write each guest's SCHEDULE-STATUS into ``user``'s copy of ``uid``, where it differs; the
+        Schedule-Tag ignores it, so the organizer's next If-Schedule-Tag-Match still holds."""
+        collection, href, item = self.find_copy(user, uid)
+        if collection is None or href is None or item is None:
+            return NO_EVENT
+        stored = self.read_copy(user, item)
+        invited = {guest: status for guest, status in statuses.items()
+                   if any(find_attendee(c, guest) is not None for c in scheduled(stored))}
+        if not invited:  # removed since (their CANCEL): nothing to record
+            return refused("no longer invited: %s" % ", ".join(sorted(statuses)))
+        changed = {guest: status for guest, status in invited.items()
+                   if any((prop := find_attendee(c, guest)) is not None
+                          and prop.params.get("SCHEDULE-STATUS") != status for c in scheduled(stored))}
+        if not changed:  # already recorded (a recipient sent again after a kill)
+            return UNCHANGED
+        with self._storage.transaction() as tx:
+            self.store_copy(tx, collection, href, user, with_schedule_status(stored, changed),
+                            (item.serialize(),), item)
+        return APPLIED
+
+    def _receive(self, message: ITipMessage, user: str, recipient: str,
+                 notification: Notification | None) -> Outcome:
+        """An iTIP message from outside the server (inbound mail), for ``user`` as ``recipient``.
 
         Unlike a delivery between users it lands in the inbox (and ``notification`` in the mail spool)
         only when it changes the user's copy, so the same mail received twice changes nothing the second
-        time, and the same answer given again is not announced again; None says it was such a duplicate,
-        Refused why it must not be applied.
+        time, and the same answer given again is not announced again: UNCHANGED.
         """
-        with Transaction(self.spool) as tx:
+        with self._storage.transaction() as tx:
             result, stored_item = self._apply_local(message, user, recipient, tx)
             news = isinstance(result, Applied) and result.calendar is not None and result.news
             if news:
                 if notification is not None:  # prepared before the inbox item, the write that ends it
                     for_organizer(notification.message.calendar, result.calendar)
-                    tx.spool(self.spool.prepare(notification.message, [notification.to], notes=notification.notes))
+                    tx.spool(notification.message, [notification.to], notes=notification.notes)
                 self._to_inbox(user, message.calendar, tx, stored_item if message.method == "REPLY" else None)
-        return result if not isinstance(result, Applied) or news else None
+        if isinstance(result, Refused):
+            return refused(result.reason, result.uninvited)
+        return APPLIED if news else UNCHANGED
 
-    def to_inbox(self, user: str, calendar: icalendar.Calendar, notification: Notification | None = None) -> None:
-        """A message for ``user``'s attention only (a COUNTER), and its notification. Lock held."""
-        with Transaction(self.spool) as tx:
+    def _inbox_only(self, user: str, calendar: icalendar.Calendar, notification: Notification | None) -> Outcome:
+        """A message for ``user``'s attention only, and its notification."""
+        with self._storage.transaction() as tx:
             if notification is not None:  # prepared before the inbox item, the write that ends it
-                tx.spool(self.spool.prepare(notification.message, [notification.to], notes=notification.notes))
+                tx.spool(notification.message, [notification.to], notes=notification.notes)
             self._to_inbox(user, calendar, tx)
+        return APPLIED
 
-    def send(self, message: ITipMessage, user: str) -> dict[str, str]:
-        """Deliver a message ``user`` sends explicitly (a DECLINECOUNTER POSTed to their outbox): users get
-        it in their inbox, guests by mail. Lock held. Returns each recipient's request status."""
+    def _send(self, message: ITipMessage, user: str) -> Outcome:
+        """Deliver a message ``user`` sends explicitly about an event they organize: users get it in their
+        inbox, guests by mail. The outcome names each recipient's request status."""
+        if self.find_copy(user, message.uid)[2] is None:
+            return NO_EVENT
         users = {r: self.directory.user_for(r) for r in message.recipients}
         guests = [r for r, owner in users.items() if owner is None]
         statuses = {r: self.queued_status if owner is None else DELIVERED for r, owner in users.items()}
-        with Transaction(self.spool) as tx:
+        with self._storage.transaction() as tx:
             if guests:  # prepared before the deliveries, whose last write ends the transaction
-                tx.spool(self.spool.prepare(message, guests))
+                tx.spool(message, guests)
             for recipient, owner in users.items():
                 if owner is not None:
                     self.deliver_local(message, owner, recipient, tx)
         logger.info("%s uid=%s from=%s: %s", message.method, message.uid, message.sender,
                     ", ".join("%s=%s" % item for item in sorted(statuses.items())))
-        return statuses
+        return Outcome(Kind.APPLIED, statuses=tuple(statuses.items()))
 
-    def resend(self, user: str, uid: str, guest: str) -> bool:
-        """Spool the REQUEST ``guest`` would get for the event as it stands (their REFRESH). Lock held."""
+    def _refresh(self, user: str, uid: str, guest: str) -> Outcome:
+        """Spool the REQUEST ``guest`` would get for the event as it stands (their REFRESH)."""
         _, _, item = self.find_copy(user, uid)
         if item is None:
-            return False
+            return NO_EVENT
         the_plan = plan(None, parse(item.serialize()), self.directory.addresses_of(user), now_utc())
         for message in the_plan.messages:
             if message.method == "REQUEST" and guest in message.recipients:
-                with Transaction(self.spool) as tx:
-                    tx.spool(self.spool.prepare(message, [guest], sources=(item.serialize(),)))
+                with self._storage.transaction() as tx:
+                    tx.spool(message, [guest], sources=(item.serialize(),))
                 logger.info("REFRESH uid=%s from=%s: current invitation queued again", uid, guest)
-                return True
-        return False
+                return APPLIED
+        return refused("%s is not invited to it" % guest)
 
-    def _to_inbox(self, user: str, calendar: icalendar.Calendar, tx: Transaction,
+    def _to_inbox(self, user: str, calendar: icalendar.Calendar, tx: SchedulingTransaction,
                   same_span: radicale_item.Item | None = None, sources: tuple[str, ...] = ()) -> None:
         inbox = layout.ensure_inbox(self._storage, user)
         text = verbatim.render(bookkeeping.split(calendar)[0], sources)  # a guest's message may carry X-INVITO-
         tx.store(inbox, "%d-%s.ics" % (time.time_ns(), uuid.uuid4().hex[:12]),  # names sort by arrival
                  _item(inbox.path, text, same_span))
 
-    def _apply_local(self, message: ITipMessage, user: str, recipient: str, tx: Transaction,
+    def _apply_local(self, message: ITipMessage, user: str, recipient: str, tx: SchedulingTransaction,
                      sources: tuple[str, ...] = ()) -> tuple[Applied | Refused, radicale_item.Item | None]:
         """Apply ``message`` to ``user``'s copy and store the result; Applied(None) when nothing changed.
         Also returns the copy as it was stored before. The result keeps the lines of the stored copy and
@@ -357,8 +400,9 @@ class Scheduler:
         text = item.serialize()
         return bookkeeping.merge(parse(text), self.records.get(user, item.uid, digest(text)))
 
-    def store_copy(self, tx: Transaction, collection: "Collection", href: str, user: str, cal: icalendar.Calendar,
-                   sources: tuple[str, ...], old_item: radicale_item.Item | None, same_span: bool = False) -> None:
+    def store_copy(self, tx: SchedulingTransaction, collection: "Collection", href: str, user: str,
+                   cal: icalendar.Calendar, sources: tuple[str, ...], old_item: radicale_item.Item | None,
+                   same_span: bool = False) -> None:
         """Store ``cal`` as ``user``'s copy: the client-visible file without Invito's bookkeeping (kept
         in the side record, written first), unchanged lines as in ``sources``. ``same_span``: ``cal``
         has the times of ``old_item`` (see ``_item``)."""
@@ -366,10 +410,11 @@ class Scheduler:
         stored = _item(collection.path, verbatim.render(clean, sources), old_item if same_span else None)
         self._store(tx, collection, href, user, stored, record, old_item)
 
-    def _store(self, tx: Transaction, collection: "Collection", href: str, user: str, item: radicale_item.Item,
-               record: bookkeeping.Record, old_item: radicale_item.Item | None) -> radicale_item.Item:
+    def _store(self, tx: SchedulingTransaction, collection: "Collection", href: str, user: str,
+               item: radicale_item.Item, record: bookkeeping.Record, old_item: radicale_item.Item | None
+               ) -> radicale_item.Item:
         """Write ``item`` (free of bookkeeping) and, first, its side record ``record``."""
-        tx.record(self.records, user, item.uid, digest(item.serialize()), record,
+        tx.record(user, item.uid, digest(item.serialize()), record,
                   digest(old_item.serialize()) if old_item else None)
         return tx.store(collection, href, item)
 

@@ -26,13 +26,14 @@ import json
 import logging
 import os
 import uuid
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import radicale.item as radicale_item
 
 from invito.plugins.imip.spool import OutboundSpool, fsync_dir
 
 if TYPE_CHECKING:
+    from invito.plugins.itip import ITipMessage
     from invito.storage import Collection
     from invito.storage.bookkeeping import Record
     from invito.storage.side_records import SideRecords
@@ -42,9 +43,46 @@ logger = logging.getLogger("invito.storage")
 JOURNAL = ".journal"
 
 
+class SchedulingTransaction(Protocol):
+    """Everything a scheduling write does, as one all-or-nothing unit: the complete interface the
+    Scheduler writes through (``Storage.transaction()`` hands one out, the write lock held), so another
+    backend fills it with its own transaction. Nothing is decided here: each method does what it is told.
+
+    Leaving the ``with`` block normally commits: every write and every queued message at once. Leaving
+    it by an exception rolls back: none of them happened.
+    """
+
+    def store(self, collection: "Collection", href: str, item: radicale_item.Item) -> radicale_item.Item:
+        """Write ``item`` (the client-visible object, free of bookkeeping) at ``href``; the stored item."""
+
+    def remove(self, collection: "Collection", href: str, old: radicale_item.Item) -> None:
+        """Delete the object ``old`` stored at ``href``."""
+
+    def record(self, user: str, uid: str, version: str, record: "Record", replaces: str | None) -> None:
+        """Keep Invito's bookkeeping ``record`` on ``user``'s event ``uid`` in its version ``version``
+        (the digest of the text about to be stored), beside that of ``replaces`` (the version it replaces)."""
+
+    def forget(self, user: str, uid: str) -> None:
+        """Drop the bookkeeping on ``user``'s deleted event ``uid``."""
+
+    def spool(self, message: "ITipMessage", recipients: list[str], changes: tuple[str, ...] = (),
+              notes: tuple[tuple[str, str], ...] = (), sources: tuple[str, ...] = ()) -> None:
+        """Queue ``message`` for mail to ``recipients``, sent only once the transaction commits."""
+
+    def spool_mail(self, uid: str, sender: str, recipient: str, mail: bytes) -> None:
+        """Queue a complete email about event ``uid`` (a guest's forwarded reply), sent once committed."""
+
+    def __enter__(self) -> "SchedulingTransaction": ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None: ...
+
+
 class Transaction:
-    def __init__(self, spool: OutboundSpool) -> None:
+    """The filesystem's :class:`SchedulingTransaction`: an undo log, and a journal once a message is queued."""
+
+    def __init__(self, spool: OutboundSpool, records: "SideRecords") -> None:
         self._spool = spool
+        self._records = records
         self._undo: list[Callable[[], None]] = []
         self._spooled: list[str] = []
         self._journal: str | None = None  # opened with the first prepared message
@@ -64,23 +102,32 @@ class Transaction:
         collection.remove(href)
         self._undo.append(lambda: collection.store(href, old))
 
-    def record(self, records: "SideRecords", user: str, uid: str, version: str, record: "Record",
-               replaces: str | None) -> None:
+    def record(self, user: str, uid: str, version: str, record: "Record", replaces: str | None) -> None:
         """Write the side record of the event file version ``version``, before that file. Not journaled:
         records are kept per file version, so whichever file a kill leaves finds its own bookkeeping, and
         the event file stays the write that decides the journal."""
+        records = self._records
         before = records.read_raw(user, uid)
         records.put(user, uid, version, record, replaces)
         self._undo.append(lambda: records.write_raw(user, uid, before))
 
-    def forget(self, records: "SideRecords", user: str, uid: str) -> None:
+    def forget(self, user: str, uid: str) -> None:
         """Delete an event's side record, after the event itself (an orphan record is harmless)."""
+        records = self._records
         before = records.read_raw(user, uid)
         if before is not None:
             records.delete(user, uid)
             self._undo.append(lambda: records.write_raw(user, uid, before))
 
-    def spool(self, entry_id: str) -> None:
+    def spool(self, message: "ITipMessage", recipients: list[str], changes: tuple[str, ...] = (),
+              notes: tuple[tuple[str, str], ...] = (), sources: tuple[str, ...] = ()) -> None:
+        """Prepared in the spool's ``tmp/`` now, journaled, renamed into its queue at commit."""
+        self._prepared(self._spool.prepare(message, recipients, changes, notes, sources))
+
+    def spool_mail(self, uid: str, sender: str, recipient: str, mail: bytes) -> None:
+        self._prepared(self._spool.prepare_mail(uid, sender, recipient, mail))
+
+    def _prepared(self, entry_id: str) -> None:
         if self._journal is None:
             self._journal = os.path.join(self._spool.journal_folder(), uuid.uuid4().hex + JOURNAL)
         self._spooled.append(entry_id)

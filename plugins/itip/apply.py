@@ -224,6 +224,7 @@ def _same_answer(a: dict[str, object], b: dict[str, object]) -> bool:
     return all(a.get(k) == b.get(k) for k in meaningful)
 
 
+# One signature for all: only REPLY orders by ``now`` (see ``_ordering_stamp``); REQUEST and CANCEL ignore it.
 _HANDLERS: dict[str, Callable[[icalendar.Calendar, list[Component], icalendar.Calendar | None, str, datetime],
                                Result]] = {
     "REQUEST": _request, "CANCEL": _cancel, "REPLY": _reply}

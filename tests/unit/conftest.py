@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
+import icalendar
 import pytest
 import radicale.storage
 from radicale.config import Configuration
@@ -31,3 +33,16 @@ def storage(configuration: Configuration) -> Storage:
             loaded.create_collection("/%s/" % user)
             loaded.create_collection("/%s/calendar/" % user, props={"tag": "VCALENDAR"})
     return loaded
+
+
+@pytest.fixture
+def rewrite_copy(storage: Storage) -> Callable[[str, str, Callable[[icalendar.Calendar], icalendar.Calendar]], None]:
+    """Change a user's stored copy of an event directly, with its bookkeeping, to set up what no client
+    or message can (an answer recorded as given in 2099)."""
+    def rewrite(user: str, uid: str, change: Callable[[icalendar.Calendar], icalendar.Calendar]) -> None:
+        with storage.acquire_lock("w"), storage.transaction() as tx:
+            collection, href, item = storage.scheduler.find_copy(user, uid)
+            assert collection is not None and href is not None and item is not None
+            storage.scheduler.store_copy(tx, collection, href, user, change(storage.scheduler.read_copy(user, item)),
+                                         (item.serialize(),), item)
+    return rewrite

@@ -61,17 +61,17 @@ def test_a_reply_that_meets_a_full_disk_stays_queued_and_is_applied_later(
         processor: Processor, storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     entry = processor.spool.accept(REPLY.format(uid="one").encode(), "guest@partner.org",
                                    ["alice@example.com"], "test")
-    original = storage.receive
+    original = storage.schedule
 
     def full(*args: object, **kwargs: object) -> object:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(storage, "receive", full)
+    monkeypatch.setattr(storage, "schedule", full)
     assert processor.process_batch() == 0  # 0: the processor waits before it tries again
     assert [e.id for e in processor.spool.pending()] == [entry.id]
     assert not os.path.exists(processor.spool.quarantined) or os.listdir(processor.spool.quarantined) == []
     assert partstat(storage, "one") == "NEEDS-ACTION"
-    monkeypatch.setattr(storage, "receive", original)  # space is back
+    monkeypatch.setattr(storage, "schedule", original)  # space is back
     assert processor.process_batch() == 1
     assert processor.spool.pending() == []
     assert partstat(storage, "one") == "ACCEPTED"

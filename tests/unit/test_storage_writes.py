@@ -8,9 +8,10 @@ import icalendar
 import pytest
 import radicale.item as radicale_item
 
-from invito.plugins.itip import schedule_tag, with_schedule_status
+from invito.plugins.itip import schedule_tag
 from invito.plugins.itip.components import find_attendee
 from invito.storage import Collection, Storage
+from invito.storage.changes import Kind, RecordStatus
 
 EVENT = "\r\n".join([
     "BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//t//EN", "BEGIN:VEVENT", "UID:meeting-1",
@@ -57,8 +58,7 @@ def test_status_write_back_keeps_the_schedule_tag(storage: Storage) -> None:
             return icalendar.Calendar.from_ical(next(iter(storage.discover("/alice/calendar/meeting.ics"))).serialize())
     before = stored()
     guest = "mailto:guest@partner.example.org"
-    assert storage.update_event("alice", "meeting-1", lambda cal: with_schedule_status(cal, {guest: "1.1"}))
+    assert storage.schedule("alice", RecordStatus("meeting-1", ((guest, "5.1"),))).kind is Kind.APPLIED
     after = stored()
-    assert find_attendee(next(iter(after.walk("VEVENT"))), guest).params["SCHEDULE-STATUS"] == "1.1"
+    assert find_attendee(next(iter(after.walk("VEVENT"))), guest).params["SCHEDULE-STATUS"] == "5.1"
     assert schedule_tag(after) == schedule_tag(before)
-    assert not storage.update_event("alice", "no-such-uid", lambda cal: cal)
