@@ -27,7 +27,7 @@ logger = logging.getLogger("invito.storage")
 
 T = TypeVar("T")
 RETRIES = 5  # reruns of a unit of work after a deadlock or serialization failure
-_RETRYABLE = (errors.DeadlockDetected, errors.SerializationFailure)
+RETRYABLE = (errors.DeadlockDetected, errors.SerializationFailure)  # worth running the whole work again
 _open = threading.local()  # .conn: this thread's open transaction, .writable: whether it may write
 
 
@@ -49,6 +49,20 @@ def configured_url(configuration: Any) -> str:
     if not url.startswith(("postgresql://", "postgres://")):
         raise ValueError(f"{path}: its first line is not a PostgreSQL URL")
     return url
+
+
+_shared: dict[str, "Database"] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(url: str) -> "Database":
+    """This process's pool for ``url``: `invito serve` makes several storage objects (HTTP, sender,
+    listener) that must not each hold connections of their own."""
+    with _shared_lock:
+        database = _shared.get(url)
+        if database is None or database.pool.closed:
+            database = _shared[url] = Database(url)
+        return database
 
 
 class ReadOnlyTransaction(RuntimeError):
@@ -102,7 +116,7 @@ class Database:
             try:
                 with self.write() as conn:
                     return work(conn)
-            except _RETRYABLE as e:
+            except RETRYABLE as e:
                 if attempt == attempts:
                     raise
                 logger.info("database: %s; running the transaction again (%d of %d)",
