@@ -194,7 +194,7 @@ class Storage(storage.BaseStorage):
                 yield
             return
         homes = {collections.owner_of(_stripped(p)) for p in (path, to_path) if p} or {user}
-        with self.db.write() as conn:
+        with db.rerun_on_conflict(), self.db.write() as conn:
             db.lock(conn, *(f"home:{home}" for home in homes))
             yield
 

@@ -29,6 +29,7 @@ T = TypeVar("T")
 RETRIES = 5  # reruns of a unit of work after a deadlock or serialization failure
 RETRYABLE = (errors.DeadlockDetected, errors.SerializationFailure)  # worth running the whole work again
 _open = threading.local()  # .conn: this thread's open transaction, .writable: whether it may write
+_rerunning = threading.local()  # .active: this thread runs a request ``rerun`` can start again
 
 
 def current() -> psycopg.Connection | None:
@@ -123,6 +124,47 @@ class Database:
                             type(e).__name__, attempt + 1, attempts)
                 time.sleep(0.005 * attempt)
         raise AssertionError("unreachable")
+
+
+class Rerun(BaseException):
+    """A retryable error on its way to ``rerun``, past request handlers that answer any ``Exception`` with
+    500 (Radicale's do)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def rerun(request: Callable[[], T], what: str, attempts: int = RETRIES) -> T:
+    """``request`` (a whole HTTP request, its body buffered by the caller), run again from the start when a
+    write inside it ended in a deadlock or serialization failure (``rerun_on_conflict``); after
+    ``attempts`` the error itself is raised."""
+    _rerunning.active = True
+    try:
+        for attempt in range(1, attempts + 1):
+            try:
+                return request()
+            except Rerun as conflict:
+                if attempt == attempts:
+                    raise conflict.error from None
+                logger.info("%s: %s; running the request again (%d of %d)", what,
+                            type(conflict.error).__name__, attempt + 1, attempts)
+                time.sleep(0.005 * attempt)
+        raise AssertionError("unreachable")
+    finally:
+        _rerunning.active = False
+
+
+@contextlib.contextmanager
+def rerun_on_conflict() -> Iterator[None]:
+    """Around a request's outermost write: a retryable error becomes ``Rerun`` when ``rerun`` can start the
+    request again, and stays itself elsewhere (background work reruns with ``Database.run``)."""
+    try:
+        yield
+    except RETRYABLE as e:
+        if getattr(_rerunning, "active", False):
+            raise Rerun(e) from e
+        raise
 
 
 @contextlib.contextmanager
