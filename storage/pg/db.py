@@ -66,6 +66,14 @@ def shared(url: str) -> "Database":
         return database
 
 
+def close_shared() -> None:
+    """Close every pool ``shared`` made (a process ending, or a test whose database goes away)."""
+    with _shared_lock:
+        for database in _shared.values():
+            database.close()
+        _shared.clear()
+
+
 class ReadOnlyTransaction(RuntimeError):
     """A write was asked for inside a read-only snapshot: a bug in the caller's lock mode."""
 

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Iterator
 
+import pytest
 import radicale.item as radicale_item
 from radicale.config import Configuration
 
 from invito.server import config as invito_config
+from invito.storage.pg import db
 from invito.storage.pg.dav import Storage
+
+
+@pytest.fixture(autouse=True)
+def closed_pools(database: str) -> Iterator[None]:
+    """Each test's pools end with it, before its database is dropped; import it to use it."""
+    yield
+    db.close_shared()
 
 
 def pg_configuration(database: str, **storage: str) -> Configuration:

@@ -8,11 +8,12 @@ from email.utils import parsedate_to_datetime
 
 import psycopg
 import pytest
+import radicale.item as radicale_item
 from radicale import storage as radicale_storage
 from radicale import xmlutils
 
 from invito.storage.pg.dav import Collection, Storage
-from tests.unit.pg_dav_helpers import event, pg_storage
+from tests.unit.pg_dav_helpers import closed_pools, event, pg_storage  # noqa: F401 (closed_pools: a fixture)
 
 
 def _collection(storage: Storage, path: str) -> Collection:
@@ -210,3 +211,18 @@ def test_the_storage_is_used_only_inside_a_lock(database):
         assert storage.verify()
     with psycopg.connect(database) as conn:  # the rows are where any node can read them
         assert conn.execute("SELECT count(*) FROM dav_collection").fetchone()[0] == 5
+
+
+def test_an_address_book_keeps_its_contacts(database):
+    storage = pg_storage(database)
+    card = radicale_item.Item(collection_path="alice/contacts", text=(
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:grace\r\nFN:Grace Hopper\r\nN:Hopper;Grace;;;\r\nEND:VCARD\r\n"))
+    card.prepare()
+    with storage.acquire_lock("w", "alice", path="/alice/contacts/"):
+        _, _, new = storage.create_collection("/alice/contacts/", items=[card], props={"tag": "VADDRESSBOOK"})
+        assert new == ["grace.vcf"]
+    with storage.acquire_lock("r", "alice"):
+        (contact,) = _collection(storage, "/alice/contacts/").get_all()
+        assert (contact.uid, contact.name, contact.component_name) == ("grace", "VCARD", card.component_name)
+        assert "FN:Grace Hopper" in contact.serialize()
+        assert storage.find_uid("/alice/", "grace") == []  # the UID index looks into calendars only

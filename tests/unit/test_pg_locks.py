@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 
 from invito.storage.pg.dav import Collection, Storage
-from tests.unit.pg_dav_helpers import event, pg_storage
+from tests.unit.pg_dav_helpers import closed_pools, event, pg_storage  # noqa: F401 (closed_pools: a fixture)
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,8 @@ from radicale import app, types
 from invito.server.rerun import ApplicationPartRerun
 from invito.storage.pg import collections, db
 from invito.storage.pg.dav import Storage
-from tests.unit.pg_dav_helpers import event_text, pg_configuration, pg_storage
+from tests.unit.pg_dav_helpers import (closed_pools, event_text, pg_configuration,  # noqa: F401 (a fixture)
+                                      pg_storage)
 
 
 class CrossingStorage(Storage):

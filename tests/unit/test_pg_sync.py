@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from invito.storage.pg.dav import Collection, Storage
-from tests.unit.pg_dav_helpers import event, pg_storage
+from tests.unit.pg_dav_helpers import closed_pools, event, pg_storage  # noqa: F401 (closed_pools: a fixture)
 
 CALENDAR = "/alice/calendar/"
 
