@@ -21,7 +21,7 @@ import logging
 import posixpath
 from datetime import timezone
 from email.utils import format_datetime
-from typing import (Callable, ContextManager, Iterable, Iterator, Mapping, Optional, Sequence)
+from typing import Callable, ContextManager, Iterable, Iterator, Mapping, Optional, Sequence
 
 import xml.etree.ElementTree as ET
 
@@ -237,7 +237,8 @@ class Storage(storage.BaseStorage):
         collections.remove_children(conn, sane)
         collections.set_props(conn, collection.id, props)
         collection._reload()
-        new_items = list(items or ())  # the parameter Radicale names ``items``, not the module if props.get("tag") in _SUFFIX else []
+        # ``items`` is Radicale's parameter, not the module; without a tag Radicale's contract ignores it.
+        new_items = list(items or ()) if props.get("tag") in _SUFFIX else []
         replaced, new_hrefs = collection._replace_items(new_items)
         logger.info("collection %r written whole: %d items (%d new)", sane, len(new_items), len(new_hrefs))
         return collection, replaced, new_hrefs

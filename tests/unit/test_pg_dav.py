@@ -103,6 +103,9 @@ def test_a_whole_calendar_put_replaces_items_and_props(database):
         assert work[0].get_meta() == {"tag": "VCALENDAR"}  # props are replaced, not merged
         assert [i.href for i in work[1:]] == ["y.ics", "z.ics"]  # x gone, and the child collection too
         assert "Changed" in work[1].serialize()
+    with storage.acquire_lock("w", "alice", path="/alice/plain/"):
+        _, _, new = storage.create_collection("/alice/plain/", items=[event("w")], props={"D:displayname": "Plain"})
+        assert new == []  # a collection without a tag holds no items (Radicale's contract)
 
 
 def test_deleting_a_collection_removes_it_and_what_is_below(database):
