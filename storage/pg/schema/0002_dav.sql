@@ -34,7 +34,10 @@ CREATE TABLE dav_item (
     modified timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (collection_id, href)
 );
-CREATE INDEX dav_item_time_range ON dav_item (collection_id, starts, ends);
+-- Time ranges as boxes from (collection, start) to (collection, end): one GiST index finds the items of one
+-- collection that overlap a window without reading those before it (a btree on (collection, start) reads
+-- every item that starts before the window's end).
+CREATE INDEX dav_item_time_range ON dav_item USING gist (box(point(collection_id, starts), point(collection_id, ends)));
 CREATE INDEX dav_item_uid ON dav_item (owner, uid);
 
 -- The latest change of each href of a collection: the revision that wrote it, and whether it was a delete.

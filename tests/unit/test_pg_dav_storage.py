@@ -12,6 +12,7 @@ import radicale.item as radicale_item
 from radicale import storage as radicale_storage
 from radicale import xmlutils
 
+from invito.storage.pg import items
 from invito.storage.pg.dav import Collection, Storage
 from tests.unit.pg_dav_helpers import closed_pools, event, pg_storage  # noqa: F401 (closed_pools: a fixture)
 
@@ -133,8 +134,8 @@ def test_time_range_reports_are_prefiltered_by_an_index(database):
         assert all(matched for _, matched in found)  # whole events inside the range: no second look needed
         conn = storage.connection()
         conn.execute("SET LOCAL enable_seqscan = off")  # ten rows: without this the planner reads them all
-        plan = " ".join(row[0] for row in conn.execute(
-            "EXPLAIN SELECT href FROM dav_item WHERE collection_id = 1 AND starts < 10 AND ends > 5"))
+        window = {"id": _collection(storage, "/alice/calendar/").id, "start": 5, "end": 10, "component": None}
+        plan = " ".join(row[0] for row in conn.execute("EXPLAIN " + items.OVERLAPPING, window))
         assert "dav_item_time_range" in plan
 
 
