@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+import psycopg
+import pytest
 import requests
 from radicale import app, types
 
@@ -103,3 +105,21 @@ def test_a_deadlocked_move_is_rerun_and_both_moves_succeed(database, tmp_path: P
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_reruns_are_bounded_and_the_last_error_is_the_answer():
+    """A request that deadlocks every time is run ``attempts`` times, then fails with the database's own
+    error (Radicale answers it with 500); outside a rerunnable request the error stays itself."""
+    runs = []
+
+    def always_deadlocked() -> None:
+        runs.append(1)
+        with db.rerun_on_conflict():
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+
+    with pytest.raises(psycopg.errors.DeadlockDetected):
+        db.rerun(always_deadlocked, "PUT /alice/calendar/a.ics", attempts=3)
+    assert len(runs) == 3
+    with pytest.raises(psycopg.errors.DeadlockDetected):
+        always_deadlocked()  # background work is not a request: Database.run reruns it instead
+    assert db.rerun(lambda: "answer", "GET /") == "answer"
