@@ -121,17 +121,11 @@ class Database:
         outermost transaction: a joined one cannot be rerun alone."""
         if current() is not None:
             raise RuntimeError("Database.run inside an open transaction")
-        for attempt in range(1, attempts + 1):
-            try:
-                with self.write() as conn:
-                    return work(conn)
-            except RETRYABLE as e:
-                if attempt == attempts:
-                    raise
-                logger.info("database: %s; running the transaction again (%d of %d)",
-                            type(e).__name__, attempt + 1, attempts)
-                time.sleep(0.005 * attempt)
-        raise AssertionError("unreachable")
+
+        def once() -> T:
+            with self.write() as conn:
+                return work(conn)
+        return _repeat(once, attempts, "the transaction", RETRYABLE, lambda e: e)
 
 
 class Rerun(BaseException):
@@ -149,18 +143,25 @@ def rerun(request: Callable[[], T], what: str, attempts: int = RETRIES) -> T:
     ``attempts`` the error itself is raised."""
     _rerunning.active = True
     try:
-        for attempt in range(1, attempts + 1):
-            try:
-                return request()
-            except Rerun as conflict:
-                if attempt == attempts:
-                    raise conflict.error from None
-                logger.info("%s: %s; running the request again (%d of %d)", what,
-                            type(conflict.error).__name__, attempt + 1, attempts)
-                time.sleep(0.005 * attempt)
-        raise AssertionError("unreachable")
+        return _repeat(request, attempts, what, Rerun, lambda e: e.error)  # type: ignore[attr-defined]
     finally:
         _rerunning.active = False
+
+
+def _repeat(once: Callable[[], T], attempts: int, what: str, retryable: type[BaseException] | tuple,
+            error_of: Callable[[BaseException], BaseException]) -> T:
+    """``once()`` until it does not raise ``retryable``, at most ``attempts`` times; then the error of the
+    last run (``error_of`` unwraps it) is raised."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return once()
+        except retryable as e:
+            error = error_of(e)
+            if attempt == attempts:
+                raise error from None
+            logger.info("%s: %s; running it again (%d of %d)", what, type(error).__name__, attempt + 1, attempts)
+            time.sleep(0.005 * attempt)
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager
