@@ -20,6 +20,7 @@ from radicale import item as radicale_item
 
 from invito.plugins.rsvp import links
 from invito.server import copy, errors, expanded, identity, outbox, properties, report_window
+from invito.server.rerun import ApplicationPartRerun
 from invito.server.rsvp import RsvpPages
 from invito.storage import Storage, layout, walks
 from invito.storage.request import SchedulingRefused, WriteRequest, write_request
@@ -27,7 +28,7 @@ from invito.storage.request import SchedulingRefused, WriteRequest, write_reques
 DAV_HEADERS = f"{httputils.DAV_HEADERS}, calendar-auto-schedule, {identity.DAV_TOKEN}"
 
 
-class InvitoApplication(copy.ApplicationPartCopy, app.Application):
+class InvitoApplication(ApplicationPartRerun, copy.ApplicationPartCopy, app.Application):
     _storage: Storage
 
     def __init__(self, configuration) -> None:

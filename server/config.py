@@ -392,7 +392,7 @@ def _in_data_folder(name: str) -> dict[str, Any]:
 _RADICALE_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
     ("server", "hosts"): {"value": "127.0.0.1:5232"},
     ("storage", "type"): {"value": "invito.storage",
-                          "internal": (*radicale_storage.INTERNAL_TYPES, "invito.storage")},
+                          "internal": (*radicale_storage.INTERNAL_TYPES, "invito.storage", "invito.storage.pg.dav")},
     ("storage", "filesystem_folder"): _in_data_folder("collections"),
     # Without it Radicale learns the umask by setting 0022 for a moment in each Storage it makes; `invito
     # serve` makes several at once (HTTP, sender, listener), and a folder another thread made then was 0755.

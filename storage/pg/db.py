@@ -27,8 +27,9 @@ logger = logging.getLogger("invito.storage")
 
 T = TypeVar("T")
 RETRIES = 5  # reruns of a unit of work after a deadlock or serialization failure
-_RETRYABLE = (errors.DeadlockDetected, errors.SerializationFailure)
+RETRYABLE = (errors.DeadlockDetected, errors.SerializationFailure)  # worth running the whole work again
 _open = threading.local()  # .conn: this thread's open transaction, .writable: whether it may write
+_rerunning = threading.local()  # .active: this thread runs a request ``rerun`` can start again
 
 
 def current() -> psycopg.Connection | None:
@@ -49,6 +50,28 @@ def configured_url(configuration: Any) -> str:
     if not url.startswith(("postgresql://", "postgres://")):
         raise ValueError(f"{path}: its first line is not a PostgreSQL URL")
     return url
+
+
+_shared: dict[str, "Database"] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(url: str) -> "Database":
+    """This process's pool for ``url``: `invito serve` makes several storage objects (HTTP, sender,
+    listener) that must not each hold connections of their own."""
+    with _shared_lock:
+        database = _shared.get(url)
+        if database is None or database.pool.closed:
+            database = _shared[url] = Database(url)
+        return database
+
+
+def close_shared() -> None:
+    """Close every pool ``shared`` made (a process ending, or a test whose database goes away)."""
+    with _shared_lock:
+        for database in _shared.values():
+            database.close()
+        _shared.clear()
 
 
 class ReadOnlyTransaction(RuntimeError):
@@ -98,17 +121,59 @@ class Database:
         outermost transaction: a joined one cannot be rerun alone."""
         if current() is not None:
             raise RuntimeError("Database.run inside an open transaction")
-        for attempt in range(1, attempts + 1):
-            try:
-                with self.write() as conn:
-                    return work(conn)
-            except _RETRYABLE as e:
-                if attempt == attempts:
-                    raise
-                logger.info("database: %s; running the transaction again (%d of %d)",
-                            type(e).__name__, attempt + 1, attempts)
-                time.sleep(0.005 * attempt)
-        raise AssertionError("unreachable")
+
+        def once() -> T:
+            with self.write() as conn:
+                return work(conn)
+        return _repeat(once, attempts, "the transaction", RETRYABLE, lambda e: e)
+
+
+class Rerun(BaseException):
+    """A retryable error on its way to ``rerun``, past request handlers that answer any ``Exception`` with
+    500 (Radicale's do)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def rerun(request: Callable[[], T], what: str, attempts: int = RETRIES) -> T:
+    """``request`` (a whole HTTP request, its body buffered by the caller), run again from the start when a
+    write inside it ended in a deadlock or serialization failure (``rerun_on_conflict``); after
+    ``attempts`` the error itself is raised."""
+    _rerunning.active = True
+    try:
+        return _repeat(request, attempts, what, Rerun, lambda e: e.error)  # type: ignore[attr-defined]
+    finally:
+        _rerunning.active = False
+
+
+def _repeat(once: Callable[[], T], attempts: int, what: str, retryable: type[BaseException] | tuple,
+            error_of: Callable[[BaseException], BaseException]) -> T:
+    """``once()`` until it does not raise ``retryable``, at most ``attempts`` times; then the error of the
+    last run (``error_of`` unwraps it) is raised."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return once()
+        except retryable as e:
+            error = error_of(e)
+            if attempt == attempts:
+                raise error from None
+            logger.info("%s: %s; running it again (%d of %d)", what, type(error).__name__, attempt + 1, attempts)
+            time.sleep(0.005 * attempt)
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def rerun_on_conflict() -> Iterator[None]:
+    """Around a request's outermost write: a retryable error becomes ``Rerun`` when ``rerun`` can start the
+    request again, and stays itself elsewhere (background work reruns with ``Database.run``)."""
+    try:
+        yield
+    except RETRYABLE as e:
+        if getattr(_rerunning, "active", False):
+            raise Rerun(e) from e
+        raise
 
 
 @contextlib.contextmanager
