@@ -11,7 +11,8 @@ removes its own partial files at once, so they never crowd out the next message.
 ``done`` removes the envelope first, then the message. It does not fsync: after a power cut the worst
 case is a message processed twice, which applying an iTIP reply tolerates. ``quarantine`` moves an entry
 that cannot be processed to ``quarantine/`` with a ``.reason`` file an admin can read; nothing there is
-ever deleted by Invito.
+ever deleted by Invito on its own: ``invito queue`` lists, shows, releases and drops quarantined entries
+through this class's admin methods, so this module alone knows the files.
 
 A message that crashes or hangs its processing would otherwise be tried again after every restart. So
 ``start`` counts, in ``<id>.attempts`` beside the entry, the processing runs that began and never reached

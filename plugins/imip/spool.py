@@ -275,9 +275,8 @@ class OutboundSpool:
             failed_id = "%s-%s" % (entry.id, _file_safe(entry.recipient))
             os.makedirs(self.failed, exist_ok=True)
             # The reason first: a crash in between leaves the recipient queued (tried again), never reasonless.
-            durable.write_new(os.path.join(self.failed, failed_id + ".reason"), (reason + "\n").encode("utf-8"),
-                              sync=True)
-            durable.write_new(os.path.join(self.failed, failed_id + ".json"), _encode(single), sync=True)
+            durable.write_new(self._failed(failed_id, ".reason"), (reason + "\n").encode("utf-8"), sync=True)
+            durable.write_new(self._failed(failed_id), _encode(single), sync=True)
             durable.fsync_folder(self.failed)
             record["recipients"].pop(entry.recipient, None)
             self._rewrite(record, sync=True)
@@ -403,10 +402,9 @@ class OutboundSpool:
 
     def _move_aside(self, entry_id: str, failed_id: str, reason: str) -> None:
         os.makedirs(self.failed, exist_ok=True)
-        durable.write_new(os.path.join(self.failed, failed_id + ".reason"), (reason + "\n").encode("utf-8"),
-                          sync=True)
+        durable.write_new(self._failed(failed_id, ".reason"), (reason + "\n").encode("utf-8"), sync=True)
         with contextlib.suppress(FileNotFoundError):
-            os.rename(self._queued(entry_id), os.path.join(self.failed, failed_id + ".json"))
+            os.rename(self._queued(entry_id), self._failed(failed_id))
         durable.fsync_folder(self.failed)
         durable.fsync_folder(self.queue)
 
