@@ -5,13 +5,28 @@ An address is internal when it maps to a user of this server: a user named by a 
 (``alice@example.com``) has that address, with or without a domain, so scheduling works out of the box; a
 plain name is ``user@<[scheduling] domain>``; any user may have aliases from the ``[scheduling] addresses``
 file. Everything else is external and never becomes a principal.
+
+The addresses file is parsed here, where it is used; the configuration checks it at load with the same
+parser (``server.config``), so ``invito check`` and the running server never read it differently.
 """
 from __future__ import annotations
 
 import os
+import re
 from typing import Callable, Iterable, Mapping
 
+from radicale import pathutils
+from radicale.app.base import USER_BLACKLIST_MINIMAL
+
 from invito.plugins.itip.address import normalize
+
+
+class AddressesError(ValueError):
+    """Problems in the ``[scheduling] addresses`` file, one line each, naming the file and line."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 class HtpasswdUsers:
@@ -75,3 +90,68 @@ class Directory:
         """Groups for ``@group`` entries of ``[scheduling] external_invites`` beyond the login's own: a
         users file knows none (the directory-backed ``LdapDirectory`` does)."""
         return frozenset()
+
+
+def user_name_problem(name: str) -> str | None:
+    """Why Radicale would refuse ``name`` as a user (or the htpasswd file could not hold it); None if fine."""
+    if not pathutils.is_safe_filesystem_path_component(name):
+        return "it must be one path component: not empty, no '/', not starting with '.' or ending with '~'"
+    bad = sorted({c for c in name if c in USER_BLACKLIST_MINIMAL or not c.isprintable() or c.isspace()})
+    if bad:
+        return "it contains characters a user name cannot have: " + " ".join(repr(c) for c in bad)
+    if name.startswith("#") or name.startswith("@") or name.endswith("@") or name.count("@") > 1:
+        return "it cannot start with '#' or '@', end with '@', or hold more than one '@'"
+    if "@" in name and name != name.lower():  # its calendar address is compared in lower case
+        return f"a name that is a mail address is written in lower case ({name.lower()})"
+    return None
+
+
+def load_addresses(path: str) -> dict[str, list[str]]:
+    """Parse the ``[scheduling] addresses`` file: lines ``user: addr1, addr2``, ``#`` starts a comment line.
+
+    Returns each user's extra addresses (bare, as written, ``mailto:`` removed); raises ``AddressesError``
+    naming the file and line of every problem.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise AddressesError(f"{path}: cannot read the [scheduling] addresses file: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise AddressesError(f"{path}: not UTF-8 text ({e.reason})") from e
+    addresses: dict[str, list[str]] = {}
+    owners: dict[str, tuple[str, int]] = {}
+    problems = []
+    for lineno, line in enumerate(lines, 1):
+        where = f"{path}, line {lineno}"
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        user, colon, rest = text.partition(":")
+        user = user.strip()
+        if not colon or not user:
+            problems.append(f"{where}: expected 'user: address, address', got {text!r}")
+            continue
+        problem = user_name_problem(user)
+        if problem:
+            problems.append(f"{where}: {user!r} is not a valid user name: {problem}")
+            continue
+        found = [a.strip() for a in rest.split(",") if a.strip()]
+        if not found:
+            problems.append(f"{where}: no address given for {user!r}")
+        for address in found:
+            if address.lower().startswith("mailto:"):
+                address = address[len("mailto:"):]
+            if not re.fullmatch(r"[^@\s]+@[^@\s]+", address):
+                problems.append(f"{where}: {address!r} is not a mail address (expected name@domain)")
+                continue
+            if address.lower() in owners:
+                owner, first = owners[address.lower()]
+                if owner != user:
+                    problems.append(f"{where}: {address!r} is also given to {owner!r} on line {first}")
+                continue
+            owners[address.lower()] = (user, lineno)
+            addresses.setdefault(user, []).append(address)
+    if problems:
+        raise AddressesError(problems)
+    return addresses

@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import getpass
 import logging
 import os
 import signal
 import socket
 import sys
-import tempfile
 import threading
 from importlib import metadata
 from typing import Callable
@@ -22,8 +20,11 @@ import radicale.log
 import radicale.server
 from radicale.config import Configuration
 
+from invito.plugins import durable
+from invito.plugins.data_folder import DataFolder
+from invito.plugins.directory import user_name_problem
 from invito.server import check, db_admin, queue_admin, quiet
-from invito.server.config import CommandError, ConfigError, load, unconfigured, user_name_problem
+from invito.server.config import CommandError, ConfigError, load, unconfigured
 
 logger = logging.getLogger("invito")
 
@@ -109,13 +110,14 @@ def _serve(args: argparse.Namespace) -> int:
                            configuration.get("logging", "trace_filter"))
     logger.setLevel(radicale.log.logger.level)
     users_file = _users_file(configuration) if configuration.get("auth", "type") == "htpasswd" else None
+    data = DataFolder.of(configuration)
     try:
-        os.makedirs(configuration.get("invito", "data_folder"), mode=0o700, exist_ok=True)
+        os.makedirs(data.root, mode=0o700, exist_ok=True)
         if configuration.get("storage", "type") == "invito.storage":  # else Radicale warns on a first start
-            os.makedirs(_collection_root(configuration), mode=0o700, exist_ok=True)
+            os.makedirs(data.collection_root, mode=0o700, exist_ok=True)
         if users_file and not os.path.exists(users_file):  # Radicale refuses to start without the file
             os.makedirs(os.path.dirname(users_file), mode=0o700, exist_ok=True)
-            _write_atomically(users_file, [])
+            _write_users(users_file, [])
     except OSError as e:
         raise CommandError(f"cannot create {e.filename}: {e.strerror}; check [invito] data_folder, "
                            "[storage] filesystem_folder and [auth] htpasswd_filename") from e
@@ -124,10 +126,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _summary(configuration: Configuration, config_file: str | None, users_file: str | None) -> str:
+    data = DataFolder.of(configuration)
     lines = [f"Invito {metadata.version('invito')} (Radicale {metadata.version('radicale')})",
              f"  config file: {os.path.abspath(config_file) if config_file else 'none, built-in defaults'}",
-             f"  data folder: {configuration.get('invito', 'data_folder')}",
-             f"  collections: {configuration.get('storage', 'filesystem_folder')}"]
+             f"  data folder: {data.root}",
+             f"  collections: {data.collections}"]
     users = _read_users(users_file) if users_file else None
     notes = unconfigured(configuration, users)
     if users is not None:
@@ -269,11 +272,11 @@ def _user_remove(args: argparse.Namespace) -> int:
     if len(kept) == len(lines):
         raise CommandError(f"there is no user {args.name!r} in {path}; `invito user list` shows who there is")
     try:
-        _write_atomically(path, kept)
+        _write_users(path, kept)
     except OSError as e:
         raise CommandError(f"cannot write {e.filename or path}: {e.strerror}; check the permissions of its "
                            "folder") from e
-    home = os.path.join(_collection_root(configuration), args.name)
+    home = os.path.join(DataFolder.of(configuration).collection_root, args.name)
     print(f"removed user {args.name} from {path}; their calendars are still in {home}")
     return 0
 
@@ -284,17 +287,12 @@ def _user_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _collection_root(configuration: Configuration) -> str:
-    """Where Radicale's filesystem storage keeps the users' homes."""
-    return os.path.join(configuration.get("storage", "filesystem_folder"), "collection-root")
-
-
 def _users_file(configuration: Configuration) -> str:
     auth = configuration.get("auth", "type")
     if auth != "htpasswd":
         raise CommandError(f"[auth] type is {auth!r}, so users are not kept in a file Invito manages; "
                            "set [auth] type = htpasswd to use `invito user`")
-    return configuration.get("auth", "htpasswd_filename")
+    return DataFolder.of(configuration).users_file
 
 
 def _password(password_file: str | None, from_stdin: bool, name: str) -> str:
@@ -359,19 +357,9 @@ def _set_user(path: str, name: str, digest: str) -> None:
         elif not placed:
             lines.append(entry)
             placed = True
-    _write_atomically(path, lines if placed else [*lines, entry])
+    _write_users(path, lines if placed else [*lines, entry])
 
 
-def _write_atomically(path: str, lines: list[str]) -> None:
+def _write_users(path: str, lines: list[str]) -> None:
     """Readers (the running server) see the old file or the new one, never half; the file is mode 0600."""
-    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".invito-users-")  # mkstemp: 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    durable.write_atomically(path, "".join(line + "\n" for line in lines).encode("utf-8"), sync=True)

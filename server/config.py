@@ -21,9 +21,10 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from radicale import config as radicale_config
-from radicale import log, pathutils, types
+from radicale import log, types
 from radicale import storage as radicale_storage
-from radicale.app.base import USER_BLACKLIST_MINIMAL
+
+from invito.plugins.directory import AddressesError, load_addresses, user_name_problem
 
 DEFAULT_DATA_FOLDER = "./invito-data"
 DATA_FOLDER_NAME = "invito-data"  # beside the config file when one is given and data_folder is not set
@@ -444,8 +445,16 @@ def load(path: str | None = None) -> radicale_config.Configuration:
     configuration.update({s: o for s, o in derived.items() if o}, "[invito] data_folder")
     addresses = configuration.get("scheduling", "addresses")
     if addresses:
-        load_addresses(addresses)
+        _addresses(addresses)
     return configuration
+
+
+def _addresses(path: str) -> dict[str, list[str]]:
+    """The addresses file, read by the directory's own parser; its problems are configuration problems."""
+    try:
+        return load_addresses(path)
+    except AddressesError as e:
+        raise ConfigError(e.problems) from e
 
 
 def _resolved(given: dict[str, dict[str, str]], folder: str) -> dict[str, dict[str, str]]:
@@ -486,7 +495,7 @@ def _without_domain(addresses: str, users: list[str] | None) -> str | None:
     """Who has no calendar address without a domain: plain names not in the addresses file (a name that is
     a mail address is its own address). None when every user has one."""
     if users:
-        listed = load_addresses(addresses) if addresses else {}
+        listed = _addresses(addresses) if addresses else {}
         without = [user for user in users if "@" not in user and user not in listed]
         if not without:
             return None
@@ -584,68 +593,3 @@ def _importable(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
-
-
-def user_name_problem(name: str) -> str | None:
-    """Why Radicale would refuse ``name`` as a user (or the htpasswd file could not hold it); None if fine."""
-    if not pathutils.is_safe_filesystem_path_component(name):
-        return "it must be one path component: not empty, no '/', not starting with '.' or ending with '~'"
-    bad = sorted({c for c in name if c in USER_BLACKLIST_MINIMAL or not c.isprintable() or c.isspace()})
-    if bad:
-        return "it contains characters a user name cannot have: " + " ".join(repr(c) for c in bad)
-    if name.startswith("#") or name.startswith("@") or name.endswith("@") or name.count("@") > 1:
-        return "it cannot start with '#' or '@', end with '@', or hold more than one '@'"
-    if "@" in name and name != name.lower():  # its calendar address is compared in lower case
-        return f"a name that is a mail address is written in lower case ({name.lower()})"
-    return None
-
-
-def load_addresses(path: str) -> dict[str, list[str]]:
-    """Parse the ``[scheduling] addresses`` file: lines ``user: addr1, addr2``, ``#`` starts a comment line.
-
-    Returns each user's extra addresses (bare, as written, ``mailto:`` removed); raises ``ConfigError``
-    naming the file and line of every problem.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the [scheduling] addresses file: {e.strerror}") from e
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text ({e.reason})") from e
-    addresses: dict[str, list[str]] = {}
-    owners: dict[str, tuple[str, int]] = {}
-    problems = []
-    for lineno, line in enumerate(lines, 1):
-        where = f"{path}, line {lineno}"
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        user, colon, rest = text.partition(":")
-        user = user.strip()
-        if not colon or not user:
-            problems.append(f"{where}: expected 'user: address, address', got {text!r}")
-            continue
-        problem = user_name_problem(user)
-        if problem:
-            problems.append(f"{where}: {user!r} is not a valid user name: {problem}")
-            continue
-        found = [a.strip() for a in rest.split(",") if a.strip()]
-        if not found:
-            problems.append(f"{where}: no address given for {user!r}")
-        for address in found:
-            if address.lower().startswith("mailto:"):
-                address = address[len("mailto:"):]
-            if not re.fullmatch(r"[^@\s]+@[^@\s]+", address):
-                problems.append(f"{where}: {address!r} is not a mail address (expected name@domain)")
-                continue
-            if address.lower() in owners:
-                owner, first = owners[address.lower()]
-                if owner != user:
-                    problems.append(f"{where}: {address!r} is also given to {owner!r} on line {first}")
-                continue
-            owners[address.lower()] = (user, lineno)
-            addresses.setdefault(user, []).append(address)
-    if problems:
-        raise ConfigError(problems)
-    return addresses

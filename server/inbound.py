@@ -12,7 +12,6 @@ import email.parser
 import email.policy
 import hashlib
 import logging
-import os
 import re
 import threading
 import time
@@ -20,6 +19,7 @@ import time
 import radicale.storage
 from radicale.config import Configuration
 
+from invito.plugins.data_folder import DataFolder
 from invito.plugins.imip import forward
 from invito.plugins.imip.authentication import Verdict, authenticate
 from invito.plugins.imip.extract import Inbound, Kind, extract
@@ -49,10 +49,10 @@ class Processor:
     """Applies spooled inbound mail; also decides which envelope recipients the listener accepts."""
 
     def __init__(self, configuration: Configuration, storage: Storage) -> None:
-        data = configuration.get("invito", "data_folder")
+        data = DataFolder.of(configuration)
         self.storage = storage
-        self.spool = InboundSpool(os.path.join(data, "spool", "inbound"))
-        self.tokens = ReplyTokens(os.path.join(data, "imip", "tokens"))
+        self.spool = InboundSpool(data.inbound_spool)
+        self.tokens = ReplyTokens(data.tokens)
         template = configuration.get("imip", "reply_address")
         self._token_address = _token_pattern(template) if template else None
         direct = configuration.get("imip", "direct")

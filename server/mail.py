@@ -13,7 +13,6 @@ import email
 import email.policy
 import functools
 import logging
-import os
 import threading
 import time
 from email.message import EmailMessage
@@ -23,6 +22,7 @@ import icalendar
 import radicale.storage
 from radicale.config import Configuration
 
+from invito.plugins.data_folder import DataFolder
 from invito.plugins.imip import mime
 from invito.plugins.imip.i18n import choose
 from invito.plugins.imip.sender import Sender
@@ -60,7 +60,7 @@ class Composer:
         self._record_tokens = not preview
         self._reply_template = configuration.get("imip", "reply_address")
         self._public_url = configuration.get("rsvp", "public_url")
-        self._tokens = ReplyTokens(os.path.join(configuration.get("invito", "data_folder"), "imip", "tokens"))
+        self._tokens = ReplyTokens(DataFolder.of(configuration).tokens)
         self._language = configuration.get("scheduling", "language")
         self._hide_attendees = configuration.get("scheduling", "hide_attendees")
         self._last: tuple[str, mime.Prepared] | None = None  # (spool entry id, its prepared calendar)

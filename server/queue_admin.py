@@ -2,35 +2,31 @@
 """``invito queue``: what waits in the mail spools and why, one message as its reader gets it (show), and
 the admin's hand on them (retry, drop).
 
-It works on the spool folders while ``invito serve`` may be running, so every change is a rename or an
-atomic replace. A queue file is re-read right before it is changed and replaced only if the sender did not
-replace it meanwhile (else read again); one the sender sent or moved to ``failed/`` meanwhile is reported,
-not recreated. The spool has no lock to share, so what remains is the instant between that check and the
-rename.
+It works while ``invito serve`` may be running, and never touches a spool file itself: each spool owns
+its format, and this module edits records through their admin methods (``OutboundSpool.send_now``,
+``requeue``, ``drop``…; ``InboundSpool.release``, ``drop_quarantined``…), each change a rename or an atomic
+replace. Every outbound change is made holding the outbound spool's lock (``OutboundSpool.locked``), which
+the sender takes for each update of a message it is sending, so neither overwrites the other's change; a
+message the sender sent or moved to ``failed/`` meanwhile is reported, not recreated. The inbound spool has
+no such lock: its processor only adds entries to the quarantine and never changes one there, so releasing
+or dropping one needs none (``InboundSpool.release`` covers the one instant the two meet).
 """
 from __future__ import annotations
 
 import argparse
-import base64
-import contextlib
-import json
 import os
-import re
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-import icalendar
 import radicale.storage
 from radicale.config import Configuration
 
-from invito.plugins.imip.inbound_spool import InboundSpool
+from invito.plugins.data_folder import DataFolder
+from invito.plugins.imip.inbound_spool import IncompleteEntry, InboundSpool, QuarantinedEntry
 from invito.plugins.imip.sender import NOT_DELIVERED
-from invito.plugins.imip.spool import (FORWARD, OutboundSpool, SpoolEntry, entries_of, fsync_dir, itip_record,
-                                      mail_record, write_synced)
-from invito.plugins.itip.model import ITipMessage
+from invito.plugins.imip.spool import FORWARD, MessageSummary, OutboundSpool, SpoolEntry, UnreadableFile
 from invito.plugins.progress import progress, say
 from invito.server.config import CommandError, load
 from invito.server.mail import PREVIEW_SENDER, Composer, StatusWriter
@@ -43,9 +39,6 @@ WAITING = "outbound, waiting"
 FAILED = "outbound, failed"
 QUARANTINED = "inbound, quarantined"
 
-# InboundSpool writes the reason inside a sentence for admins reading the file; the listing shows the reason.
-_EXPLAINED = re.compile(r"was set aside and not processed: (.*?)(?:\. The message is \S+\.eml and its envelope .*)?$")
-
 
 @dataclass(frozen=True)
 class Spools:
@@ -56,15 +49,14 @@ class Spools:
     @classmethod
     def of(cls, config_file: str | None) -> "Spools":
         configuration = load(config_file)
-        spool = os.path.join(configuration.get("invito", "data_folder"), "spool")
-        return cls(OutboundSpool(os.path.join(spool, "outbound")), InboundSpool(os.path.join(spool, "inbound")),
-                   configuration)
+        data = DataFolder.of(configuration)
+        return cls(OutboundSpool(data.outbound_spool), InboundSpool(data.inbound_spool), configuration)
 
     def ids(self) -> dict[str, str]:
         """Every id an admin can name, with its kind."""
-        found = {entry_id: WAITING for entry_id in _stems(self.outbound.queue, ".json")}
-        found.update((entry_id, FAILED) for entry_id in _stems(self.outbound.failed, ".json"))
-        found.update((entry_id, QUARANTINED) for entry_id in _stems(self.inbound.quarantined, ".json", ".eml"))
+        found = {entry_id: WAITING for entry_id in self.outbound.waiting_ids()}
+        found.update((entry_id, FAILED) for entry_id in self.outbound.failed_ids())
+        found.update((entry_id, QUARANTINED) for entry_id in self.inbound.quarantined_ids())
         return found
 
     def resolve(self, given: str) -> tuple[str, str]:
@@ -83,17 +75,6 @@ class Spools:
                              + "\n".join(f"  {entry_id} ({ids[entry_id]})" for entry_id in matches))
         return ids[matches[0]], matches[0]
 
-    # -- file locations ----------------------------------------------------------------------------
-
-    def waiting_file(self, entry_id: str) -> str:
-        return os.path.join(self.outbound.queue, entry_id + ".json")
-
-    def failed_file(self, failed_id: str, suffix: str = ".json") -> str:
-        return os.path.join(self.outbound.failed, failed_id + suffix)
-
-    def quarantined_file(self, entry_id: str, suffix: str) -> str:
-        return os.path.join(self.inbound.quarantined, entry_id + suffix)
-
 
 # -- list ----------------------------------------------------------------------------------------------
 
@@ -106,20 +87,8 @@ def list_spools(spools: Spools) -> list[str]:
     waiting = [(e.id, _address(e.recipient), e.method, e.uid, str(e.attempts),
                 "now" if e.next_try <= now else _local(e.next_try), e.last_error)
                for e in spools.outbound.queued()]
-    failed = []
-    for failed_id in sorted(_stems(spools.outbound.failed, ".json")):
-        with contextlib.suppress(FileNotFoundError):  # retried or dropped meanwhile
-            record = _record_or_none(spools.failed_file(failed_id))
-            failed.append((failed_id, *_outbound_cells(record), _reason(spools.failed_file(failed_id, ".reason"))))
-    quarantined = []
-    for entry_id in sorted(_stems(spools.inbound.quarantined, ".json", ".eml")):
-        try:
-            envelope = _record_or_none(spools.quarantined_file(entry_id, ".json"))
-        except FileNotFoundError:  # only the message is left, or released meanwhile
-            envelope = None
-        reason = _reason(spools.quarantined_file(entry_id, ".reason"))
-        explained = _EXPLAINED.search(reason)
-        quarantined.append((entry_id, *_envelope_cells(envelope), explained.group(1) if explained else reason))
+    failed = [(f.id, *_outbound_cells(f.message), f.reason) for f in spools.outbound.failed_messages()]
+    quarantined = [(q.id, *_envelope_cells(q), q.reason) for q in spools.inbound.quarantined_entries()]
     done = {(o.get("id"), o.get("recipient")): o for o in spools.outbound.recorded()  # the latest of each
             if isinstance(o, dict)}
     outcomes = [(str(o.get("id", "?")), _address(str(o.get("recipient", "?"))), str(o.get("method", "?")),
@@ -133,21 +102,17 @@ def list_spools(spools: Spools) -> list[str]:
             *_section("Inbound (quarantine)", ("ID", "FROM", "TO", "RECEIVED", "REASON"), quarantined)]
 
 
-def _outbound_cells(record: dict | None) -> tuple[str, str, str]:
-    """Recipient, method and UID of a failed record; ``?`` for what an unreadable file does not say."""
-    if record is None:
-        return "?", "?", "?"
-    recipients = record.get("recipients")
-    return (", ".join(map(_address, recipients)) if isinstance(recipients, dict) else "?",
-            str(record.get("method", "?")), str(record.get("uid", "?")))
+def _outbound_cells(message: MessageSummary) -> tuple[str, str, str]:
+    """Recipient, method and UID of a message; ``?`` for what an unreadable file does not say."""
+    return (", ".join(map(_address, message.recipients)) if message.recipients is not None else "?",
+            message.method if message.method is not None else "?", message.uid if message.uid is not None else "?")
 
 
-def _envelope_cells(envelope: dict | None) -> tuple[str, str, str]:
-    if envelope is None:
-        return "?", "?", "?"
-    received = envelope.get("received")
-    return (envelope.get("mail_from") or "<>", ", ".join(map(str, envelope.get("recipients") or ())),
-            _local(received) if isinstance(received, (int, float)) else "?")
+def _envelope_cells(entry: QuarantinedEntry) -> tuple[str, str, str]:
+    """From, to and when received; ``?`` for what a missing or unreadable envelope does not say."""
+    return ("?" if entry.mail_from is None else entry.mail_from or "<>",
+            "?" if entry.recipients is None else ", ".join(entry.recipients),
+            "?" if entry.received is None else _local(entry.received))
 
 
 def _section(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
@@ -164,15 +129,6 @@ def _local(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
-def _reason(path: str) -> str:
-    """The first non-blank line of a ``.reason`` file."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return next((line.strip() for line in f if line.strip()), "(empty reason file)")
-    except FileNotFoundError:
-        return "(no reason file)"
-
-
 # -- show ----------------------------------------------------------------------------------------------
 
 
@@ -181,13 +137,11 @@ def show(spools: Spools, kind: str, entry_id: str, to: str | None = None) -> Sho
     first recipient) by the sender's own Composer; a quarantined mail as it arrived."""
     if kind == QUARANTINED:
         return _show_quarantined(spools, entry_id)
-    path = spools.waiting_file(entry_id) if kind == WAITING else spools.failed_file(entry_id)
     try:
-        entries = entries_of(_load(path))
-        chosen = _recipient(entries, to, entry_id)
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
-        raise CommandError(f"cannot show {entry_id}: {path} is not a readable spool file ({e}); "
-                           f"`invito queue drop {entry_id}` removes it") from e
+        entries = (spools.outbound.read_waiting if kind == WAITING else spools.outbound.read_failed)(entry_id)
+    except UnreadableFile as e:
+        raise CommandError(f"cannot show {entry_id}: {e}; `invito queue drop {entry_id}` removes it") from e
+    chosen = _recipient(entries, to, entry_id)
     try:
         raw = Composer(spools.configuration, preview=True)(chosen).as_bytes()
     except Exception as e:  # the sender cannot build it either: it will fail this recipient with that reason
@@ -199,7 +153,7 @@ def show(spools: Spools, kind: str, entry_id: str, to: str | None = None) -> Sho
     if others:
         title.append(f"  also to: {one_line(', '.join(others))} (`--to ADDRESS` shows theirs)")
     if kind == FAILED:
-        title.append(f"  failed: {one_line(_reason(spools.failed_file(entry_id, '.reason')))}")
+        title.append(f"  failed: {one_line(spools.outbound.failed_reason(entry_id))}")
     if chosen.method != FORWARD:  # a forwarded reply was composed when it arrived: it goes as it is
         if not spools.configuration.get("smtp", "sender"):
             title.append(f"  note: [smtp] sender is empty; From shows {PREVIEW_SENDER} until it is set")
@@ -208,8 +162,6 @@ def show(spools: Spools, kind: str, entry_id: str, to: str | None = None) -> Sho
 
 
 def _recipient(entries: list[SpoolEntry], to: str | None, entry_id: str) -> SpoolEntry:
-    if not entries:
-        raise ValueError("no recipients")
     if to is None:
         return entries[0]
     for entry in entries:
@@ -220,22 +172,17 @@ def _recipient(entries: list[SpoolEntry], to: str | None, entry_id: str) -> Spoo
 
 
 def _show_quarantined(spools: Spools, entry_id: str) -> ShownMail:
+    entry = spools.inbound.quarantined_entry(entry_id)
     try:
-        envelope = _record_or_none(spools.quarantined_file(entry_id, ".json"))
-    except FileNotFoundError:
-        envelope = None
-    try:
-        with open(spools.quarantined_file(entry_id, ".eml"), "rb") as f:
-            raw = f.read()
+        raw = spools.inbound.quarantined_mail(entry_id)
     except FileNotFoundError:
         raise CommandError(f"cannot show {entry_id}: {entry_id}.eml, the mail itself, is missing from "
                            f"{spools.inbound.quarantined}; `show` shows a quarantined mail, a waiting or a "
                            f"failed outbound message; `invito queue drop {entry_id}` removes what is left") from None
-    mail_from, to, received = _envelope_cells(envelope)
-    explained = _EXPLAINED.search(reason := _reason(spools.quarantined_file(entry_id, ".reason")))
+    mail_from, to, received = _envelope_cells(entry)
     return shown_mail([f"Inbound mail {entry_id} ({QUARANTINED}): from {one_line(mail_from)} to {one_line(to)}, "
-                   f"received {received}",
-                   f"  reason: {one_line(explained.group(1) if explained else reason)}"], raw)
+                       f"received {received}",
+                       f"  reason: {one_line(entry.reason)}"], raw)
 
 
 # -- retry ---------------------------------------------------------------------------------------------
@@ -243,61 +190,28 @@ def _show_quarantined(spools: Spools, entry_id: str) -> ShownMail:
 
 def send_now(spools: Spools, entry_id: str) -> str:
     """A waiting message: every recipient's next try becomes "now"; attempts and last error stay."""
-    path = spools.waiting_file(entry_id)
     try:
-        record = _load(path)
-        for state in record["recipients"].values():
-            state["next_try"] = 0.0
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
-        raise CommandError(f"cannot retry {entry_id}: {path} is not a readable spool file ({e}); "
-                         f"`invito queue drop {entry_id}` removes it") from e
-    _replace(path, json.dumps(record).encode("utf-8"))
-    fsync_dir(spools.outbound.queue)
-    return f"{entry_id}: next try set to now for {', '.join(map(_address, record['recipients']))}"
+        recipients = spools.outbound.send_now(entry_id)
+    except UnreadableFile as e:
+        raise CommandError(f"cannot retry {entry_id}: {e}; `invito queue drop {entry_id}` removes it") from e
+    return f"{entry_id}: next try set to now for {', '.join(map(_address, recipients))}"
 
 
 def requeue(spools: Spools, failed_id: str) -> str:
     """A failed recipient goes back into the queue as a new message, with fresh attempts and give-up age."""
-    path = spools.failed_file(failed_id)
     try:
-        record = _load(path)
-        [recipient] = record["recipients"]
-        if record["method"] == FORWARD:  # a guest's forwarded plain reply: the message itself
-            new = mail_record(record["uid"], record["sender"], recipient,
-                              base64.b64decode(record["mail"], validate=True))
-        else:
-            message = ITipMessage(record["method"], record["uid"], record["sender"], (recipient,),
-                                  icalendar.Calendar.from_ical(record["ics"]))
-            changes = tuple(map(str, record.get("changes", ())))
-            notes = tuple((str(key), str(value)) for key, value in record.get("notes", ()))
-            new = itip_record(message, [recipient], changes, notes)
-    except (ValueError, TypeError, KeyError) as e:
-        raise CommandError(f"cannot retry {failed_id}: {path} is not a readable spool file ({e}); "
-                         f"`invito queue drop {failed_id}` removes it") from e
-    new_id = spools.outbound.enqueue(new, after_failure=True)
-    _remove(spools.failed_file(failed_id), spools.failed_file(failed_id, ".reason"))
-    fsync_dir(spools.outbound.failed)
+        new_id, recipient = spools.outbound.requeue(failed_id)
+    except UnreadableFile as e:
+        raise CommandError(f"cannot retry {failed_id}: {e}; `invito queue drop {failed_id}` removes it") from e
     return f"{failed_id}: back in the queue as {new_id}, to {_address(recipient)}"
 
 
 def release(spools: Spools, entry_id: str) -> str:
     """A quarantined inbound message goes back into the inbound queue, to be processed again."""
-    inbound = spools.inbound
-    names = (entry_id + ".eml", entry_id + ".json")  # the message first: the envelope makes the entry exist
-    for name in names:
-        if not os.path.exists(os.path.join(inbound.quarantined, name)):
-            raise CommandError(f"cannot retry {entry_id}: {name} is missing from {inbound.quarantined}; "
-                             f"`invito queue drop {entry_id}` removes what is left")
-    os.makedirs(inbound.queue, exist_ok=True)
-    # Fresh mtime: the processor takes an old message without its envelope in queue/ for the leftover of an
-    # interrupted write and moves it back to quarantine/ or deletes it; in the instant before the envelope
-    # follows, this one must look new.
-    os.utime(os.path.join(inbound.quarantined, names[0]))
-    for name in names:
-        os.rename(os.path.join(inbound.quarantined, name), os.path.join(inbound.queue, name))
-    fsync_dir(inbound.queue)
-    _remove(spools.quarantined_file(entry_id, ".reason"))
-    fsync_dir(inbound.quarantined)
+    try:
+        spools.inbound.release(entry_id)
+    except IncompleteEntry as e:
+        raise CommandError(f"cannot retry {entry_id}: {e}; `invito queue drop {entry_id}` removes what is left") from e
     return f"{entry_id}: back in the inbound queue, to be processed again"
 
 
@@ -308,96 +222,33 @@ def drop_waiting(spools: Spools, entry_id: str) -> str:
     """Forget a waiting message; its guests' SCHEDULE-STATUS in the organizer's event becomes 5.1 (not
     delivered) instead of staying 1.0 (pending) for ever. Safe under the spool lock: whoever holds the
     storage lock never waits for the spool's."""
-    path = spools.waiting_file(entry_id)
-    record = _record_or_none(path)  # read once: for the description and for the statuses
-    entries: list[SpoolEntry] = []
-    with contextlib.suppress(KeyError, TypeError, AttributeError):  # a damaged record names no guests
-        entries = entries_of(record) if record is not None else []
-    for entry in entries:
-        spools.outbound.record(entry, NOT_DELIVERED, "dropped by the admin")
-    spools.outbound.sync()
-    os.remove(path)
-    fsync_dir(spools.outbound.queue)
+    message, entries = spools.outbound.drop(entry_id, NOT_DELIVERED, "dropped by the admin")
     storage = radicale.storage.load(spools.configuration)
     if entries and isinstance(storage, Storage):
         status = StatusWriter(storage)
         for entry in entries:
             status(entry, NOT_DELIVERED, "dropped by the admin")
         status.flush()
-    return f"dropped {entry_id}: {_outbound_description(record)}"
+    return f"dropped {entry_id}: {_outbound_description(message)}"
 
 
 def drop_failed(spools: Spools, failed_id: str) -> str:
-    path = spools.failed_file(failed_id)
-    what = _outbound_description(_record_or_none(path))
-    _remove(path, spools.failed_file(failed_id, ".reason"))
-    return f"dropped {failed_id}: {what}"
+    return f"dropped {failed_id}: {_outbound_description(spools.outbound.drop_failed(failed_id))}"
 
 
 def drop_quarantined(spools: Spools, entry_id: str) -> str:
-    try:
-        mail_from, to, received = _envelope_cells(_record_or_none(spools.quarantined_file(entry_id, ".json")))
-        what = f"mail from {mail_from} to {to}, received {received}"
-    except FileNotFoundError:
+    dropped = spools.inbound.drop_quarantined(entry_id)
+    if dropped is None:
         what = "a message without its envelope"
-    # The envelope first: without it the entry no longer exists, whatever is left.
-    _remove(*(spools.quarantined_file(entry_id, suffix) for suffix in (".json", ".eml", ".reason")))
+    else:
+        mail_from, to, received = _envelope_cells(dropped)
+        what = f"mail from {mail_from} to {to}, received {received}"
     return f"dropped {entry_id}: {what}"
 
 
-def _outbound_description(record: dict | None) -> str:
-    recipients, method, uid = _outbound_cells(record)
+def _outbound_description(message: MessageSummary) -> str:
+    recipients, method, uid = _outbound_cells(message)
     return f"{method} uid={uid} to {recipients}"
-
-
-# -- files ---------------------------------------------------------------------------------------------
-
-
-def _stems(folder: str, *suffixes: str) -> set[str]:
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        return set()
-    return {name[:-len(suffix)] for name in names for suffix in suffixes
-            if name.endswith(suffix) and not name.startswith(".")}
-
-
-def _load(path: str) -> dict:
-    with open(path, "rb") as f:
-        return _parse(f.read(), path)
-
-
-def _parse(data: bytes, path: str) -> dict:
-    record = json.loads(data)
-    if not isinstance(record, dict):
-        raise ValueError(f"{path} holds no JSON object")
-    return record
-
-
-def _record_or_none(path: str) -> dict | None:
-    """The record in ``path``; None if it is unreadable. FileNotFoundError passes: the caller decides."""
-    try:
-        return _load(path)
-    except ValueError:
-        return None
-
-
-def _replace(path: str, data: bytes) -> None:
-    """Atomically replace ``path`` with ``data`` (the spool's lock is held: nobody else rewrites it)."""
-    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".queue-admin-", suffix=".tmp")
-    os.close(fd)
-    try:
-        write_synced(temporary, data)
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-
-
-def _remove(*paths: str) -> None:
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
 
 
 def _address(recipient: str) -> str:

@@ -23,7 +23,8 @@ import radicale.item as radicale_item
 from radicale import config, pathutils
 from radicale.item import filter as radicale_filter
 
-from invito.plugins.directory import Directory, HtpasswdUsers
+from invito.plugins.data_folder import DataFolder
+from invito.plugins.directory import Directory, HtpasswdUsers, load_addresses
 from invito.plugins.ldap_directory import LdapDirectory
 from invito.plugins.imip.spool import OutboundSpool
 from invito.storage import bookkeeping, layout, request, verbatim, walks
@@ -110,7 +111,7 @@ class Storage(IndexedStorage):
     def __init__(self, configuration: config.Configuration) -> None:
         super().__init__(configuration)
         self.scheduler = Scheduler(self, _directory(configuration, self._get_collection_root_folder()),
-                                   OutboundSpool(os.path.join(_data_folder(configuration), "spool", "outbound")),
+                                   OutboundSpool(DataFolder.of(configuration).outbound_spool),
                                    _get(configuration, "scheduling", "external_invites", ["*"]),
                                    SideRecords(self._get_collection_root_folder(), lambda: self._filesystem_fsync),
                                    bool(_get(configuration, "smtp", "host") and _get(configuration, "smtp", "sender")))
@@ -195,15 +196,7 @@ def _get(configuration: config.Configuration, section: str, option: str, default
     return default
 
 
-def _data_folder(configuration: config.Configuration) -> str:
-    """Invito's data folder; with a plain Radicale config, the folder that holds the collections."""
-    folder = _get(configuration, "invito", "data_folder")
-    return folder or os.path.dirname(os.path.abspath(configuration.get("storage", "filesystem_folder")))
-
-
 def _directory(configuration: config.Configuration, collection_root: str) -> Directory | LdapDirectory:
-    from invito.server.config import load_addresses  # the one parser of the addresses file
-
     addresses_file = _get(configuration, "scheduling", "addresses")
     aliases = load_addresses(addresses_file) if addresses_file else {}
     if configuration.get("auth", "type") == "ldap":

@@ -15,11 +15,11 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from typing import Callable
 
 from radicale import pathutils
 
+from invito.plugins import durable
 from invito.storage.bookkeeping import Record
 
 FOLDER = ".Radicale.invito"
@@ -81,15 +81,4 @@ class SideRecords:
             return
         path = self.path(user, uid)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                if self._durable():
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
-            raise
+        durable.write_atomically(path, data, sync=self._durable())

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import radicale.item as radicale_item
 
-from invito.plugins.imip.spool import OutboundSpool, fsync_dir
+from invito.plugins import durable
+from invito.plugins.imip.spool import OutboundSpool
 
 if TYPE_CHECKING:
     from invito.plugins.itip import ITipMessage
@@ -164,11 +165,7 @@ class Transaction:
         """One journal line, on disk before the step it announces (only once a message is prepared)."""
         if self._journal is None:
             return
-        with open(self._journal, "ab") as f:
-            f.write(json.dumps(step).encode("utf-8") + b"\n")
-            f.flush()
-            if self._spool.durable:
-                os.fsync(f.fileno())
+        durable.append(self._journal, json.dumps(step).encode("utf-8") + b"\n", sync=self._spool.durable)
 
     def _end(self) -> None:
         if self._journal is not None:
@@ -197,7 +194,7 @@ def recover(spool: OutboundSpool) -> tuple[int, int]:
     spool.discard(discarded)
     for name in [n for n in os.listdir(folder) if n.endswith(JOURNAL)]:
         os.remove(os.path.join(folder, name))
-    fsync_dir(folder)
+    durable.fsync_folder(folder)
     if committed or discarded:
         logger.warning("outbound spool recovery after an interrupted write: %d message(s) committed (their "
                        "event was stored), %d discarded (it was not)", len(committed), len(discarded))

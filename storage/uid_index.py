@@ -34,10 +34,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 import uuid
 from typing import Callable, Iterable, Iterator, NamedTuple
+
+from invito.plugins import durable
 
 logger = logging.getLogger("invito.storage.uid_index")
 
@@ -247,8 +248,8 @@ class IndexStore:
                 "entries": {href: [e.uid, list(e.sig)] for href, e in index.entries.items()}}
         os.makedirs(self.folder, exist_ok=True)
         open(self._journal(index.gen), "xb").close()
-        _atomic_write(os.path.join(self.folder, SNAPSHOT),
-                      json.dumps(data, separators=(",", ":")).encode())
+        durable.write_atomically(os.path.join(self.folder, SNAPSHOT),
+                                 json.dumps(data, separators=(",", ":")).encode(), sync=False)
         index.journal_offset = 0
         index.journal_records = 0
         self._remove_stale(keep=JOURNAL_PREFIX + index.gen + JOURNAL_SUFFIX)
@@ -264,21 +265,6 @@ class IndexStore:
                         os.remove(entry.path)
                 except FileNotFoundError:  # another process cleaned it
                     pass
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    folder, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + name, dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _complete_lines(data: bytes) -> Iterator[bytes]:

@@ -11,7 +11,8 @@ removes its own partial files at once, so they never crowd out the next message.
 ``done`` removes the envelope first, then the message. It does not fsync: after a power cut the worst
 case is a message processed twice, which applying an iTIP reply tolerates. ``quarantine`` moves an entry
 that cannot be processed to ``quarantine/`` with a ``.reason`` file an admin can read; nothing there is
-ever deleted by Invito.
+ever deleted by Invito on its own: ``invito queue`` lists, shows, releases and drops quarantined entries
+through this class's admin methods, so this module alone knows the files.
 
 A message that crashes or hangs its processing would otherwise be tried again after every restart. So
 ``start`` counts, in ``<id>.attempts`` beside the entry, the processing runs that began and never reached
@@ -25,12 +26,14 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 
-from invito.plugins.imip.spool import arrival_event, fsync_dir, write_synced
+from invito.plugins import durable
+from invito.plugins.imip.spool import arrival_event, first_line, read_record_or_none, remove_files, stems
 from invito.plugins.imip.tokens import redact
 
 logger = logging.getLogger("invito.imip")
@@ -55,6 +58,25 @@ class InboundEntry:
             return f.read()
 
 
+@dataclass(frozen=True)
+class QuarantinedEntry:
+    """A quarantined entry for the admin; None: its envelope is missing or unreadable, or does not say."""
+    id: str
+    mail_from: str | None       # "" for the null sender <>
+    recipients: tuple[str, ...] | None
+    received: float | None
+    reason: str
+
+
+class IncompleteEntry(Exception):
+    """A quarantined entry without its message or envelope: it cannot be released, only dropped."""
+
+    def __init__(self, name: str, folder: str) -> None:
+        super().__init__(f"{name} is missing from {folder}")
+        self.name = name
+        self.folder = folder
+
+
 class InboundSpool:
     def __init__(self, folder: str) -> None:
         self.folder = folder
@@ -77,7 +99,8 @@ class InboundSpool:
         """Keep a message already refused elsewhere (an answer given on the RSVP page) in the quarantine
         with ``reason``, never passing through the queue; returns the quarantine folder."""
         entry = self._store(raw, mail_from, recipients, peer, self.quarantined)
-        write_synced(os.path.join(self.quarantined, entry.id + ".reason"), _explain(entry, reason).encode("utf-8"))
+        durable.write_new(os.path.join(self.quarantined, entry.id + ".reason"), _explain(entry, reason).encode("utf-8"),
+                          sync=True)
         logger.warning("inbound %s from %s set aside in %s: %s", entry.id, peer, self.quarantined, redact(reason))
         return self.quarantined
 
@@ -90,8 +113,8 @@ class InboundSpool:
         names = (entry_id + ".eml", entry_id + ".json")
         staged = [os.path.join(self._tmp, name) for name in names]
         try:
-            write_synced(staged[0], raw)
-            write_synced(staged[1], json.dumps(envelope).encode("utf-8"))
+            durable.write_new(staged[0], raw, sync=True)
+            durable.write_new(staged[1], json.dumps(envelope).encode("utf-8"), sync=True)
         except BaseException:
             # Nobody was told "250": the sender sends again. Remove the partial files now, not in an hour:
             # on a full disk they would hold the room a later, smaller message needs.
@@ -101,7 +124,7 @@ class InboundSpool:
             raise
         for name in names:  # the envelope last: it is what makes the entry exist
             os.rename(os.path.join(self._tmp, name), os.path.join(folder, name))
-        fsync_dir(folder)
+        durable.fsync_folder(folder)
         return _entry(envelope, folder)
 
     def pending(self) -> list[InboundEntry]:
@@ -137,16 +160,12 @@ class InboundSpool:
             unfinished = 0
         except (ValueError, UnicodeDecodeError):  # torn by a power cut: count it as one run
             unfinished = 1
-        temporary = os.path.join(self._tmp, os.path.basename(path))
         try:
             os.makedirs(self._tmp, exist_ok=True)
-            with open(temporary, "w", encoding="ascii") as f:
-                f.write(str(unfinished + 1))
-            os.replace(temporary, path)
+            durable.write_atomically(path, str(unfinished + 1).encode("ascii"), sync=False,
+                                     temporary=os.path.join(self._tmp, os.path.basename(path)))
         except OSError as e:  # e.g. a full disk: processing goes on, this run is just not counted
             logger.warning("inbound %s: could not count the processing run: %s", entry.id, e)
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(temporary)
         return unfinished
 
     def finish(self, entry: InboundEntry) -> None:
@@ -164,17 +183,86 @@ class InboundSpool:
     def quarantine(self, entry: InboundEntry, reason: str) -> str:
         """Set an entry aside with a ``.reason`` file; returns the quarantine folder."""
         os.makedirs(self.quarantined, exist_ok=True)
-        write_synced(os.path.join(self.quarantined, entry.id + ".reason"), _explain(entry, reason).encode("utf-8"))
+        durable.write_new(os.path.join(self.quarantined, entry.id + ".reason"), _explain(entry, reason).encode("utf-8"),
+                          sync=True)
         self.finish(entry)  # moved back into queue/, the message is tried afresh
         # The envelope first: the entry leaves the queue at once. Should a crash strand the message in the
         # queue, _clean finishes the move instead of removing it.
         for path in (_envelope_path(entry), entry.path):
             with contextlib.suppress(FileNotFoundError):
                 os.rename(path, os.path.join(self.quarantined, os.path.basename(path)))
-        fsync_dir(self.quarantined)
-        fsync_dir(self.queue)
+        durable.fsync_folder(self.quarantined)
+        durable.fsync_folder(self.queue)
         logger.warning("inbound mail %s quarantined in %s: %s", entry.id, self.quarantined, redact(reason))
         return self.quarantined
+
+    # -- the admin's side (`invito queue`) -----------------------------------------------------------
+
+    def quarantined_ids(self) -> set[str]:
+        """The ids in ``quarantine/``: an envelope or a message is enough (what a crash or a hand left)."""
+        return stems(self.quarantined, ".json", ".eml")
+
+    def quarantined_entries(self) -> list["QuarantinedEntry"]:
+        """Every quarantined entry, by id."""
+        return [self.quarantined_entry(entry_id) for entry_id in sorted(self.quarantined_ids())]
+
+    def quarantined_entry(self, entry_id: str) -> "QuarantinedEntry":
+        """A quarantined entry as its files tell it; what a missing or unreadable envelope does not say is
+        None."""
+        try:
+            return self._quarantined(entry_id)
+        except FileNotFoundError:  # only the message is left, or released meanwhile
+            return QuarantinedEntry(entry_id, None, None, None, self._reason(entry_id))
+
+    def quarantined_mail(self, entry_id: str) -> bytes:
+        """A quarantined message as it arrived; FileNotFoundError when it is missing."""
+        with open(os.path.join(self.quarantined, entry_id + ".eml"), "rb") as f:
+            return f.read()
+
+    def release(self, entry_id: str) -> None:
+        """A quarantined entry goes back into the queue, to be processed again; raises ``IncompleteEntry``
+        when its message or envelope is missing."""
+        names = (entry_id + ".eml", entry_id + ".json")  # the message first: the envelope makes the entry exist
+        for name in names:
+            if not os.path.exists(os.path.join(self.quarantined, name)):
+                raise IncompleteEntry(name, self.quarantined)
+        os.makedirs(self.queue, exist_ok=True)
+        # Fresh mtime: ``pending`` takes an old message without its envelope in queue/ for the leftover of
+        # an interrupted write and moves it back to quarantine/ or deletes it; in the instant before the
+        # envelope follows, this one must look new.
+        os.utime(os.path.join(self.quarantined, names[0]))
+        for name in names:
+            os.rename(os.path.join(self.quarantined, name), os.path.join(self.queue, name))
+        durable.fsync_folder(self.queue)
+        remove_files(os.path.join(self.quarantined, entry_id + ".reason"))
+        durable.fsync_folder(self.quarantined)
+
+    def drop_quarantined(self, entry_id: str) -> "QuarantinedEntry | None":
+        """Remove a quarantined entry for good; returns what it was (None: it had no envelope)."""
+        try:
+            dropped: QuarantinedEntry | None = self._quarantined(entry_id)
+        except FileNotFoundError:
+            dropped = None
+        # The envelope first: without it the entry no longer exists, whatever is left.
+        remove_files(*(os.path.join(self.quarantined, entry_id + suffix) for suffix in (".json", ".eml", ".reason")))
+        return dropped
+
+    def _quarantined(self, entry_id: str) -> "QuarantinedEntry":
+        """FileNotFoundError when the envelope is missing."""
+        envelope = read_record_or_none(os.path.join(self.quarantined, entry_id + ".json"))
+        reason = self._reason(entry_id)
+        if envelope is None:
+            return QuarantinedEntry(entry_id, None, None, None, reason)
+        received = envelope.get("received")
+        return QuarantinedEntry(entry_id, envelope.get("mail_from") or "",
+                                tuple(map(str, envelope.get("recipients") or ())),
+                                received if isinstance(received, (int, float)) else None, reason)
+
+    def _reason(self, entry_id: str) -> str:
+        """The reason ``quarantine`` gave (inside the sentence it wrote for admins reading the file)."""
+        reason = first_line(os.path.join(self.quarantined, entry_id + ".reason"))
+        explained = _EXPLAINED.search(reason)
+        return explained.group(1) if explained else reason
 
     def _clean(self, orphans: list[str]) -> None:
         """Remove abandoned half-written files; a message whose envelope is in quarantine/ joins it there."""
@@ -220,6 +308,10 @@ def _envelope_path(entry: InboundEntry) -> str:
 
 def _attempts_path(entry: InboundEntry) -> str:
     return entry.path[:-len(".eml")] + ".attempts"
+
+
+# ``_explain`` writes the reason inside a sentence for admins reading the file; ``invito queue`` shows the reason.
+_EXPLAINED = re.compile(r"was set aside and not processed: (.*?)(?:\. The message is \S+\.eml and its envelope .*)?$")
 
 
 def _explain(entry: InboundEntry, reason: str) -> str:

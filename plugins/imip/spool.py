@@ -22,6 +22,9 @@ a message twice, never loses its outcome (a power cut can lose the log lines of 
 which ``sync`` fsyncs at its end, before the queue's removals). A recipient the relay accepted is dropped from the file (deleted
 when none is left); one that will never be reached moves to ``failed/<id>-<address>.json``, next to a
 ``.reason`` file saying why, where an admin can read it or move it back into ``queue/`` to try again.
+
+This module alone reads and writes these files: ``invito queue`` lists, shows, retries and drops messages
+through :class:`OutboundSpool`'s admin methods, under the same lock as the sender's updates.
 """
 from __future__ import annotations
 
@@ -39,6 +42,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterator
 
+import icalendar
+
+from invito.plugins import durable
 from invito.plugins.itip import verbatim
 from invito.plugins.itip.model import ITipMessage
 
@@ -107,7 +113,7 @@ class OutboundSpool:
 
     def _write_prepared(self, record: dict) -> str:
         os.makedirs(self._tmp, exist_ok=True)
-        (write_synced if self.durable else _write)(os.path.join(self._tmp, record["id"] + ".json"), _encode(record))
+        durable.write_new(os.path.join(self._tmp, record["id"] + ".json"), _encode(record), sync=self.durable)
         return record["id"]
 
     def enqueue(self, record: dict, *, after_failure: bool = False) -> str:
@@ -117,10 +123,8 @@ class OutboundSpool:
         if after_failure:
             record["after_failure"] = True
         os.makedirs(self.queue, exist_ok=True)
-        tmp = os.path.join(self.queue, ".%s.tmp" % record["id"])
-        write_synced(tmp, _encode(record))
-        os.rename(tmp, self._queued(record["id"]))
-        fsync_dir(self.queue)
+        durable.write_atomically(self._queued(record["id"]), _encode(record), sync=True, sync_folder=True,
+                                 temporary=self._rewriting(record["id"]))
         self.arrived.set()
         return record["id"]
 
@@ -149,7 +153,7 @@ class OutboundSpool:
             with contextlib.suppress(FileNotFoundError):  # recovery: renamed before the kill
                 os.rename(os.path.join(self._tmp, entry_id + ".json"), self._queued(entry_id))
         if self.durable:
-            fsync_dir(self.queue)
+            durable.fsync_folder(self.queue)
         self.arrived.set()
 
     def discard(self, ids: list[str]) -> None:
@@ -216,8 +220,7 @@ class OutboundSpool:
                         "sender": entry.sender, "recipient": entry.recipient, "status": status,
                         "detail": detail}) + b"\n"
         path = os.path.join(self.outcomes, time.strftime("%Y-%m-%d", time.gmtime(now)) + ".jsonl")
-        with open(path, "ab") as f:
-            f.write(line)
+        durable.append(path, line, sync=False)
         self._unsynced.add(path)
 
     def recorded(self) -> list[dict]:
@@ -257,13 +260,9 @@ class OutboundSpool:
         """The outcomes recorded since the last call, then the queue's removals, onto the disk."""
         unsynced, self._unsynced = self._unsynced, set()
         for path in sorted(unsynced):
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            durable.fsync_file(path)
         if os.path.isdir(self.queue):
-            fsync_dir(self.queue)
+            durable.fsync_folder(self.queue)
 
     def fail(self, entry: SpoolEntry, reason: str) -> None:
         """Move a recipient that will never be reached to ``failed/``, with a ``.reason`` file beside it."""
@@ -276,11 +275,113 @@ class OutboundSpool:
             failed_id = "%s-%s" % (entry.id, _file_safe(entry.recipient))
             os.makedirs(self.failed, exist_ok=True)
             # The reason first: a crash in between leaves the recipient queued (tried again), never reasonless.
-            write_synced(os.path.join(self.failed, failed_id + ".reason"), (reason + "\n").encode("utf-8"))
-            write_synced(os.path.join(self.failed, failed_id + ".json"), _encode(single))
-            fsync_dir(self.failed)
+            durable.write_new(self._failed(failed_id, ".reason"), (reason + "\n").encode("utf-8"), sync=True)
+            durable.write_new(self._failed(failed_id), _encode(single), sync=True)
+            durable.fsync_folder(self.failed)
             record["recipients"].pop(entry.recipient, None)
             self._rewrite(record, sync=True)
+
+    # -- the admin's side (`invito queue`): call these under ``locked`` --------------------------------
+
+    def waiting_ids(self) -> set[str]:
+        """The ids of the messages in ``queue/``."""
+        return stems(self.queue, ".json")
+
+    def failed_ids(self) -> set[str]:
+        """The ids of the recipients in ``failed/`` (``<message id>-<address>``)."""
+        return stems(self.failed, ".json")
+
+    def failed_messages(self) -> list["FailedMessage"]:
+        """Every failed recipient, by id; one whose file is unreadable is still listed, with what it does
+        not say left unknown."""
+        found = []
+        for failed_id in sorted(self.failed_ids()):
+            with contextlib.suppress(FileNotFoundError):  # retried or dropped meanwhile
+                found.append(FailedMessage(failed_id, _summary(read_record_or_none(self._failed(failed_id))),
+                                           self.failed_reason(failed_id)))
+        return found
+
+    def failed_reason(self, failed_id: str) -> str:
+        """Why the sender gave up on a failed recipient: the first line of its ``.reason`` file."""
+        return first_line(self._failed(failed_id, ".reason"))
+
+    def read_waiting(self, entry_id: str) -> list[SpoolEntry]:
+        """A waiting message's recipients; raises ``UnreadableFile`` for a damaged file."""
+        return self._entries(self._queued(entry_id))
+
+    def read_failed(self, failed_id: str) -> list[SpoolEntry]:
+        """A failed recipient's message (one entry); raises ``UnreadableFile`` for a damaged file."""
+        return self._entries(self._failed(failed_id))
+
+    def send_now(self, entry_id: str) -> list[str]:
+        """A waiting message's next try becomes "now" for every recipient (attempts and last error stay);
+        returns the recipients."""
+        path = self._queued(entry_id)
+        try:
+            record = read_record(path)
+            for state in record["recipients"].values():
+                state["next_try"] = 0.0
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise UnreadableFile(path, e) from e
+        self._rewrite(record, sync=True)
+        return list(record["recipients"])
+
+    def requeue(self, failed_id: str) -> tuple[str, str]:
+        """A failed recipient goes back into the queue as a new message, with fresh attempts and give-up
+        age; returns (the new message's id, the recipient)."""
+        path = self._failed(failed_id)
+        try:
+            record = read_record(path)
+            [recipient] = record["recipients"]
+            if record["method"] == FORWARD:  # a guest's forwarded plain reply: the message itself
+                new = mail_record(record["uid"], record["sender"], recipient,
+                                  base64.b64decode(record["mail"], validate=True))
+            else:
+                message = ITipMessage(record["method"], record["uid"], record["sender"], (recipient,),
+                                      icalendar.Calendar.from_ical(record["ics"]))
+                changes = tuple(map(str, record.get("changes", ())))
+                notes = tuple((str(key), str(value)) for key, value in record.get("notes", ()))
+                new = itip_record(message, [recipient], changes, notes)
+        except (ValueError, TypeError, KeyError) as e:
+            raise UnreadableFile(path, e) from e
+        new_id = self.enqueue(new, after_failure=True)
+        remove_files(path, self._failed(failed_id, ".reason"))
+        durable.fsync_folder(self.failed)
+        return new_id, recipient
+
+    def drop(self, entry_id: str, status: str, detail: str) -> tuple["MessageSummary", list[SpoolEntry]]:
+        """Forget a waiting message, its recipients' outcome (``status``, ``detail``) recorded first;
+        returns what it was and its recipients (none when the file was damaged)."""
+        path = self._queued(entry_id)
+        record = read_record_or_none(path)  # read once: for the description and for the recipients
+        entries: list[SpoolEntry] = []
+        with contextlib.suppress(KeyError, TypeError, AttributeError):  # a damaged record names no guests
+            entries = entries_of(record) if record is not None else []
+        for entry in entries:
+            self.record(entry, status, detail)
+        self.sync()
+        os.remove(path)
+        durable.fsync_folder(self.queue)
+        return _summary(record), entries
+
+    def drop_failed(self, failed_id: str) -> "MessageSummary":
+        """Forget a failed recipient; returns what it was."""
+        path = self._failed(failed_id)
+        summary = _summary(read_record_or_none(path))
+        remove_files(path, self._failed(failed_id, ".reason"))
+        return summary
+
+    def _entries(self, path: str) -> list[SpoolEntry]:
+        try:
+            entries = entries_of(read_record(path))
+            if not entries:
+                raise ValueError("no recipients")
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise UnreadableFile(path, e) from e
+        return entries
+
+    def _failed(self, failed_id: str, suffix: str = ".json") -> str:
+        return os.path.join(self.failed, failed_id + suffix)
 
     def _read(self, entry_id: str) -> dict:
         with open(self._queued(entry_id), encoding="utf-8") as f:
@@ -295,22 +396,50 @@ class OutboundSpool:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
         else:
-            tmp = os.path.join(self.queue, ".%s.tmp" % record["id"])  # not *.json: never listed as an entry
-            (write_synced if sync else _write)(tmp, _encode(record))
-            os.replace(tmp, path)
+            durable.write_atomically(path, _encode(record), sync=sync, temporary=self._rewriting(record["id"]))
         if sync:
-            fsync_dir(self.queue)
+            durable.fsync_folder(self.queue)
 
     def _move_aside(self, entry_id: str, failed_id: str, reason: str) -> None:
         os.makedirs(self.failed, exist_ok=True)
-        write_synced(os.path.join(self.failed, failed_id + ".reason"), (reason + "\n").encode("utf-8"))
+        durable.write_new(self._failed(failed_id, ".reason"), (reason + "\n").encode("utf-8"), sync=True)
         with contextlib.suppress(FileNotFoundError):
-            os.rename(self._queued(entry_id), os.path.join(self.failed, failed_id + ".json"))
-        fsync_dir(self.failed)
-        fsync_dir(self.queue)
+            os.rename(self._queued(entry_id), self._failed(failed_id))
+        durable.fsync_folder(self.failed)
+        durable.fsync_folder(self.queue)
 
     def _queued(self, entry_id: str) -> str:
         return os.path.join(self.queue, entry_id + ".json")
+
+    def _rewriting(self, entry_id: str) -> str:
+        """The one temporary file a rewrite of a queued message goes through (under ``locked``): not
+        ``*.json``, so never listed as an entry."""
+        return os.path.join(self.queue, ".%s.tmp" % entry_id)
+
+
+class UnreadableFile(ValueError):
+    """A spool file that is not what its format says (damaged, hand-edited); the admin may drop it."""
+
+    def __init__(self, path: str, problem: BaseException) -> None:
+        super().__init__(f"{path} is not a readable spool file ({problem})")
+        self.path = path
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class MessageSummary:
+    """What a message file says it is, as far as it can be read; None: not said (or unreadable)."""
+    recipients: tuple[str, ...] | None
+    method: str | None
+    uid: str | None
+
+
+@dataclass(frozen=True)
+class FailedMessage:
+    """A recipient the sender gave up on, as ``failed/`` keeps it."""
+    id: str
+    message: MessageSummary
+    reason: str
 
 
 def entries_of(record: dict) -> list[SpoolEntry]:
@@ -342,6 +471,58 @@ def mail_record(uid: str, sender: str, recipient: str, mail: bytes) -> dict:
             "mail": base64.b64encode(mail).decode("ascii"), "recipients": {recipient: dict(_NEW_STATE)}}
 
 
+def first_line(path: str) -> str:
+    """The first non-blank line of a ``.reason`` file, for the admin."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return next((line.strip() for line in f if line.strip()), "(empty reason file)")
+    except FileNotFoundError:
+        return "(no reason file)"
+
+
+def stems(folder: str, *suffixes: str) -> set[str]:
+    """The names in ``folder`` ending in one of ``suffixes``, without it; hidden (temporary) files left out."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return set()
+    return {name[:-len(suffix)] for name in names for suffix in suffixes
+            if name.endswith(suffix) and not name.startswith(".")}
+
+
+def read_record(path: str) -> dict:
+    """The JSON object in ``path``; ValueError when it holds something else."""
+    with open(path, "rb") as f:
+        record = json.loads(f.read())
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} holds no JSON object")
+    return record
+
+
+def read_record_or_none(path: str) -> dict | None:
+    """The JSON object in ``path``; None if it is unreadable. FileNotFoundError passes: the caller decides."""
+    try:
+        return read_record(path)
+    except ValueError:
+        return None
+
+
+def remove_files(*paths: str) -> None:
+    """Remove what exists of ``paths``."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def _summary(record: dict | None) -> MessageSummary:
+    if record is None:
+        return MessageSummary(None, None, None)
+    recipients = record.get("recipients")
+    return MessageSummary(tuple(map(str, recipients)) if isinstance(recipients, dict) else None,
+                          str(record["method"]) if "method" in record else None,
+                          str(record["uid"]) if "uid" in record else None)
+
+
 def _new_id() -> str:
     return "%d-%s" % (time.time_ns(), uuid.uuid4().hex)
 
@@ -354,21 +535,6 @@ def _file_safe(recipient: str) -> str:
 
 def _encode(record: dict) -> bytes:
     return json.dumps(record).encode("utf-8")
-
-
-def _write(path: str, data: bytes, sync: bool = False) -> None:
-    """Write a whole new file; one that fails (a full disk) is removed at once, never left half-written
-    to take the room the next write needs."""
-    try:
-        with open(path, "wb") as f:
-            f.write(data)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
-        raise
 
 
 def arrival_event(queue: str) -> threading.Event:
@@ -389,14 +555,3 @@ def out_of_space(error: BaseException) -> bool:
         current = current.__cause__ or current.__context__
     return False
 
-
-def write_synced(path: str, data: bytes) -> None:
-    _write(path, data, sync=True)
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -15,11 +15,11 @@ import hmac
 import json
 import os
 import re
-import uuid
 from dataclasses import dataclass
 
 import icalendar
 
+from invito.plugins import durable
 from invito.plugins.itip.components import values
 
 TOKEN_BYTES = 20  # 160 bits
@@ -47,7 +47,7 @@ class ReplyTokens:
         issued = ReplyToken(token, organizer, uid, guest)
         path = self._path(token)
         if record and not os.path.exists(path):
-            _write_once(path, json.dumps(issued.__dict__).encode())
+            durable.write_once(path, json.dumps(issued.__dict__).encode())
         return issued
 
     def sign(self, *parts: str) -> str:
@@ -77,7 +77,7 @@ class ReplyTokens:
             path = os.path.join(self.folder, "secret")
             if not os.path.exists(path):
                 os.makedirs(self.folder, mode=0o700, exist_ok=True)
-                _write_once(path, os.urandom(32))  # another process may win the race: what is on disk counts
+                durable.write_once(path, os.urandom(32))  # another process may win the race: what is on disk counts
             with open(path, "rb") as f:
                 self._key = f.read()
         return self._key
@@ -107,20 +107,3 @@ def set_organizer_address(calendar: icalendar.Calendar, address: str) -> None:
             replaced = icalendar.vCalAddress(address)
             replaced.params.update(organizer.params)
             component["ORGANIZER"] = replaced
-
-
-def _write_once(path: str, data: bytes) -> None:
-    """Atomic create: the file appears whole or not at all, and an existing one is never replaced."""
-    tmp = "%s.%s.tmp" % (path, uuid.uuid4().hex)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        os.remove(tmp)

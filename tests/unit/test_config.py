@@ -10,7 +10,7 @@ import pytest
 import radicale
 import radicale.config
 
-from invito.server.config import SCHEMA, ConfigError, INVITO_SCHEMA, load, load_addresses, unconfigured
+from invito.server.config import SCHEMA, ConfigError, INVITO_SCHEMA, load, unconfigured
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "invito.conf"
 
@@ -279,42 +279,6 @@ def test_unconfigured_domain_with_an_addresses_file(tmp_path: Path) -> None:
 
 
 # -- the addresses file --------------------------------------------------------------------------------
-
-
-def test_addresses_file(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
-        # aliases of our users
-        alice: alice.smith@example.com, mailto:Boss@Example.org
-
-        bob:bob@example.net
-          # indented comment
-        alice: a@example.com, alice.smith@example.com
-        """, "addresses")
-    assert load_addresses(path) == {
-        "alice": ["alice.smith@example.com", "Boss@Example.org", "a@example.com"],
-        "bob": ["bob@example.net"],
-    }
-
-
-def test_addresses_file_errors_name_file_and_line(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
-        alice: alice@example.com
-        bob alice@example.com
-        ../etc: x@example.com
-        carol:
-        dave: not-an-address, dave@example.com
-        erin: ALICE@example.com
-        """, "addresses")
-    with pytest.raises(ConfigError) as caught:
-        load_addresses(path)
-    assert caught.value.problems == [
-        f"{path}, line 2: expected 'user: address, address', got 'bob alice@example.com'",
-        f"{path}, line 3: '../etc' is not a valid user name: it must be one path component: "
-        "not empty, no '/', not starting with '.' or ending with '~'",
-        f"{path}, line 4: no address given for 'carol'",
-        f"{path}, line 5: 'not-an-address' is not a mail address (expected name@domain)",
-        f"{path}, line 6: 'ALICE@example.com' is also given to 'alice' on line 1",
-    ]
 
 
 def test_load_checks_the_addresses_file(tmp_path: Path) -> None:

@@ -1,8 +1,14 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Which addresses are whose: plain names with the domain, names that are mail addresses, aliases."""
+"""Which addresses are whose: plain names with the domain, names that are mail addresses, aliases, and
+the addresses file that gives the aliases."""
 from __future__ import annotations
 
-from invito.plugins.directory import Directory
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from invito.plugins.directory import AddressesError, Directory, load_addresses
 
 USERS = {"alice", "bob@example.com", "carol@other.example.org"}
 
@@ -33,3 +39,47 @@ def test_aliases_add_to_a_mail_address_name() -> None:
     site = directory(aliases={"bob@example.com": ["Robert@Example.com"]})
     assert site.addresses_of("bob@example.com") == {"mailto:bob@example.com", "mailto:robert@example.com"}
     assert site.user_for("mailto:robert@example.com") == "bob@example.com"
+
+
+# -- the addresses file --------------------------------------------------------------------------------
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def test_addresses_file(tmp_path: Path) -> None:
+    path = _write(tmp_path / "addresses", """\
+        # aliases of our users
+        alice: alice.smith@example.com, mailto:Boss@Example.org
+
+        bob:bob@example.net
+          # indented comment
+        alice: a@example.com, alice.smith@example.com
+        """)
+    assert load_addresses(path) == {
+        "alice": ["alice.smith@example.com", "Boss@Example.org", "a@example.com"],
+        "bob": ["bob@example.net"],
+    }
+
+
+def test_addresses_file_errors_name_file_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path / "addresses", """\
+        alice: alice@example.com
+        bob alice@example.com
+        ../etc: x@example.com
+        carol:
+        dave: not-an-address, dave@example.com
+        erin: ALICE@example.com
+        """)
+    with pytest.raises(AddressesError) as caught:
+        load_addresses(path)
+    assert caught.value.problems == [
+        f"{path}, line 2: expected 'user: address, address', got 'bob alice@example.com'",
+        f"{path}, line 3: '../etc' is not a valid user name: it must be one path component: "
+        "not empty, no '/', not starting with '.' or ending with '~'",
+        f"{path}, line 4: no address given for 'carol'",
+        f"{path}, line 5: 'not-an-address' is not a mail address (expected name@domain)",
+        f"{path}, line 6: 'ALICE@example.com' is also given to 'alice' on line 1",
+    ]
