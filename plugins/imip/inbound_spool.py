@@ -129,15 +129,17 @@ class InboundSpool:
             except (ValueError, TypeError, KeyError):
                 return None
 
-    def release(self, entry_id: str) -> InboundEntry:
-        """A quarantined entry goes back into the queue, to be processed again: the message first (with a
-        fresh mtime, so the processor never takes it for the leftover of an interrupted write in the
-        instant before its envelope follows), the envelope or answer record last, then its reason is
-        removed. FileNotFoundError if a file the entry needs is missing."""
-        entry = self.quarantined_entry(entry_id)
-        if entry is None:
-            raise ValueError(f"{entry_id}.json in {self.quarantined} is unreadable")
-        names = (entry_id + ".json",) if entry.answer is not None else (entry_id + ".eml", entry_id + ".json")
+    def release(self, entry_id: str) -> None:
+        """A quarantined entry goes back into the queue, to be processed again: a mail's message first (with
+        a fresh mtime, so the processor never takes it for the leftover of an interrupted write in the
+        instant before its envelope follows), the envelope or an answer's record last; then its reason goes.
+        FileNotFoundError, naming the file, when one the entry needs is missing."""
+        try:
+            kept = self.quarantined_entry(entry_id)
+        except FileNotFoundError:  # reported below, as the missing envelope
+            kept = None
+        names = [entry_id + ".json"] if kept is not None and kept.answer is not None else \
+            [entry_id + ".eml", entry_id + ".json"]
         for name in names:
             if not os.path.exists(path := os.path.join(self.quarantined, name)):
                 raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
@@ -149,7 +151,6 @@ class InboundSpool:
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(self.quarantined, entry_id + ".reason"))
         fsync_dir(self.quarantined)
-        return dataclasses.replace(entry, path=os.path.join(self.queue, entry_id + ".eml"))
 
     def _store(self, raw: bytes, mail_from: str, recipients: list[str], peer: str, folder: str) -> InboundEntry:
         entry_id = _new_id()
