@@ -22,8 +22,8 @@ not fsynced: a process crash keeps it (the kernel has it), and a power cut at wo
 An answer given on the RSVP page and refused there is no mail: ``set_aside_answer`` keeps it in
 ``quarantine/`` as what it is, one record ``<id>.json`` (the answer's calendar text, who gave it for which
 event, the link's token by its tag, the browser's address; no ``.eml``) beside its ``.reason``. It reads
-back as an :class:`InboundEntry` whose ``answer`` is set; released into ``queue/``, it is processed again
-like any entry there.
+back through ``quarantined_answer``; released into ``queue/``, it is an :class:`InboundEntry` whose
+``answer`` is set, processed again like any entry there.
 """
 from __future__ import annotations
 
@@ -120,12 +120,12 @@ class InboundSpool:
                        answer.uid, answer.guest, self.quarantined, redact(reason))
         return entry
 
-    def quarantined_entry(self, entry_id: str) -> InboundEntry | None:
-        """The quarantined entry ``entry_id`` (a mail or an answer); None if its envelope or record is
-        unreadable. FileNotFoundError if there is none: released or dropped meanwhile."""
+    def quarantined_answer(self, entry_id: str) -> PageAnswer | None:
+        """The answer kept as quarantined entry ``entry_id``; None when the entry is a mail or its record is
+        unreadable. FileNotFoundError when it has no record (or envelope): released or dropped meanwhile."""
         with open(os.path.join(self.quarantined, entry_id + ".json"), encoding="utf-8") as f:
             try:
-                return _entry(json.load(f), self.quarantined)
+                return _entry(json.load(f), self.quarantined).answer
             except (ValueError, TypeError, KeyError):
                 return None
 
@@ -135,11 +135,10 @@ class InboundSpool:
         instant before its envelope follows), the envelope or an answer's record last; then its reason goes.
         FileNotFoundError, naming the file, when one the entry needs is missing."""
         try:
-            kept = self.quarantined_entry(entry_id)
+            answer = self.quarantined_answer(entry_id)
         except FileNotFoundError:  # reported below, as the missing envelope
-            kept = None
-        names = [entry_id + ".json"] if kept is not None and kept.answer is not None else \
-            [entry_id + ".eml", entry_id + ".json"]
+            answer = None
+        names = [entry_id + ".json"] if answer is not None else [entry_id + ".eml", entry_id + ".json"]
         for name in names:
             if not os.path.exists(path := os.path.join(self.quarantined, name)):
                 raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from invito.plugins.imip.inbound_spool import ABANDONED_AFTER, InboundEntry, InboundSpool, PageAnswer
+from invito.plugins.imip.inbound_spool import ABANDONED_AFTER, InboundSpool, PageAnswer
 from invito.plugins.imip.tokens import ReplyToken, tag
 
 RAW = b"From: guest@partner.example.org\r\nSubject: Accepted\r\n\r\nsee you\r\n"
@@ -133,7 +133,7 @@ def test_an_answer_is_set_aside_as_one_record_and_read_back(tmp_path: Path) -> N
     entry = spool.set_aside_answer(answer, "the answer is out of order")
 
     assert sorted(os.listdir(tmp_path / "quarantine")) == [entry.id + ".json", entry.id + ".reason"]
-    assert spool.quarantined_entry(entry.id) == entry
+    assert spool.quarantined_answer(entry.id) == answer
     assert (entry.answer, entry.peer, entry.mail_from, entry.recipients) == (answer, "192.0.2.7", "", ())
     assert abs(entry.received - time.time()) < 5
     record = (tmp_path / "quarantine" / (entry.id + ".json")).read_text()
@@ -157,7 +157,7 @@ def test_a_released_answer_is_pending_and_refused_again_returns_to_the_quarantin
     assert os.listdir(tmp_path / "queue") == [kept.id + ".json"]
     spool.start(pending)
     spool.quarantine(pending, "still out of order")
-    assert spool.quarantined_entry(kept.id) == kept
+    assert spool.quarantined_answer(kept.id) == kept.answer
     assert "still out of order" in (tmp_path / "quarantine" / (kept.id + ".reason")).read_text()
     assert spool.pending() == []
 
@@ -166,8 +166,7 @@ def test_release_moves_a_quarantined_mail_back_message_first(tmp_path: Path) -> 
     spool = InboundSpool(str(tmp_path))
     mail = spool.accept(RAW, "guest@partner.example.org", ["invito+abc@cal.example.com"], "peer")
     spool.quarantine(mail, "no event")
-    assert spool.quarantined_entry(mail.id) == InboundEntry(**{**mail.__dict__, "path": os.path.join(
-        spool.quarantined, mail.id + ".eml")})
+    assert spool.quarantined_answer(mail.id) is None  # a mail, not an answer
 
     spool.release(mail.id)
 
@@ -190,6 +189,6 @@ def test_an_unreadable_record_reads_back_as_none(tmp_path: Path) -> None:
     spool = InboundSpool(str(tmp_path))
     kept = spool.set_aside_answer(PageAnswer.of(REPLY, TOKEN, "192.0.2.7"), "out of order")
     (tmp_path / "quarantine" / (kept.id + ".json")).write_text('{"id": "x", "answer": {"guest": 1}}')
-    assert spool.quarantined_entry(kept.id) is None
+    assert spool.quarantined_answer(kept.id) is None
     with pytest.raises(FileNotFoundError):
-        spool.quarantined_entry("1-gone")
+        spool.quarantined_answer("1-gone")
