@@ -16,14 +16,15 @@ import re
 import threading
 import time
 
+import icalendar
 import radicale.storage
 from radicale.config import Configuration
 
 from invito.plugins.data_folder import DataFolder
 from invito.plugins.imip import forward
 from invito.plugins.imip.authentication import Verdict, authenticate
-from invito.plugins.imip.extract import Inbound, Kind, extract
-from invito.plugins.imip.inbound_spool import MAX_UNFINISHED, InboundEntry, InboundSpool
+from invito.plugins.imip.extract import Inbound, Kind, MailOrigin, extract
+from invito.plugins.imip.inbound_spool import MAX_UNFINISHED, InboundEntry, InboundSpool, PageAnswer
 from invito.plugins.imip.listener import Listener, ListenerSettings
 from invito.plugins.imip.sender import wait_until
 from invito.plugins.imip.spool import out_of_space
@@ -33,6 +34,7 @@ from invito.plugins.itip import ITipMessage
 from invito.plugins.itip.address import normalize
 from invito.plugins.itip.components import find_attendee, scheduled
 from invito.plugins.itip.recurrence import deadline
+from invito.plugins.rsvp.answer import given_on_page
 from invito.storage import Storage, changes
 from invito.plugins.rsvp.ratelimit import RateLimiter
 from invito.storage.changes import Notification
@@ -140,9 +142,12 @@ class Processor:
 
     def _handle(self, entry: InboundEntry) -> list[str]:
         """Apply one spooled message for each of its recipients; what could not be applied, and why."""
+        if entry.answer is not None:  # an answer from the RSVP page, released from the quarantine
+            problem = self._answer_again(entry.answer, "inbound " + entry.id)
+            return [problem] if problem else []
         raw = entry.raw()
-        mail = extract(raw)
-        verdict = self._authenticate(raw, mail)
+        mail = extract(raw, mail_from=entry.mail_from, recipients=entry.recipients)
+        mail = mail.authenticated(self._authenticate(mail))
         problems = []
         for address in entry.recipients:
             recipient = self.recipient(address)
@@ -152,17 +157,16 @@ class Processor:
             if mail.kind is Kind.NO_CALENDAR and recipient.token is not None:
                 problem = self.forward_to_organizer(raw, entry.mail_from, recipient.token, "inbound " + entry.id)
             else:
-                problem = self.answer(mail, recipient, verdict, "inbound " + entry.id)
+                problem = self.answer(mail, recipient, "inbound " + entry.id)
             if problem:
                 problems.append(f"{redact(address)}: {problem}")
         return problems
 
-    def answer(self, mail: Inbound, recipient: Recipient, verdict: Verdict | None, source: str) -> str | None:
+    def answer(self, mail: Inbound, recipient: Recipient, source: str) -> str | None:
         """Triage ``mail`` for ``recipient`` and carry out the decision: the one path of every answer from
         outside, by mail or from the RSVP page (``source`` names it in the log). The reason it was not
         applied, or None."""
-        decision = triage(mail, recipient, verdict, self.policy, self.storage.directory.user_for,
-                          self.token_for)
+        decision = triage(mail, recipient, self.policy, self.storage.directory.user_for, self.token_for)
         problem, outcome = self._act(decision)
         kept = decision.action in (Action.QUARANTINE, Action.STRANGER)
         logger.info("%s uid=%s attendee=%s: %s: %s", source, decision.uid, decision.guest,
@@ -201,9 +205,27 @@ class Processor:
         title = next((str(c["SUMMARY"]) for c in comps if "SUMMARY" in c), "")
         return (str(guest.params.get("CN", "")) if guest is not None else ""), title
 
-    def _authenticate(self, raw: bytes, mail: Inbound) -> Verdict | None:
+    def _answer_again(self, answer: PageAnswer, source: str) -> str | None:
+        """A refused RSVP page answer an admin released: given again through its link's token, which the
+        record names only by its tag, so it is found again from what it was issued for."""
+        token = self.tokens.issue(answer.organizer, answer.uid, answer.guest, record=False)
+        try:
+            calendar = icalendar.Calendar.from_ical(answer.calendar)
+        except ValueError as e:
+            problem = f"its calendar text is unreadable: {redact(str(e))}"
+        else:
+            if answer.proved_by(token) and self.tokens.lookup(token.token) is not None:
+                return self.answer(given_on_page(calendar, token, answer.client), Recipient.link(token), source)
+            problem = f"its link {answer.token_tag} is not one this server issued"
+        logger.info("%s uid=%s attendee=%s: RSVP page answer: quarantined: %s", source, answer.uid, answer.guest,
+                    problem)
+        return problem
+
+    def _authenticate(self, mail: Inbound) -> Verdict | None:
         if self.policy.authentication == "off" or mail.kind is not Kind.ITIP or not mail.from_address:
             return None
+        assert isinstance(mail.origin, MailOrigin)
+        raw = mail.origin.raw
         return authenticate(raw, _HEADERS.parsebytes(raw), mail.from_address.rsplit("@", 1)[-1],
                             self._authserv_id)
 

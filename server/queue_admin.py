@@ -109,7 +109,11 @@ def _outbound_cells(message: MessageSummary) -> tuple[str, str, str]:
 
 
 def _envelope_cells(entry: QuarantinedEntry) -> tuple[str, str, str]:
-    """From, to and when received; ``?`` for what a missing or unreadable envelope does not say."""
+    """From, to and when received; ``?`` for what a missing or unreadable envelope does not say. An answer
+    given on the RSVP page is from its guest, to the page."""
+    if entry.answer is not None:
+        return (_address(entry.answer.guest), "RSVP page",
+                "?" if entry.received is None else _local(entry.received))
     return ("?" if entry.mail_from is None else entry.mail_from or "<>",
             "?" if entry.recipients is None else ", ".join(entry.recipients),
             "?" if entry.received is None else _local(entry.received))
@@ -173,6 +177,8 @@ def _recipient(entries: list[SpoolEntry], to: str | None, entry_id: str) -> Spoo
 
 def _show_quarantined(spools: Spools, entry_id: str) -> ShownMail:
     entry = spools.inbound.quarantined_entry(entry_id)
+    if entry.answer is not None:
+        return _show_answer(entry)
     try:
         raw = spools.inbound.quarantined_mail(entry_id)
     except FileNotFoundError:
@@ -183,6 +189,17 @@ def _show_quarantined(spools: Spools, entry_id: str) -> ShownMail:
     return shown_mail([f"Inbound mail {entry_id} ({QUARANTINED}): from {one_line(mail_from)} to {one_line(to)}, "
                        f"received {received}",
                        f"  reason: {one_line(entry.reason)}"], raw)
+
+
+def _show_answer(entry: QuarantinedEntry) -> ShownMail:
+    """An answer given on the RSVP page, as it was given: who, for which event, and the REPLY itself."""
+    answer = entry.answer
+    assert answer is not None
+    guest, _, received = _envelope_cells(entry)
+    return ShownMail([f"Inbound answer {entry.id} ({QUARANTINED}): given on the RSVP page by {one_line(guest)} "
+                      f"for uid={one_line(answer.uid)}, received {received}",
+                      f"  link {one_line(answer.token_tag)}, browser {one_line(answer.client)}",
+                      f"  reason: {one_line(entry.reason)}", "", *answer.calendar.splitlines()], None)
 
 
 # -- retry ---------------------------------------------------------------------------------------------
@@ -207,7 +224,8 @@ def requeue(spools: Spools, failed_id: str) -> str:
 
 
 def release(spools: Spools, entry_id: str) -> str:
-    """A quarantined inbound message goes back into the inbound queue, to be processed again."""
+    """A quarantined inbound message or RSVP page answer goes back into the inbound queue, to be processed
+    again."""
     try:
         spools.inbound.release(entry_id)
     except IncompleteEntry as e:
@@ -240,6 +258,9 @@ def drop_quarantined(spools: Spools, entry_id: str) -> str:
     dropped = spools.inbound.drop_quarantined(entry_id)
     if dropped is None:
         what = "a message without its envelope"
+    elif dropped.answer is not None:
+        guest, _, received = _envelope_cells(dropped)
+        what = f"answer given on the RSVP page by {guest}, received {received}"
     else:
         mail_from, to, received = _envelope_cells(dropped)
         what = f"mail from {mail_from} to {to}, received {received}"
@@ -286,7 +307,8 @@ def add_parser(commands: argparse._SubParsersAction, with_config: argparse.Argum
         "show", parents=[with_config], help="print a message as its reader gets it",
         description="Print a waiting or failed outbound message as the guest will get it, composed as the "
                     "sender composes it (headers, text body, the calendar part; attachments by name and size), "
-                    "also before [smtp] is configured; or a quarantined inbound mail as it arrived.")
+                    "also before [smtp] is configured; or a quarantined inbound mail as it arrived, or a "
+                    "quarantined answer given on the RSVP page.")
     shown.add_argument("id", metavar="ID", help=f"an id `invito queue list` shows, or its first {MIN_PREFIX} or "
                        "more characters")
     shown.add_argument("--to", metavar="ADDRESS", help="the copy of this recipient (default: the first)")

@@ -4,21 +4,21 @@
 A GET only shows: the event as the organizer's copy has it now, the guest's answer so far and a form with
 Accept / Maybe / Decline, so mail scanners that follow every link change nothing. A POST must carry the
 form's signed timestamp and, when the browser sends one, our Origin; it becomes the REPLY a mail client
-would send and goes through ``Processor.answer`` like an emailed reply: the same triage, the same
-``Storage.receive`` (Schedule-Tag kept, inbox copy, organizer notification). Then it redirects back to the
+would send and goes through ``Processor.answer`` like an emailed reply, as an ``Inbound`` whose origin is
+the page: the same triage (the link's token proves the guest), the same ``Storage.receive`` (Schedule-Tag
+kept, inbox copy, organizer notification). A refused answer is kept in the inbound quarantine as the answer
+it is, for an admin to see and release. Then it redirects back to the
 page (POST/redirect/GET), which shows the recorded answer. Links that no longer lead anywhere get a page
 saying why; every client address has a request budget; no page needs JavaScript.
 """
 from __future__ import annotations
 
-import email.policy
 import logging
 import os
 import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from email.message import EmailMessage
 from http import client
 from typing import Callable
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -27,15 +27,14 @@ import icalendar
 from radicale.config import Configuration
 
 from invito.plugins.imip import mime
-from invito.plugins.imip.authentication import PASS, Verdict
-from invito.plugins.imip.extract import Inbound, Kind
 from invito.plugins.imip.i18n import SUPPORTED, Localizer, choose
-from invito.plugins.imip.tokens import ReplyToken, reply_address
+from invito.plugins.imip.inbound_spool import PageAnswer
+from invito.plugins.imip.tokens import ReplyToken
 from invito.plugins.imip.triage import Recipient
 from invito.plugins.itip.components import attendee_language
 from invito.plugins.rsvp import links
-from invito.plugins.rsvp.answer import (COMMENT_LIMIT, PARTSTATS, Assessment, State, assess, changed_since, reply,
-                                        seen)
+from invito.plugins.rsvp.answer import (COMMENT_LIMIT, PARTSTATS, Assessment, State, assess, changed_since,
+                                        given_on_page, reply, seen)
 from invito.plugins.rsvp.ratelimit import RateLimiter
 from invito.server.inbound import Processor
 from invito.storage import Storage
@@ -59,7 +58,6 @@ _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
                                "frame-ancestors 'none'; base-uri 'none'",
 }
-VERDICT = Verdict(PASS, "rsvp", "answered on the RSVP page with the guest's own link")
 
 
 @dataclass
@@ -93,7 +91,6 @@ class RsvpPages:
         self._processor = Processor(configuration, storage)  # the one path of answers from outside
         self._storage = storage
         self._tokens = self._processor.tokens
-        self._reply_template = configuration.get("imip", "reply_address")
         self._public_origin = _origin(configuration.get("rsvp", "public_url"))
         self._limiter = RateLimiter(configuration.get("rsvp", "requests_per_minute"))
         self._proxies = frozenset(configuration.get("rsvp", "trusted_proxies"))
@@ -159,15 +156,13 @@ class RsvpPages:
 
     def _answer(self, visit: _Visit, partstat: str, comment: str, now: datetime) -> str | None:
         """Send the guest's REPLY down the emailed replies' path; what went wrong, or None. A refused
-        answer is kept in the inbound quarantine, like a refused mail, for the admin to see."""
-        token = visit.token
+        answer is kept in the inbound quarantine as the answer it is, for the admin to see and release."""
+        token, client = visit.token, visit.request.client
         message = reply(visit.calendar, visit.assessment, token.guest, partstat, comment, now)
-        mail = Inbound(Kind.ITIP, "", "REPLY", message, token.guest, None, "")
-        address = reply_address(self._reply_template, token.token) if self._reply_template else ""
-        problem = self._processor.answer(mail, Recipient(address, token=token), VERDICT, "rsvp " + partstat)
+        problem = self._processor.answer(given_on_page(message, token, client), Recipient.link(token),
+                                         "rsvp " + partstat)
         if problem:
-            self._processor.spool.set_aside(_as_mail(message, token, address), token.guest.removeprefix("mailto:"),
-                                            [address.removeprefix("mailto:") or "rsvp page"], "rsvp page", problem)
+            self._processor.spool.set_aside_answer(PageAnswer.of(message.to_ical().decode(), token, client), problem)
         return problem
 
     def _form_trusted(self, request: _Request, link: links.Link) -> bool:
@@ -295,16 +290,6 @@ def _preferred(header: str) -> list[str]:
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
-
-
-def _as_mail(message: icalendar.Calendar, token: ReplyToken, address: str) -> bytes:
-    """A refused web answer as the email it stands for, so the quarantine shows and retries it like mail."""
-    mail = EmailMessage(policy=email.policy.SMTP)
-    mail["From"] = token.guest.removeprefix("mailto:")
-    mail["To"] = address.removeprefix("mailto:") or "rsvp-page"
-    mail["Subject"] = f"Answer given on the RSVP page for {token.uid}"
-    mail.set_content(message.to_ical().decode(), subtype="calendar", params={"method": "REPLY"})
-    return bytes(mail)
 
 
 def _plain(status: int) -> Response:

@@ -9,6 +9,9 @@ message); the inline part is the one mail programs act on, so it wins over attac
 auto-replies quote our own invitations and are told apart from real answers. Pure: bytes in, value out,
 and no input makes :func:`extract` raise.
 
+:class:`Inbound` is also what the RSVP page makes of an answer given there, so both reach triage as one
+type that says where they came from (:class:`MailOrigin`, :class:`PageOrigin`).
+
 What a guest's mail program never sends is refused rather than guessed at: a second From header (whose
 author would the answer be? DMARC, RFC 7489 §6.6.1, refuses such mail too), more Received headers than
 Postfix's ``hopcount_limit`` (a mail loop), and in the calendar part an unknown Content-Transfer-Encoding,
@@ -20,10 +23,11 @@ import base64
 import binascii
 import codecs
 import contextlib
+import dataclasses
 import enum
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.feedparser import BytesFeedParser
 from email.header import decode_header, make_header
 from email.message import Message
@@ -36,6 +40,8 @@ import icalendar
 from icalendar.parser import Contentlines
 from icalendar.timezone import tzp
 
+from invito.plugins.imip.authentication import Verdict
+from invito.plugins.imip.tokens import ReplyToken
 from invito.plugins.itip.address import normalize
 from invito.plugins.itip.components import addresses, replace, scheduled, values
 
@@ -105,15 +111,47 @@ class Bounce:
 
 
 @dataclass(frozen=True)
+class MailOrigin:
+    """It came by mail: the message as received, its envelope, and what mail authentication said about
+    its From domain (None: authentication did not run)."""
+
+    raw: bytes = field(repr=False)
+    message_id: str | None = None
+    subject: str = ""
+    mail_from: str = ""               # envelope sender; "" for the null sender <>
+    recipients: tuple[str, ...] = ()  # envelope recipients
+    verdict: Verdict | None = None
+
+
+@dataclass(frozen=True)
+class PageOrigin:
+    """It was given on the RSVP page: the reply token in the link proved the guest, as a reply address does
+    for mail, so there is no From to check and no mail to authenticate."""
+
+    token: ReplyToken
+    client: str                       # the browser's address
+
+
+Origin = MailOrigin | PageOrigin
+
+
+@dataclass(frozen=True)
 class Inbound:
+    """One scheduling message from outside, by mail or from the RSVP page: what it says, and where it came
+    from (``origin``), which is all triage needs to decide who may change what."""
+
     kind: Kind
     reason: str                       # why REJECTED / NO_CALENDAR / AUTO_REPLY / BOUNCE; "" for ITIP
     method: str | None
     calendar: icalendar.Calendar | None
-    from_address: str | None
-    message_id: str | None
-    subject: str
+    from_address: str | None          # who it says it is from: the From header; on the page, the token's guest
+    origin: Origin
     bounce: Bounce | None = None
+
+    def authenticated(self, verdict: Verdict | None) -> Inbound:
+        """This mail with mail authentication's verdict on it."""
+        assert isinstance(self.origin, MailOrigin)
+        return dataclasses.replace(self, origin=dataclasses.replace(self.origin, verdict=verdict))
 
 
 class _Rejected(Exception):
@@ -122,8 +160,10 @@ class _Rejected(Exception):
         self.reason = reason
 
 
-def extract(raw: bytes, limits: Limits = Limits()) -> Inbound:
-    """Classify one inbound email and, for an iTIP message, return its validated calendar."""
+def extract(raw: bytes, limits: Limits = Limits(), *, mail_from: str = "",
+            recipients: tuple[str, ...] = ()) -> Inbound:
+    """Classify one inbound email and, for an iTIP message, return its validated calendar; ``mail_from``
+    and ``recipients``: its envelope, kept in the origin."""
     sender = message_id = None
     subject = ""
     found: Found | None = None
@@ -141,7 +181,8 @@ def extract(raw: bytes, limits: Limits = Limits()) -> Inbound:
         logger.debug("inbound message could not be read", exc_info=True)
         kind, reason, found, bounce = Kind.REJECTED, "the message could not be read", None, None
     method, calendar = found if found is not None else (None, None)
-    return Inbound(kind, reason, method, calendar, sender, message_id, subject, bounce)
+    return Inbound(kind, reason, method, calendar, sender,
+                   MailOrigin(raw, message_id, subject, mail_from, tuple(recipients)), bounce)
 
 
 # --- MIME ---------------------------------------------------------------------------------------------

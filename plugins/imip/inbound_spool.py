@@ -19,10 +19,17 @@ A message that crashes or hangs its processing would otherwise be tried again af
 ``finish``; that file is written before processing begins, so a crash, a kill or a restart of a hung
 server counts, and the processor sets the message aside once the count reaches ``MAX_UNFINISHED``. It is
 not fsynced: a process crash keeps it (the kernel has it), and a power cut at worst forgets one attempt.
+
+An answer given on the RSVP page and refused there is no mail: ``set_aside_answer`` keeps it in
+``quarantine/`` as what it is, one record ``<id>.json`` (the answer's calendar text, who gave it for which
+event, the link's token by its tag, the browser's address; no ``.eml``) beside its ``.reason``. It reads
+back through ``quarantined_answer``; released into ``queue/``, it is an :class:`InboundEntry` whose
+``answer`` is set, processed again like any entry there.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -34,7 +41,7 @@ from dataclasses import dataclass
 
 from invito.plugins import durable
 from invito.plugins.imip.spool import arrival_event, first_line, read_record_or_none, remove_files, stems
-from invito.plugins.imip.tokens import redact
+from invito.plugins.imip.tokens import ReplyToken, redact, tag
 
 logger = logging.getLogger("invito.imip")
 
@@ -45,13 +52,36 @@ MAX_UNFINISHED = 2
 
 
 @dataclass(frozen=True)
+class PageAnswer:
+    """An answer given on the RSVP page, as the quarantine keeps it. The link's token is the guest's key,
+    so only its tag is kept: the token is found again from the organizer, event and guest it was issued for."""
+
+    calendar: str               # the REPLY, as iCalendar text
+    guest: str
+    organizer: str
+    uid: str
+    token_tag: str              # tokens.tag() of the link's token, as the log names it
+    client: str                 # the browser's address
+
+    @classmethod
+    def of(cls, calendar: str, token: ReplyToken, client: str) -> PageAnswer:
+        return cls(calendar, token.guest, token.organizer, token.uid, tag(token.token), client)
+
+    def proved_by(self, token: ReplyToken) -> bool:
+        """Whether ``token`` is the one the answer's link carried."""
+        return (tag(token.token), token.guest, token.organizer, token.uid) == \
+            (self.token_tag, self.guest, self.organizer, self.uid)
+
+
+@dataclass(frozen=True)
 class InboundEntry:
     id: str
     mail_from: str              # envelope sender; "" for the null sender <> (bounces, auto-replies)
     recipients: tuple[str, ...]
-    peer: str                   # "host:port" of the sending server
+    peer: str                   # "host:port" of the sending server; the browser's address for an answer
     received: float             # epoch seconds
-    path: str                   # the raw message (.eml)
+    path: str                   # the raw message (.eml); an answer has none, its record is the .json
+    answer: PageAnswer | None = None  # set for an answer given on the RSVP page instead of a mail
 
     def raw(self) -> bytes:
         with open(self.path, "rb") as f:
@@ -66,6 +96,7 @@ class QuarantinedEntry:
     recipients: tuple[str, ...] | None
     received: float | None
     reason: str
+    answer: PageAnswer | None = None  # an answer given on the RSVP page, kept instead of a mail
 
 
 class IncompleteEntry(Exception):
@@ -95,17 +126,34 @@ class InboundSpool:
         self.arrived.set()
         return entry
 
-    def set_aside(self, raw: bytes, mail_from: str, recipients: list[str], peer: str, reason: str) -> str:
-        """Keep a message already refused elsewhere (an answer given on the RSVP page) in the quarantine
-        with ``reason``, never passing through the queue; returns the quarantine folder."""
-        entry = self._store(raw, mail_from, recipients, peer, self.quarantined)
+    def set_aside_answer(self, answer: PageAnswer, reason: str) -> InboundEntry:
+        """Keep an answer already refused on the RSVP page in the quarantine with ``reason``, never passing
+        through the queue: its record first (written whole, then renamed in), then the reason."""
+        record = {"id": _new_id(), "received": time.time(), "answer": dataclasses.asdict(answer)}
+        os.makedirs(self._tmp, exist_ok=True)
+        os.makedirs(self.quarantined, exist_ok=True)
+        staged = os.path.join(self._tmp, record["id"] + ".json")
+        durable.write_new(staged, json.dumps(record).encode("utf-8"), sync=True)  # removes a partial file
+        os.rename(staged, os.path.join(self.quarantined, record["id"] + ".json"))
+        entry = _entry(record, self.quarantined)
         durable.write_new(os.path.join(self.quarantined, entry.id + ".reason"), _explain(entry, reason).encode("utf-8"),
                           sync=True)
-        logger.warning("inbound %s from %s set aside in %s: %s", entry.id, peer, self.quarantined, redact(reason))
-        return self.quarantined
+        durable.fsync_folder(self.quarantined)
+        logger.warning("inbound %s: answer on the RSVP page uid=%s attendee=%s set aside in %s: %s", entry.id,
+                       answer.uid, answer.guest, self.quarantined, redact(reason))
+        return entry
+
+    def quarantined_answer(self, entry_id: str) -> PageAnswer | None:
+        """The answer kept as quarantined entry ``entry_id``; None when the entry is a mail or its record is
+        unreadable. FileNotFoundError when it has no record (or envelope): released or dropped meanwhile."""
+        with open(os.path.join(self.quarantined, entry_id + ".json"), encoding="utf-8") as f:
+            try:
+                return _entry(json.load(f), self.quarantined).answer
+            except (ValueError, TypeError, KeyError):
+                return None
 
     def _store(self, raw: bytes, mail_from: str, recipients: list[str], peer: str, folder: str) -> InboundEntry:
-        entry_id = "%d-%s" % (time.time_ns(), uuid.uuid4().hex)
+        entry_id = _new_id()
         envelope = {"id": entry_id, "mail_from": mail_from, "recipients": list(recipients), "peer": peer,
                     "received": time.time()}
         os.makedirs(self._tmp, exist_ok=True)
@@ -222,7 +270,12 @@ class InboundSpool:
     def release(self, entry_id: str) -> None:
         """A quarantined entry goes back into the queue, to be processed again; raises ``IncompleteEntry``
         when its message or envelope is missing."""
-        names = (entry_id + ".eml", entry_id + ".json")  # the message first: the envelope makes the entry exist
+        try:
+            answer = self.quarantined_answer(entry_id)
+        except FileNotFoundError:  # reported below, as the missing envelope
+            answer = None
+        # The message first: the envelope makes the entry exist. An answer is its record alone.
+        names = (entry_id + ".json",) if answer is not None else (entry_id + ".eml", entry_id + ".json")
         for name in names:
             if not os.path.exists(os.path.join(self.quarantined, name)):
                 raise IncompleteEntry(name, self.quarantined)
@@ -256,7 +309,8 @@ class InboundSpool:
         received = envelope.get("received")
         return QuarantinedEntry(entry_id, envelope.get("mail_from") or "",
                                 tuple(map(str, envelope.get("recipients") or ())),
-                                received if isinstance(received, (int, float)) else None, reason)
+                                received if isinstance(received, (int, float)) else None, reason,
+                                _answer_of(envelope))
 
     def _reason(self, entry_id: str) -> str:
         """The reason ``quarantine`` gave (inside the sentence it wrote for admins reading the file)."""
@@ -296,7 +350,25 @@ def _remove_abandoned(path: str) -> None:
         logger.info("inbound spool: removed %s, left over from an interrupted write", path)
 
 
+def _new_id() -> str:
+    """Time first, so names sort in arrival order; then random, so two writers never meet."""
+    return "%d-%s" % (time.time_ns(), uuid.uuid4().hex)
+
+
+def _answer_of(envelope: dict) -> PageAnswer | None:
+    """The answer an answer's record holds; None for a mail's envelope (or a record too damaged to say)."""
+    try:
+        return PageAnswer(**envelope["answer"]) if "answer" in envelope else None
+    except TypeError:
+        return None
+
+
 def _entry(envelope: dict, queue: str) -> InboundEntry:
+    if "answer" in envelope:
+        answer = PageAnswer(**envelope["answer"])
+        return InboundEntry(id=envelope["id"], mail_from="", recipients=(), peer=answer.client,
+                            received=float(envelope["received"]), path=os.path.join(queue, envelope["id"] + ".eml"),
+                            answer=answer)
     return InboundEntry(id=envelope["id"], mail_from=envelope["mail_from"], recipients=tuple(envelope["recipients"]),
                         peer=envelope["peer"], received=float(envelope["received"]),
                         path=os.path.join(queue, envelope["id"] + ".eml"))
@@ -316,6 +388,12 @@ _EXPLAINED = re.compile(r"was set aside and not processed: (.*?)(?:\. The messag
 
 def _explain(entry: InboundEntry, reason: str) -> str:
     received = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(entry.received)) if entry.received else "unknown"
+    if entry.answer is not None:  # the reason last on the line, where `invito queue list` finds it
+        answer = entry.answer
+        return ("Answer %s, given on the RSVP page by <%s> for event %s (link %s, browser %s, received %s) and "
+                "kept as %s.json in this folder, was set aside and not processed: %s\n"
+                % (entry.id, answer.guest.removeprefix("mailto:"), answer.uid, answer.token_tag,
+                   answer.client or "unknown", received, entry.id, reason))
     return ("Message %s (from <%s> to %s, received %s from %s) was set aside and not processed: %s. "
             "The message is %s.eml and its envelope %s.json in this folder; to process it again, move the "
             ".eml and then the .json back into queue/.\n"

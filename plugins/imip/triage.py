@@ -1,12 +1,15 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""What to do with one inbound email for one envelope recipient: pure, so every rule is unit-tested.
+"""What to do with one inbound message (an email for one envelope recipient, or an answer given on the RSVP
+page): pure, so every rule is unit-tested.
 
 Identity never comes from what the mail says about itself. A reply token (the envelope recipient) names
 the organizer, the event and the guest it was given to; in direct mode the recipient is a user of this
 server. The calendar must agree with that identity: the replying ATTENDEE is the token's guest, the event
 is the token's event, an invitation names the recipient as attendee. The From header is only checked
 against it (people answer from aliases: ``from_mismatch``), and mail authentication, when configured,
-must vouch for the From domain. Anything that does not fit is quarantined with a reason, never applied.
+must vouch for the From domain. An answer given on the RSVP page has no From and no mail to authenticate:
+the token in its link is its identity, checked like a reply address. Anything that does not fit is
+quarantined with a reason, never applied.
 """
 from __future__ import annotations
 
@@ -16,8 +19,8 @@ from typing import Callable
 
 import icalendar
 
-from invito.plugins.imip.authentication import PASS, Verdict
-from invito.plugins.imip.extract import Inbound, Kind
+from invito.plugins.imip.authentication import PASS
+from invito.plugins.imip.extract import Inbound, Kind, PageOrigin
 from invito.plugins.imip.tokens import ReplyToken, set_organizer_address
 from invito.plugins.itip.address import normalize
 from invito.plugins.itip.components import addresses, organizer, scheduled
@@ -46,6 +49,11 @@ class Recipient:
     token: ReplyToken | None = None
     user: str | None = None
 
+    @classmethod
+    def link(cls, token: ReplyToken) -> Recipient:
+        """Whom an answer given on the RSVP page is for: no envelope, only its link's token."""
+        return cls("", token=token)
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -70,29 +78,30 @@ def quarantine(reason: str, **known: object) -> Decision:
     return Decision(Action.QUARANTINE, reason, **known)  # type: ignore[arg-type]
 
 
-def triage(mail: Inbound, recipient: Recipient, verdict: Verdict | None, policy: Policy,
-           user_for: Callable[[str], str | None], token_for: Callable[[str], ReplyToken | None]) -> Decision:
+def triage(mail: Inbound, recipient: Recipient, policy: Policy, user_for: Callable[[str], str | None],
+           token_for: Callable[[str], ReplyToken | None]) -> Decision:
     """Decide for ``mail`` as delivered to ``recipient``.
 
-    ``verdict``: mail authentication's, None when it is off. ``user_for``: the internal user owning a
-    calendar address, if any; ``token_for``: the reply token behind an address, if it is one.
+    ``user_for``: the internal user owning a calendar address, if any; ``token_for``: the reply token
+    behind an address, if it is one.
     """
+    if isinstance(mail.origin, PageOrigin) and recipient.token != mail.origin.token:
+        return quarantine("an answer given on the RSVP page counts only for the reply token of its link")
     if mail.kind is Kind.BOUNCE:
         return _bounce(mail, recipient, user_for, token_for)
     if mail.kind is not Kind.ITIP or mail.calendar is None or mail.method is None:
         return quarantine(mail.reason or "no iTIP message in the mail")
     if mail.method in FROM_ATTENDEE:
-        return _from_attendee(mail, recipient, verdict, policy, user_for, token_for)
+        return _from_attendee(mail, recipient, policy, user_for)
     if mail.method in FROM_ORGANIZER:
-        return _from_organizer(mail, recipient, verdict, policy, user_for, token_for)
+        return _from_organizer(mail, recipient, policy, user_for, token_for)
     return quarantine(f"METHOD {mail.method} is not accepted by mail")
 
 
 # -- a guest writes to an organizer of ours ------------------------------------------------------------
 
-def _from_attendee(mail: Inbound, recipient: Recipient, verdict: Verdict | None, policy: Policy,
-                   user_for: Callable[[str], str | None],
-                   token_for: Callable[[str], ReplyToken | None]) -> Decision:
+def _from_attendee(mail: Inbound, recipient: Recipient, policy: Policy,
+                   user_for: Callable[[str], str | None]) -> Decision:
     assert mail.calendar is not None and mail.method is not None
     comps = scheduled(mail.calendar)
     uids = {str(c.get("UID", "")) for c in comps}
@@ -141,8 +150,7 @@ def _from_attendee(mail: Inbound, recipient: Recipient, verdict: Verdict | None,
     # Without a token the mail alone says who answers: when authentication is on, only the authenticated
     # From can vouch for that, so it must be the guest.
     strict = recipient.token is None and policy.authentication != "off"
-    notes, refusal = _sender_notes(mail, guest, verdict, Policy("quarantine", policy.authentication) if strict
-                                   else policy)
+    notes, refusal = _sender_notes(mail, guest, Policy("quarantine", policy.authentication) if strict else policy)
     if refusal:
         return quarantine(refusal, user=user, **known)
     calendar = mail.calendar.copy(recursive=True)
@@ -167,8 +175,7 @@ def _replying(mail: Inbound) -> str | None:
 
 # -- an external organizer writes to a user ------------------------------------------------------------
 
-def _from_organizer(mail: Inbound, recipient: Recipient, verdict: Verdict | None, policy: Policy,
-                    user_for: Callable[[str], str | None],
+def _from_organizer(mail: Inbound, recipient: Recipient, policy: Policy, user_for: Callable[[str], str | None],
                     token_for: Callable[[str], ReplyToken | None]) -> Decision:
     assert mail.calendar is not None
     comps = scheduled(mail.calendar)
@@ -191,7 +198,7 @@ def _from_organizer(mail: Inbound, recipient: Recipient, verdict: Verdict | None
     attendee = normalize(recipient.address) if normalize(recipient.address) in mine or not mine \
         else sorted(mine)[0]
     known = dict(uid=uid, organizer=organizer_address, guest=attendee)
-    notes, refusal = _sender_notes(mail, organizer_address, verdict, policy)
+    notes, refusal = _sender_notes(mail, organizer_address, policy)
     if refusal:
         return quarantine(refusal, user=recipient.user, **known)
     return Decision(Action.DELIVER, f"{mail.method} from {organizer_address}", user=recipient.user,
@@ -200,9 +207,12 @@ def _from_organizer(mail: Inbound, recipient: Recipient, verdict: Verdict | None
 
 # -- checks shared by both directions ------------------------------------------------------------------
 
-def _sender_notes(mail: Inbound, expected: str, verdict: Verdict | None, policy: Policy
-                  ) -> tuple[tuple[tuple[str, str], ...], str | None]:
-    """What the organizer should know about who sent it; or why policy refuses it."""
+def _sender_notes(mail: Inbound, expected: str, policy: Policy) -> tuple[tuple[tuple[str, str], ...], str | None]:
+    """What the organizer should know about who sent it; or why policy refuses it. Nothing for an answer
+    given on the page: its link's token, already checked, says who gives it."""
+    if isinstance(mail.origin, PageOrigin):
+        return (), None
+    verdict = mail.origin.verdict
     notes: list[tuple[str, str]] = []
     if mail.from_address != expected:
         sender = mail.from_address or "an unreadable From address"

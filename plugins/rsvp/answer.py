@@ -5,7 +5,8 @@ The page reads the organizer's copy as it stands now, so a link keeps working th
 when the event is deleted or cancelled, the guest is removed, or the event is over (its last occurrence,
 or the linked occurrence, has ended). The REPLY it builds is the one a mail client would send: the
 guest's ATTENDEE with the new PARTSTAT for the whole event or the one occurrence, the SEQUENCE answered,
-and the comment; it then takes the path of any emailed reply.
+and the comment; it then takes the path of any emailed reply, as an :class:`Inbound` whose origin is the
+page (:func:`given_on_page`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from datetime import datetime, timedelta, timezone
 import icalendar
 from icalendar.error import IncompleteComponent, InvalidCalendar
 
+from invito.plugins.imip.extract import Inbound, Kind, PageOrigin
+from invito.plugins.imip.tokens import ReplyToken
 from invito.plugins.itip.components import (NEEDS_ACTION, Component, addresses, as_utc, cancelled, decoded,
                                             find_attendee, new_calendar, param, rescheduled_since, sequence)
 from invito.plugins.itip.recurrence import RecurrenceTooComplex, continues_after, is_occurrence
@@ -119,6 +122,12 @@ def reply(calendar: icalendar.Calendar, assessment: Assessment, guest: str, part
             out.add("COMMENT", note)
         answered.append(out)
     return new_calendar("REPLY", answered, [calendar])
+
+
+def given_on_page(message: icalendar.Calendar, token: ReplyToken, client: str) -> Inbound:
+    """The REPLY (from :func:`reply`) as the inbound message triage decides on: from the token's guest,
+    proved by the link's token, sent by the browser at ``client``."""
+    return Inbound(Kind.ITIP, "", "REPLY", message, token.guest, PageOrigin(token, client))
 
 
 def _still_to_come(event: SchedulingObject, components: list[Component], instance: str | None,

@@ -22,8 +22,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import psycopg
-
 from invito.plugins.imip.tokens import redact
 from invito.storage.pg.db import Database, current
 from invito.storage.pg.wake import POLL_SECONDS, Waker, notify

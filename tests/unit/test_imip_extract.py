@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from invito.plugins.imip.extract import Inbound, Kind, Limits, extract
+from invito.plugins.imip.authentication import DKIM_METHOD, PASS, Verdict
+from invito.plugins.imip.extract import Inbound, Kind, Limits, MailOrigin, extract
 from invito.plugins.itip.address import normalize
 from invito.plugins.itip.components import attendees, param, scheduled
 
@@ -105,7 +106,7 @@ def test_real_mail_yields_its_itip_message(name: str, method: str, uid: str, att
     assert (result.kind, result.reason, result.method) == (Kind.ITIP, "", method)
     assert str(result.calendar["METHOD"]) == method
     assert answers(result)[uid]["mailto:" + attendee] == partstat
-    assert result.from_address and result.from_address.startswith("mailto:") and result.message_id
+    assert result.from_address and result.from_address.startswith("mailto:") and result.origin.message_id
     if method == "REPLY":
         assert [len(attendees(comp)) for comp in scheduled(result.calendar)] == [1]
 
@@ -117,7 +118,7 @@ def test_google_reply_sent_twice_is_one_reply_despite_auto_generated() -> None:
     result = timed(raw)
     assert len(scheduled(result.calendar)) == 1
     assert result.from_address == "mailto:tcataldo@gmail.com"
-    assert result.subject == "Accepted: Avec tcataldo@gmail.com @ Wed May 30 11:00 - 12:00 (Thomas Cataldo)"
+    assert result.origin.subject == "Accepted: Avec tcataldo@gmail.com @ Wed May 30 11:00 - 12:00 (Thomas Cataldo)"
 
 
 def test_google_counter_body_method_wins_and_the_disagreeing_attachment_is_not_merged() -> None:
@@ -125,7 +126,7 @@ def test_google_counter_body_method_wins_and_the_disagreeing_attachment_is_not_m
     assert result.method == "COUNTER"  # Content-Type says method=REPLY
     assert answers(result) == {"36da4919-6cf5-4ce9-aa18-6e56c1da2298": {"mailto:max@gmail.com": "TENTATIVE"}}
     assert str(result.calendar.walk("VEVENT")[0]["ORGANIZER"]) == "mailto:max.mustermann@bluemind.net"
-    assert result.subject.startswith("Nouvel horaire proposé: Invite BM")
+    assert result.origin.subject.startswith("Nouvel horaire proposé: Invite BM")
 
 
 def test_iphone_comment_survives() -> None:
@@ -218,8 +219,8 @@ def test_auto_reply_with_a_calendar_and_a_plain_mail() -> None:
 def test_headers_are_single_line_and_from_must_be_one_mailbox() -> None:
     raw = single(ics()).replace(b"Subject: Accepted: Planning", b"Subject: =?utf-8?q?Yes=0D=0ABcc:_x?=")
     result = timed(raw)
-    assert result.subject == "Yes Bcc: x"
-    assert (result.from_address, result.message_id) == ("mailto:" + GUEST, "<m1@partner.org>")
+    assert result.origin.subject == "Yes Bcc: x"
+    assert (result.from_address, result.origin.message_id) == ("mailto:" + GUEST, "<m1@partner.org>")
     two = raw.replace(f"From: Guest <{GUEST}>".encode(), b"From: a@x.org, b@y.org")
     assert timed(two).from_address is None
     nested_comments = raw.replace(b"From: Guest", b"From: " + b"(" * 3_000 + b"Guest")  # the stdlib parser recurses
@@ -340,3 +341,13 @@ def test_a_mail_cannot_redefine_a_custom_time_zone_for_later_calendars() -> None
     offsets = [m.calendar.walk("VEVENT")[0].decoded("DTSTART").utcoffset().total_seconds() / 3600
                for m in (hostile, honest)]
     assert offsets == [13, -5]
+
+
+def test_the_mail_is_its_own_origin_with_its_envelope_and_no_verdict_yet() -> None:
+    raw = single(ics())
+    result = extract(raw, mail_from="bounces@partner.org", recipients=("invito+x@cal.example.com",))
+    assert result.origin == MailOrigin(raw, "<m1@partner.org>", "Accepted: Planning", "bounces@partner.org",
+                                       ("invito+x@cal.example.com",), None)
+    verdict = Verdict(PASS, DKIM_METHOD, "dkim=pass")
+    assert result.authenticated(verdict).origin.verdict == verdict and result.origin.verdict is None
+    assert extract(b"").origin == MailOrigin(b"")  # refused mail keeps where it came from too

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The inbound spool: durable entries in arrival order, leftovers of interrupted writes, quarantine."""
+"""The inbound spool: durable entries in arrival order, leftovers of interrupted writes, quarantine, and
+answers given on the RSVP page kept there as answers."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,10 @@ import os
 import time
 from pathlib import Path
 
-from invito.plugins.imip.inbound_spool import ABANDONED_AFTER, InboundSpool
+import pytest
+
+from invito.plugins.imip.inbound_spool import ABANDONED_AFTER, InboundSpool, PageAnswer
+from invito.plugins.imip.tokens import ReplyToken, tag
 
 RAW = b"From: guest@partner.example.org\r\nSubject: Accepted\r\n\r\nsee you\r\n"
 
@@ -114,3 +118,65 @@ def test_an_unreadable_envelope_is_quarantined(tmp_path: Path) -> None:
     assert spool.pending() == [good]
     assert (tmp_path / "quarantine" / "1-broken.eml").read_bytes() == RAW
     assert "envelope file was unreadable" in (tmp_path / "quarantine" / "1-broken.reason").read_text()
+
+
+TOKEN = ReplyToken("a" * 32, "mailto:alice@example.com", "meeting-1", "mailto:guest@partner.example.org")
+REPLY = "BEGIN:VCALENDAR\r\nMETHOD:REPLY\r\nEND:VCALENDAR\r\n"
+
+
+def test_an_answer_is_set_aside_as_one_record_and_read_back(tmp_path: Path) -> None:
+    spool = InboundSpool(str(tmp_path))
+    answer = PageAnswer.of(REPLY, TOKEN, "192.0.2.7")
+    assert answer.token_tag == tag(TOKEN.token) and answer.proved_by(TOKEN)
+    assert not answer.proved_by(ReplyToken("b" * 32, TOKEN.organizer, TOKEN.uid, TOKEN.guest))
+
+    entry = spool.set_aside_answer(answer, "the answer is out of order")
+
+    assert sorted(os.listdir(tmp_path / "quarantine")) == [entry.id + ".json", entry.id + ".reason"]
+    assert spool.quarantined_answer(entry.id) == answer
+    assert (entry.answer, entry.peer, entry.mail_from, entry.recipients) == (answer, "192.0.2.7", "", ())
+    assert abs(entry.received - time.time()) < 5
+    record = (tmp_path / "quarantine" / (entry.id + ".json")).read_text()
+    assert TOKEN.token not in record  # the guest's key is named by its tag only
+    reason = (tmp_path / "quarantine" / (entry.id + ".reason")).read_text()
+    assert reason.count("\n") == 1 and reason.endswith("was set aside and not processed: the answer is out of order\n")
+    for part in (entry.id, "by <guest@partner.example.org>", "for event meeting-1", answer.token_tag, "192.0.2.7"):
+        assert part in reason
+    assert spool.pending() == [] and os.listdir(tmp_path / "tmp") == []  # set aside, never queued, no leftover
+
+
+def test_a_released_answer_is_pending_and_refused_again_returns_to_the_quarantine(tmp_path: Path) -> None:
+    spool = InboundSpool(str(tmp_path))
+    kept = spool.set_aside_answer(PageAnswer.of(REPLY, TOKEN, "192.0.2.7"), "out of order")
+
+    spool.release(kept.id)
+
+    [pending] = spool.pending()
+    assert (pending.id, pending.answer) == (kept.id, kept.answer)
+    assert os.listdir(tmp_path / "quarantine") == []
+    assert os.listdir(tmp_path / "queue") == [kept.id + ".json"]
+    spool.start(pending)
+    spool.quarantine(pending, "still out of order")
+    assert spool.quarantined_answer(kept.id) == kept.answer
+    assert "still out of order" in (tmp_path / "quarantine" / (kept.id + ".reason")).read_text()
+    assert spool.pending() == []
+
+
+def test_release_moves_a_quarantined_mail_back_message_first(tmp_path: Path) -> None:
+    spool = InboundSpool(str(tmp_path))
+    mail = spool.accept(RAW, "guest@partner.example.org", ["invito+abc@cal.example.com"], "peer")
+    spool.quarantine(mail, "no event")
+    assert spool.quarantined_answer(mail.id) is None  # a mail, not an answer
+
+    spool.release(mail.id)
+
+    assert spool.pending() == [mail] and os.listdir(tmp_path / "quarantine") == []
+
+
+def test_an_unreadable_record_reads_back_as_none(tmp_path: Path) -> None:
+    spool = InboundSpool(str(tmp_path))
+    kept = spool.set_aside_answer(PageAnswer.of(REPLY, TOKEN, "192.0.2.7"), "out of order")
+    (tmp_path / "quarantine" / (kept.id + ".json")).write_text('{"id": "x", "answer": {"guest": 1}}')
+    assert spool.quarantined_answer(kept.id) is None
+    with pytest.raises(FileNotFoundError):
+        spool.quarantined_answer("1-gone")

@@ -7,7 +7,7 @@ import icalendar
 import pytest
 
 from invito.plugins.imip.authentication import DKIM_METHOD, FAIL, NONE, PASS, Verdict
-from invito.plugins.imip.extract import Bounce, Inbound, Kind
+from invito.plugins.imip.extract import Bounce, Inbound, Kind, MailOrigin, PageOrigin
 from invito.plugins.imip.tokens import ReplyToken
 from invito.plugins.imip.triage import Action, Decision, Policy, Recipient, triage
 from invito.plugins.itip.components import addresses, organizer, param, scheduled
@@ -64,7 +64,7 @@ def itip(method: str, *components: str, from_address: object = UNKNOWN, **event:
     if from_address is UNKNOWN:
         from_address = BOSS if method in ("REQUEST", "CANCEL", "DECLINECOUNTER") else GUEST
     return Inbound(Kind.ITIP, "", method, cal, from_address,  # type: ignore[arg-type]
-                   "<m1@partner.org>", "Accepted: Planning")
+                   MailOrigin(b"", "<m1@partner.org>", "Accepted: Planning"))
 
 
 def invitation(**event: object) -> Inbound:
@@ -75,7 +75,8 @@ def invitation(**event: object) -> Inbound:
 
 def run(mail: Inbound, recipient: Recipient = AT_TOKEN, verdict: Verdict | None = None,
         policy: Policy = Policy()) -> Decision:
-    return triage(mail, recipient, verdict, policy, USERS.get, token_for)
+    """Triage ``mail`` as mail authentication (``verdict``, None: it did not run) left it."""
+    return triage(mail.authenticated(verdict), recipient, policy, USERS.get, token_for)
 
 
 def quarantined(decision: Decision, *reason: str) -> None:
@@ -442,14 +443,14 @@ def test_unsupported_methods_are_quarantined(method: str, recipient: Recipient) 
 @pytest.mark.parametrize("recipient", [AT_TOKEN, AT_ALICE], ids=["token", "direct"])
 def test_mail_without_an_itip_message_is_quarantined_with_the_extractors_reason(
         kind: Kind, reason: str, recipient: Recipient) -> None:
-    mail = Inbound(kind, reason, None, None, GUEST, "<m1@partner.org>", "Out of office")
+    mail = Inbound(kind, reason, None, None, GUEST, MailOrigin(b"", "<m1@partner.org>", "Out of office"))
     decision = run(mail, recipient, PASSED, Policy("flag", "require"))
     quarantined(decision)
     assert decision.reason == reason
 
 
 def test_itip_kind_without_calendar_is_quarantined() -> None:
-    mail = Inbound(Kind.ITIP, "", "REPLY", None, GUEST, None, "")
+    mail = Inbound(Kind.ITIP, "", "REPLY", None, GUEST, MailOrigin(b""))
     decision = run(mail)
     quarantined(decision)
     assert decision.reason == "no iTIP message in the mail"
@@ -461,8 +462,8 @@ def bounce(failed: bool = True, recipients: tuple[str, ...] = (GUEST,), status: 
            diagnostic: str = "smtp; 550 5.1.1 User unknown", original: icalendar.Calendar | None = None,
            reason: str = "the message reports a failed delivery (5.1.1)") -> Inbound:
     report = Bounce(failed, recipients, status, diagnostic, "<inv@example.com>" if original else None, original)
-    return Inbound(Kind.BOUNCE, reason, None, None, "mailto:mailer-daemon@partner.org", "<dsn@partner.org>",
-                   "Undelivered Mail Returned to Sender", report)
+    return Inbound(Kind.BOUNCE, reason, None, None, "mailto:mailer-daemon@partner.org",
+                   MailOrigin(b"", "<dsn@partner.org>", "Undelivered Mail Returned to Sender"), report)
 
 
 def sent_invitation(*components: str) -> icalendar.Calendar:
@@ -543,7 +544,7 @@ NO_MATCH = "a delivery failure that matches no invitation we sent"
     pytest.param(bounce(failed=False, status="4.4.1", reason="the message is a delivery status report without a "
                         "failure"), AT_TOKEN, "the message is a delivery status report without a failure",
                  id="delayed"),
-    pytest.param(Inbound(Kind.BOUNCE, "", None, None, None, None, ""), AT_TOKEN,
+    pytest.param(Inbound(Kind.BOUNCE, "", None, None, None, MailOrigin(b"")), AT_TOKEN,
                  "a delivery report that reports no failure", id="no-report"),
 ])
 def test_bounce_that_cannot_be_placed_is_quarantined(mail: Inbound, recipient: Recipient, reason: str) -> None:
@@ -560,6 +561,35 @@ def test_direct_reply_mailed_to_another_address_of_the_organizer() -> None:
     alias = "mailto:alice@invito.example.com"
     users = {**USERS, alias: "alice"}
     mail = itip("REPLY", organizer=ALICE, attendees=(GUEST,), from_address=GUEST)
-    decision = triage(mail, Recipient(alias, user="alice"), None, Policy(), users.get, lambda _: None)
+    decision = triage(mail, Recipient(alias, user="alice"), Policy(), users.get, lambda _: None)
     assert decision.action is Action.REPLY
     assert (decision.user, decision.organizer, decision.guest) == ("alice", ALICE, GUEST)
+
+
+# -- answers given on the RSVP page ----------------------------------------------------------------------
+
+def on_page(token: ReplyToken = TOKEN, **event: object) -> Inbound:
+    """A REPLY as the RSVP page gives it: from the token's guest, the organizer's own address copied."""
+    mail = itip("REPLY", **{"organizer": token.organizer, "attendees": (token.guest,), "uid": token.uid, **event})
+    return Inbound(Kind.ITIP, "", "REPLY", mail.calendar, token.guest, PageOrigin(token, "192.0.2.7"))
+
+
+def test_a_page_answer_is_proved_by_its_token_not_by_mail_authentication() -> None:
+    """Policies that refuse unauthenticated mail do not apply: there is no From and no mail, the link's token
+    says who answers."""
+    decision = triage(on_page(), Recipient.link(TOKEN), Policy("quarantine", "require"), USERS.get, token_for)
+    assert decision.action is Action.REPLY
+    assert (decision.user, decision.uid, decision.organizer, decision.guest) == ("alice", UID, ALICE, GUEST)
+    assert decision.notes == ()
+
+
+def test_a_page_answer_counts_only_for_its_links_token() -> None:
+    decision = triage(on_page(), Recipient.link(OTHER_TOKEN), Policy(), USERS.get, token_for)
+    quarantined(decision, "counts only for the reply token of its link")
+    decision = triage(on_page(), AT_ALICE, Policy(), USERS.get, token_for)  # never as mail to a user
+    quarantined(decision, "counts only for the reply token of its link")
+
+
+def test_a_page_answer_about_another_event_than_its_tokens_is_quarantined() -> None:
+    decision = triage(on_page(uid="evt-2@example.com"), Recipient.link(TOKEN), Policy(), USERS.get, token_for)
+    quarantined(decision, f"about event evt-2@example.com, but its address was given for {UID}")
