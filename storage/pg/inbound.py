@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from invito.plugins.imip.tokens import redact
 from invito.storage.pg.db import Database, current
-from invito.storage.pg.wake import POLL_SECONDS, Waker, notify
+from invito.storage.pg.wake import POLL_SECONDS, Wakeup, notify
 
 logger = logging.getLogger("invito.imip")
 
@@ -57,23 +57,15 @@ class InboundQueue:
     def __init__(self, db: Database, *, poll_seconds: float = POLL_SECONDS) -> None:
         self.db = db
         self.poll_seconds = poll_seconds
-        self._arrived = threading.Event()
-        self._waker: Waker | None = None
-        self._waker_lock = threading.Lock()
+        self._wakeup = Wakeup(db.url, CHANNEL, poll_seconds)
 
     @property
     def arrived(self) -> threading.Event:
         """Set when any node's listener accepted mail, and every ``poll_seconds``; listens from first use."""
-        with self._waker_lock:
-            if self._waker is None:
-                self._waker = Waker(self.db.url, CHANNEL, self._arrived, poll_seconds=self.poll_seconds).start()
-        return self._arrived
+        return self._wakeup.event
 
     def close(self) -> None:
-        with self._waker_lock:
-            if self._waker is not None:
-                self._waker.stop()
-                self._waker = None
+        self._wakeup.close()
 
     # -- the listener's side -----------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ from psycopg.rows import dict_row
 from invito.plugins.imip.spool import SpoolEntry, itip_record, mail_record
 from invito.plugins.itip.model import ITipMessage
 from invito.storage.pg.db import Database, current
-from invito.storage.pg.wake import POLL_SECONDS, Waker, notify
+from invito.storage.pg.wake import POLL_SECONDS, Wakeup, notify
 
 logger = logging.getLogger("invito.imip")
 
@@ -70,9 +70,7 @@ class Outbox:
         self.holder = "%s:%d:%s" % (socket.gethostname(), os.getpid(), uuid.uuid4().hex[:8])
         self._renewed = 0.0  # when this sender last extended its leases
         self._outcomes: list[tuple[SpoolEntry, str, str, float]] = []  # recorded, written with the removal
-        self._arrived = threading.Event()
-        self._waker: Waker | None = None
-        self._waker_lock = threading.Lock()
+        self._wakeup = Wakeup(db.url, CHANNEL, poll_seconds)
 
     # -- the storage layer's side ------------------------------------------------------------------
 
@@ -104,17 +102,11 @@ class Outbox:
     @property
     def arrived(self) -> threading.Event:
         """Set whenever any node commits messages, and every ``poll_seconds``; listening starts on first use."""
-        with self._waker_lock:
-            if self._waker is None:
-                self._waker = Waker(self.db.url, CHANNEL, self._arrived, poll_seconds=self.poll_seconds).start()
-        return self._arrived
+        return self._wakeup.event
 
     def close(self) -> None:
         """Stop listening (the database itself is the caller's to close)."""
-        with self._waker_lock:
-            if self._waker is not None:
-                self._waker.stop()
-                self._waker = None
+        self._wakeup.close()
 
     def _insert(self, conn: psycopg.Connection, record: dict, after_failure: bool = False) -> str:
         conn.execute("INSERT INTO invito_outbox_message (id, method, uid, sender, ics, created, changes, notes, "

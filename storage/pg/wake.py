@@ -66,3 +66,33 @@ class Waker:
                 logger.warning("database: listening on %s failed (%s); again in %g s", self.channel, e,
                                RECONNECT_SECONDS)
                 self._stop.wait(RECONNECT_SECONDS)
+
+
+class Wakeup:
+    """A queue's wake-up event, listening from its first use (a node that never sends never listens)."""
+
+    def __init__(self, url: str, channel: str, poll_seconds: float) -> None:
+        self._url, self._channel, self._poll = url, channel, poll_seconds
+        self._event = threading.Event()
+        self._waker: Waker | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def event(self) -> threading.Event:
+        with self._lock:
+            if self._waker is None:
+                self._waker = Waker(self._url, self._channel, self._event, poll_seconds=self._poll).start()
+        return self._event
+
+    def listening(self, timeout: float) -> bool:
+        """Whether LISTEN is in place within ``timeout`` seconds (starting it if needed): from then on no
+        commit's notification can be missed."""
+        self.event  # noqa: B018  (starts the listener)
+        assert self._waker is not None
+        return self._waker.listening.wait(timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._waker is not None:
+                self._waker.stop()
+                self._waker = None

@@ -165,7 +165,7 @@ def test_quarantine_is_a_state_with_its_reason(db, database) -> None:
 def test_mail_accepted_on_one_node_wakes_the_other_nodes_processor(db, database) -> None:
     waiting = InboundQueue(Database(database, max_size=1), poll_seconds=3600)
     arrived = waiting.arrived
-    assert waiting._waker is not None and waiting._waker.listening.wait(10)
+    assert waiting._wakeup.listening(10)
     arrived.wait(1)  # the wake-up every (re)connection gives
     arrived.clear()
     accepted = time.monotonic()
