@@ -22,12 +22,14 @@ from invito.storage.pg import db as pg_db
 from invito.storage.pg.dav import Storage
 from invito.storage.pg.inbound import InboundQueue
 from invito.storage.pg.outbox import Outbox
+from invito.storage.pg.side_records import SideRecords
+from invito.storage.side_records import SideRecords as FolderSideRecords, digest
 from invito.storage.pg.tokens import DatabaseReplyTokens
 from tests.e2e.conftest import INVITO, Server, free_port, start, stop, write_config
 from tests.e2e.mailsink import MailSink
 from tests.e2e.test_invitations_by_mail import review
 from tests.e2e.test_replies_by_mail import GINO, GRACE, inbound_settings, quarantined, send, wait_listening, wire
-from tests.e2e.test_scheduling import calendar
+from tests.e2e.test_scheduling import calendar, set_partstat
 
 SYNC = ('<?xml version="1.0"?><D:sync-collection xmlns:D="DAV:"><D:sync-token/><D:sync-level>1</D:sync-level>'
         '<D:prop><D:getetag/></D:prop></D:sync-collection>')
@@ -70,7 +72,7 @@ def build_folder(tmp: Path, relay: tuple[int, MailSink]) -> tuple[Server, str, s
     """A data folder as a real server leaves it: Alice invites Bob (internal), Grace (the relay says
     "try later": waiting, with attempts) and Gino (the relay refuses him: failed); mail nobody can
     answer arrives at the listener (quarantined); then, the server stopped, one mail accepted by the spool
-    waits unprocessed. Returns the server, the event's UID and a filesystem sync token of Alice's calendar."""
+    waits unprocessed. Bob accepts in his calendar. Returns the server, the event's UID and a filesystem sync token of Alice's calendar."""
     port, sink = relay
     sink.refuse.update({GINO[len("mailto:"):]: "550 5.1.1 no such user",
                         GRACE[len("mailto:"):]: "451 4.7.1 try again later"})
@@ -80,6 +82,7 @@ def build_folder(tmp: Path, relay: tuple[int, MailSink]) -> tuple[Server, str, s
         wait_listening(listen)
         uid = str(uuid.uuid4())
         calendar(srv, "alice").save_event(review(uid))
+        set_partstat(srv, "bob", uid, "ACCEPTED")  # Alice's copy gets bookkeeping: a side record
         outbound = OutboundSpool(str(srv.data / "spool" / "outbound"))
         wait(lambda: outbound.failed_ids() and any(e.attempts >= 1 for e in outbound.queued()),
              "a failed and a retried delivery")
@@ -121,7 +124,7 @@ def test_a_data_folder_is_copied_whole_and_a_second_run_copies_nothing(tmp_path:
     files = [f for d in folders for f in d.iterdir() if f.is_file() and not f.name.startswith(".")]
     assert f"copied {len(folders)} collections, {len(files)} items" in first.stdout, first.stdout
     assert f"{len(tokens)} reply tokens" in first.stdout and "1 failed" in first.stdout
-    assert "1 inbound pending, 1 quarantined" in first.stdout
+    assert "1 side records" in first.stdout and "1 inbound pending, 1 quarantined" in first.stdout
     assert "set [invito] database" in first.stdout and "backup" in first.stdout
 
     second = migrate(config)
@@ -150,6 +153,11 @@ def test_a_data_folder_is_copied_whole_and_a_second_run_copies_nothing(tmp_path:
             with pytest.raises(ValueError):  # the client's old token: 403 valid-sync-token, it resyncs
                 work.sync(fs_token)
             assert set(work.sync("")[1]) == set(on_disk)
+
+        version = digest(on_disk[event.href])
+        bookkeeping = FolderSideRecords(str(srv.data / "collections" / "collection-root"), lambda: False)
+        assert bookkeeping.get("alice", uid, version)  # Bob's acceptance left one
+        assert SideRecords(database_).get("alice", uid, version) == bookkeeping.get("alice", uid, version)
 
         db_tokens = DatabaseReplyTokens(database_)
         assert all(db_tokens.lookup(t.token) == t for t in tokens)
