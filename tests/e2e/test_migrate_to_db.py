@@ -193,3 +193,28 @@ def test_a_database_signing_with_another_secret_is_refused(tmp_path: Path, relay
     with psycopg.connect(database) as conn:
         assert conn.execute("SELECT count(*) FROM dav_item").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM invito_reply_token").fetchone()[0] == 1
+
+
+def test_a_run_killed_midway_is_finished_by_the_next(tmp_path: Path, relay, database: str) -> None:
+    srv, _, _ = build_folder(tmp_path, relay)
+    config = write_config(tmp_path, free_port(), {"invito": {"database": database}})
+    items = len([f for d in served(srv.data / "collections" / "collection-root") for f in d.iterdir()
+                 if f.is_file() and not f.name.startswith(".")])
+    with psycopg.connect(database) as blocker, psycopg.connect(database, autocommit=True) as watcher:
+        blocker.execute("LOCK TABLE invito_outbox_message IN ACCESS EXCLUSIVE MODE")  # the spools must wait
+        run = subprocess.Popen([*INVITO, "migrate-to-db", "--config", str(config)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+        try:
+            wait(lambda: watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                         "AND datname = current_database()").fetchone()[0] > 0,
+                 "the copy to wait for the outbox")
+            assert watcher.execute("SELECT count(*) FROM dav_item").fetchone()[0] == items  # collections done
+        finally:
+            run.kill()
+            run.wait()
+        blocker.rollback()
+    again = migrate(config)
+    assert again.returncode == 0, again.stderr
+    assert "copied 0 collections, 0 items" in again.stdout and "1 messages waiting, 1 failed" in again.stdout, \
+        again.stdout
+    assert "nothing new" in migrate(config).stdout
