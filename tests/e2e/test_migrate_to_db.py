@@ -4,7 +4,7 @@
 the command as a subprocess, twice, and the database read back through Invito's own database modules."""
 from __future__ import annotations
 
-import os
+import re
 import subprocess
 import time
 import uuid
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 
-from invito.plugins.imip.inbound_spool import InboundSpool
+from invito.plugins.imip.inbound_spool import InboundSpool, PageAnswer
 from invito.plugins.imip.spool import OutboundSpool
 from invito.plugins.imip.tokens import ReplyTokens
 from invito.server.config import load
@@ -25,7 +26,7 @@ from invito.storage.pg.outbox import Outbox
 from invito.storage.pg.side_records import SideRecords
 from invito.storage.side_records import SideRecords as FolderSideRecords, digest
 from invito.storage.pg.tokens import DatabaseReplyTokens
-from tests.e2e.conftest import INVITO, Server, free_port, start, stop, write_config
+from tests.e2e.conftest import INVITO, PASSWORD, Server, free_port, start, stop, write_config
 from tests.e2e.mailsink import MailSink
 from tests.e2e.test_invitations_by_mail import review
 from tests.e2e.test_replies_by_mail import GINO, GRACE, inbound_settings, quarantined, send, wait_listening, wire
@@ -58,11 +59,7 @@ def wait(condition, what: str, timeout: float = 30) -> None:
 
 
 def filesystem_sync_token(srv: Server, user: str, collection: str) -> str:
-    import re
-
-    import requests
-
-    answer = requests.request("REPORT", f"{srv.url}{user}/{collection}/", data=SYNC, auth=(user, "secret-pw-123"),
+    answer = requests.request("REPORT", f"{srv.url}{user}/{collection}/", data=SYNC, auth=(user, PASSWORD),
                               headers={"Content-Type": "application/xml", "Depth": "1"}, timeout=10)
     assert answer.status_code == 207, answer.text
     return re.search(r"<(?:\w+:)?sync-token>([^<]+)</(?:\w+:)?sync-token>", answer.text).group(1)
@@ -70,9 +67,9 @@ def filesystem_sync_token(srv: Server, user: str, collection: str) -> str:
 
 def build_folder(tmp: Path, relay: tuple[int, MailSink]) -> tuple[Server, str, str]:
     """A data folder as a real server leaves it: Alice invites Bob (internal), Grace (the relay says
-    "try later": waiting, with attempts) and Gino (the relay refuses him: failed); mail nobody can
-    answer arrives at the listener (quarantined); then, the server stopped, one mail accepted by the spool
-    waits unprocessed. Bob accepts in his calendar. Returns the server, the event's UID and a filesystem sync token of Alice's calendar."""
+    "try later": waiting, with attempts) and Gino (the relay refuses him: failed); Grace's auto-reply
+    arrives at the listener (quarantined); then, the server stopped, one mail accepted by the spool waits
+    unprocessed and an answer refused on the RSVP page is set aside. Bob accepts in his calendar. Returns the server, the event's UID and a filesystem sync token of Alice's calendar."""
     port, sink = relay
     sink.refuse.update({GINO[len("mailto:"):]: "550 5.1.1 no such user",
                         GRACE[len("mailto:"):]: "451 4.7.1 try again later"})
@@ -100,6 +97,9 @@ def build_folder(tmp: Path, relay: tuple[int, MailSink]) -> tuple[Server, str, s
     InboundSpool(str(srv.data / "spool" / "inbound")).accept(
         b"From: grace@client.example.net\r\nSubject: later\r\n\r\nhello\r\n", "grace@client.example.net",
         ["invito@cal.example.com"], "127.0.0.1:2525")
+    InboundSpool(str(srv.data / "spool" / "inbound")).set_aside_answer(
+        PageAnswer("BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", GRACE, "mailto:alice@example.com", uid, "tok-0123456789",
+                   "127.0.0.1"), "the event changed meanwhile")
     return srv, uid, token
 
 
@@ -114,7 +114,7 @@ def test_a_data_folder_is_copied_whole_and_a_second_run_copies_nothing(tmp_path:
     [failed_id] = outbound.failed_ids()
     inbound = InboundSpool(str(srv.data / "spool" / "inbound"))
     [pending] = inbound.pending()
-    [aside] = inbound.quarantined_entries()
+    [aside] = [e for e in inbound.quarantined_entries() if e.answer is None]
     config = write_config(tmp_path, free_port(), {"invito": {"database": database}})
     before = snapshot(srv.data)
 
@@ -125,6 +125,8 @@ def test_a_data_folder_is_copied_whole_and_a_second_run_copies_nothing(tmp_path:
     assert f"copied {len(folders)} collections, {len(files)} items" in first.stdout, first.stdout
     assert f"{len(tokens)} reply tokens" in first.stdout and "1 failed" in first.stdout
     assert "1 side records" in first.stdout and "1 inbound pending, 1 quarantined" in first.stdout
+    # The database keeps no page answers yet (another branch adds them): said, and left in the folder.
+    assert "not copied: answer" in first.stdout and f"uid={uid}" in first.stdout
     assert "set [invito] database" in first.stdout and "backup" in first.stdout
 
     second = migrate(config)
