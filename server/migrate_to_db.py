@@ -123,6 +123,8 @@ def _collections(database: Database, data: DataFolder, encoding: str, tally: Tal
         tally.items += copied.items
         for href in copied.differing:
             say(f"kept the database's {collection.path}/{href}: it differs from the folder's")
+        for href in copied.unreadable:
+            say(f"not copied: {collection.folder}/{href} is no calendar object or contact Radicale can read")
     for home in (c for c in found if "/" not in c.path):  # once every calendar of the home is in
         with database.write() as conn:
             copied, skipped = copy_dav.copy_side_records(conn, home.path, home.folder)

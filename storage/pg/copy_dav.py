@@ -14,7 +14,6 @@ that presents one gets 403 ``valid-sync-token`` and syncs from scratch, which lo
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -26,9 +25,6 @@ from radicale import pathutils
 
 from invito.storage import side_records
 from invito.storage.pg import collections, items, sync
-
-logger = logging.getLogger("invito.storage")
-
 
 @dataclass(frozen=True)
 class FolderCollection:
@@ -46,6 +42,7 @@ class Copied:
     items: int = 0                              # items written now
     skipped: int = 0                            # items already there
     differing: list[str] = field(default_factory=list)  # hrefs the database holds with another text
+    unreadable: list[str] = field(default_factory=list)  # hrefs whose file is no calendar object or contact
 
 
 def walk(collection_root: str) -> Iterator[FolderCollection]:
@@ -80,14 +77,20 @@ def copy(conn: psycopg.Connection, collection: FolderCollection, encoding: str =
     written: dict[str, bool] = {}
     owner = collections.owner_of(collection.path)
     for href in collection.hrefs:
-        with open(os.path.join(collection.folder, href), "rb") as f:
-            text = f.read().decode(encoding)
+        try:
+            with open(os.path.join(collection.folder, href), "rb") as f:
+                text = f.read().decode(encoding)
+            item = radicale_item.Item(collection_path=collection.path, text=text)
+            item.prepare()  # UID, component and time range now: an unparsable file fails here, not mid-write
+        except (UnicodeDecodeError, RuntimeError, ValueError):
+            copied.unreadable.append(href)
+            continue
         if href in present:
             copied.skipped += 1
-            if present[href].etag != radicale_item.get_etag(text):
+            if present[href].etag != item.etag:
                 copied.differing.append(href)
             continue
-        items.store(conn, row.id, owner, href, radicale_item.Item(collection_path=collection.path, text=text))
+        items.store(conn, row.id, owner, href, item)
         written[href] = False
         copied.items += 1
     if written or new:

@@ -200,8 +200,10 @@ def test_a_database_signing_with_another_secret_is_refused(tmp_path: Path, relay
 def test_a_run_killed_midway_is_finished_by_the_next(tmp_path: Path, relay, database: str) -> None:
     srv, _, _ = build_folder(tmp_path, relay)
     config = write_config(tmp_path, free_port(), {"invito": {"database": database}})
+    broken = srv.data / "collections" / "collection-root" / "alice" / "work" / "broken.ics"
     items = len([f for d in served(srv.data / "collections" / "collection-root") for f in d.iterdir()
                  if f.is_file() and not f.name.startswith(".")])
+    broken.write_text("BEGIN:VCALENDAR\r\nthis is no calendar\r\n")  # a hand-edited file, say
     with psycopg.connect(database) as blocker, psycopg.connect(database, autocommit=True) as watcher:
         blocker.execute("LOCK TABLE invito_outbox_message IN ACCESS EXCLUSIVE MODE")  # the spools must wait
         run = subprocess.Popen([*INVITO, "migrate-to-db", "--config", str(config)], stdout=subprocess.PIPE,
@@ -219,4 +221,5 @@ def test_a_run_killed_midway_is_finished_by_the_next(tmp_path: Path, relay, data
     assert again.returncode == 0, again.stderr
     assert "copied 0 collections, 0 items" in again.stdout and "1 messages waiting, 1 failed" in again.stdout, \
         again.stdout
+    assert f"not copied: {broken} is no calendar object" in again.stdout
     assert "nothing new" in migrate(config).stdout
