@@ -90,6 +90,9 @@ def _run(args: argparse.Namespace) -> int:
     except psycopg.Error as e:
         raise CommandError(f"the copy stopped: {first_line(e)}; what was copied is kept, run the command "
                            "again to copy the rest") from e
+    except OSError as e:
+        raise CommandError(f"the copy stopped: cannot read {e.filename}: {e.strerror}; what was copied is "
+                           "kept, run the command again (as the user invito serve runs as)") from e
     finally:
         database.close()
     say(tally.summary())
@@ -150,15 +153,15 @@ def _outbound(database: Database, spool: OutboundSpool, tally: Tally) -> None:
 
 
 def _inbound(database: Database, spool: InboundSpool, tally: Tally) -> None:
-    mails = copy_queues.pending(spool)
-    aside = copy_queues.quarantined(spool)
-    answers = [entry for entry, _ in aside if entry.answer is not None]
-    for entry in answers:
-        say(f"not copied: answer {entry.id} (uid={entry.answer.uid} attendee={entry.answer.guest}), set aside "
-            f"by the RSVP page, stays in {spool.quarantined}: the database keeps no page answers yet")
+    pending, quarantined = copy_queues.pending(spool), copy_queues.quarantined(spool)
+    mails = [entry for entry in pending if entry.answer is None]
+    aside = [(entry, reason) for entry, reason in quarantined if entry.answer is None]
+    for entry in [e for e in pending if e.answer] + [e for e, _ in quarantined if e.answer]:
+        say(f"not copied: answer {entry.id} (uid={entry.answer.uid} attendee={entry.answer.guest}), given on "
+            f"the RSVP page, stays in {spool.folder}: the database keeps no page answers yet")
     with database.write() as conn:
-        new = sum(copy_queues.copy_mail(conn, entry) for entry in mails if entry.answer is None)
-        kept = sum(copy_queues.copy_mail(conn, entry, reason) for entry, reason in aside if entry.answer is None)
+        new = sum(copy_queues.copy_mail(conn, entry) for entry in mails)
+        kept = sum(copy_queues.copy_mail(conn, entry, reason) for entry, reason in aside)
     tally.pending += new
     tally.quarantined += kept
-    tally.skipped += len(mails) + len(aside) - len(answers) - new - kept
+    tally.skipped += len(mails) + len(aside) - new - kept
