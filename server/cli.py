@@ -23,7 +23,7 @@ from radicale.config import Configuration
 from invito.plugins import durable
 from invito.plugins.data_folder import DataFolder
 from invito.plugins.directory import user_name_problem
-from invito.server import check, db_admin, queue_admin, quiet
+from invito.server import check, db_admin, migrate_to_db, queue_admin, quiet
 from invito.server.config import CommandError, ConfigError, load, unconfigured
 
 logger = logging.getLogger("invito")
@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     queue_admin.add_parser(commands, with_config)
     check.add_parser(commands, with_config)
     db_admin.add_parser(commands, with_config)
+    migrate_to_db.add_parser(commands, with_config)
     return parser
 
 
