@@ -34,10 +34,12 @@ from invito.plugins.imip.queues import InboundAdmin, OutboundAdmin
 from invito.plugins.imip.sender import NOT_DELIVERED
 from invito.plugins.imip.spool import FORWARD, MessageSummary, OutboundSpool, SpoolEntry, UnreadableFile
 from invito.plugins.progress import progress, say
-from invito.server.config import CommandError, load
+from invito.server import db_admin
+from invito.server.config import CommandError, ConfigError, load
 from invito.server.mail import PREVIEW_SENDER, Composer, StatusWriter
 from invito.server.mail_view import ShownMail, one_line, shown_mail, write_html
 from invito.storage import Storage
+from invito.storage.pg import migrations
 from invito.storage.pg.db import Database, configured_url
 from invito.storage.pg.inbound import InboundQueue
 from invito.storage.pg.outbox import Outbox
@@ -62,9 +64,10 @@ class Spools:
         configuration = load(config_file)
         try:
             url = configured_url(configuration)
-        except ValueError as e:
-            raise CommandError(str(e)) from e
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"[invito] database_file: {e}") from e
         if url:
+            _usable(url)
             database = Database(url, max_size=2)
             return cls(Outbox(database), InboundQueue(database), configuration, database)
         data = DataFolder.of(configuration)
@@ -96,6 +99,17 @@ class Spools:
             raise CommandError(f"id {given} is ambiguous; it starts {len(matches)} ids, give more of it:\n"
                              + "\n".join(f"  {entry_id} ({ids[entry_id]})" for entry_id in matches))
         return ids[matches[0]], matches[0]
+
+
+def _usable(url: str) -> None:
+    """The database answers (within ``db_admin``'s connect timeout, not the pool's long wait) and has the
+    schema this version's queries need."""
+    try:
+        found, line = db_admin.describe(url)
+    except psycopg.Error as e:
+        raise CommandError(f"cannot use the database: {db_admin.first_line(e)}") from e
+    if found != migrations.latest():
+        raise CommandError(f"cannot use the database: {line}")
 
 
 # -- list ----------------------------------------------------------------------------------------------
@@ -409,8 +423,8 @@ def _command(body: Callable[[Spools, argparse.Namespace], list[str]]) -> Callabl
             lines = body(spools, args)
         except OSError as e:
             raise CommandError(f"cannot use the mail spool: {e.filename}: {e.strerror}") from e
-        except (psycopg.Error, PoolTimeout) as e:
-            raise CommandError(f"cannot use the database: {e}") from e
+        except (psycopg.Error, PoolTimeout) as e:  # it went away while the command ran
+            raise CommandError(f"cannot use the database: {db_admin.first_line(e)}") from e
         finally:
             if spools is not None:
                 spools.close()

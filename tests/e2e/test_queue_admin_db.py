@@ -16,7 +16,7 @@ from invito.plugins.imip.inbound_spool import PageAnswer
 from invito.storage.pg.db import Database
 from invito.storage.pg.inbound import InboundQueue
 from invito.storage.pg.outbox import Outbox
-from tests.e2e.conftest import write_config
+from tests.e2e.conftest import free_port, write_config
 from tests.e2e.test_queue_admin import RAW, entry, greylisted, inbound, invite, outbound, queue, section
 
 REPLY = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nMETHOD:REPLY\r\nBEGIN:VEVENT\r\nUID:review-1\r\n"
@@ -171,3 +171,28 @@ def test_unknown_and_ambiguous_ids_exit_1_on_the_database(both: tuple[Filled, Fi
         unknown.stderr
     ambiguous = queue(filled.config, "show", filled.review[:8])  # every id made this second starts so
     assert ambiguous.returncode == 1 and "is ambiguous" in ambiguous.stderr
+
+
+def test_the_url_may_come_from_database_file(tmp_path: Path, db: Database) -> None:
+    secret = tmp_path / "database.url"
+    secret.write_text(db.url + "\n")
+    config = write_config(tmp_path, 5232, {"invito": {"database_file": str(secret)}})
+    answer = InboundQueue(db).set_aside_answer(ANSWER, "the event changed since the page was opened")
+    assert section(ok(config, "list"), "Inbound (quarantine)")[1][:3] == [answer.id, "guest@partner.example.org",
+                                                                          "RSVP page"]
+    assert not (tmp_path / "data" / "spool").exists()  # nothing went to the filesystem
+
+
+def test_a_database_that_does_not_answer_exits_1_naming_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path, 5232, {"invito": {"database": f"postgresql://invito:pw-secret@127.0.0.1:{free_port()}/x"}})
+    started = time.monotonic()
+    result = queue(config, "list")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("invito: cannot use the database: connection") and "127.0.0.1" in result.stderr
+    assert "pw-secret" not in result.stderr and time.monotonic() - started < 20
+
+
+def test_an_unreadable_database_file_is_a_configuration_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path, 5232, {"invito": {"database_file": str(tmp_path / "missing.url")}})
+    result = queue(config, "list")
+    assert result.returncode == 2 and "[invito] database_file" in result.stderr and "missing.url" in result.stderr
