@@ -176,3 +176,14 @@ def test_a_released_answer_is_pending_again_with_its_answer_and_wakes_processors
     assert inbound.quarantined_ids() == set()
     other_node.close()
     other_node.db.close()
+
+
+def test_a_drop_while_a_sender_holds_the_delivery_stands_against_its_outcome(db: Database) -> None:
+    admin, sender = Outbox(db), Outbox(Database(db.url, max_size=1))
+    message = invite(admin, "guest@partner.example.org")
+    [sending] = sender.claim(time.time())
+    admin.drop(message, "5.1", "dropped by the admin")
+    sender.update(dataclasses.replace(sending, attempts=1, last_error="451 try later"))  # a temporary failure
+    sender.fail(sending, "550 5.1.1 no such user")  # or a final one: neither brings the delivery back
+    assert admin.waiting_ids() == set() and admin.failed_ids() == set() and admin.queued() == []
+    sender.db.close()
