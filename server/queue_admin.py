@@ -2,8 +2,11 @@
 """``invito queue``: what waits in the mail spools and why, one message as its reader gets it (show), and
 the admin's hand on them (retry, drop).
 
-It works while ``invito serve`` may be running, and never touches a spool file itself: each spool owns
-its format, and this module edits records through their admin methods (``OutboundSpool.send_now``,
+It works while ``invito serve`` may be running, on the filesystem spools or, when ``[invito] database`` (or
+``database_file``) is set, on the database's queues (``Spools.of`` picks), through one interface
+(``plugins.imip.queues``): in the database each admin method is one transaction, and a retry NOTIFYs the
+senders on every node. It never touches a spool file itself: each spool owns its format, and this module
+edits records through their admin methods (``OutboundSpool.send_now``,
 ``requeue``, ``drop``…; ``InboundSpool.release``, ``drop_quarantined``…), each change a rename or an atomic
 replace. Every outbound change is made holding the outbound spool's lock (``OutboundSpool.locked``), which
 the sender takes for each update of a message it is sending, so neither overwrites the other's change; a
@@ -20,18 +23,26 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import psycopg
 import radicale.storage
+from psycopg_pool import PoolTimeout
 from radicale.config import Configuration
 
 from invito.plugins.data_folder import DataFolder
 from invito.plugins.imip.inbound_spool import IncompleteEntry, InboundSpool, QuarantinedEntry
+from invito.plugins.imip.queues import InboundAdmin, OutboundAdmin
 from invito.plugins.imip.sender import NOT_DELIVERED
 from invito.plugins.imip.spool import FORWARD, MessageSummary, OutboundSpool, SpoolEntry, UnreadableFile
 from invito.plugins.progress import progress, say
-from invito.server.config import CommandError, load
+from invito.server import db_admin
+from invito.server.config import CommandError, ConfigError, load
 from invito.server.mail import PREVIEW_SENDER, Composer, StatusWriter
 from invito.server.mail_view import ShownMail, one_line, shown_mail, write_html
 from invito.storage import Storage
+from invito.storage.pg import migrations
+from invito.storage.pg.db import Database, configured_url
+from invito.storage.pg.inbound import InboundQueue
+from invito.storage.pg.outbox import Outbox
 
 MIN_PREFIX = 8  # shorter prefixes of the time-based ids would match nearly everything queued the same day
 
@@ -42,15 +53,29 @@ QUARANTINED = "inbound, quarantined"
 
 @dataclass(frozen=True)
 class Spools:
-    outbound: OutboundSpool
-    inbound: InboundSpool
+    outbound: OutboundAdmin
+    inbound: InboundAdmin
     configuration: Configuration
+    database: Database | None = None  # the queues' connections, when they are the database's
 
     @classmethod
     def of(cls, config_file: str | None) -> "Spools":
+        """The database's queues when ``[invito] database`` or ``database_file`` is set, else the spools."""
         configuration = load(config_file)
+        try:
+            url = configured_url(configuration)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"[invito] database_file: {e}") from e
+        if url:
+            _usable(url)
+            database = Database(url, max_size=2)
+            return cls(Outbox(database), InboundQueue(database), configuration, database)
         data = DataFolder.of(configuration)
         return cls(OutboundSpool(data.outbound_spool), InboundSpool(data.inbound_spool), configuration)
+
+    def close(self) -> None:
+        if self.database is not None:
+            self.database.close()
 
     def ids(self) -> dict[str, str]:
         """Every id an admin can name, with its kind."""
@@ -74,6 +99,17 @@ class Spools:
             raise CommandError(f"id {given} is ambiguous; it starts {len(matches)} ids, give more of it:\n"
                              + "\n".join(f"  {entry_id} ({ids[entry_id]})" for entry_id in matches))
         return ids[matches[0]], matches[0]
+
+
+def _usable(url: str) -> None:
+    """The database answers (within ``db_admin``'s connect timeout, not the pool's long wait) and has the
+    schema this version's queries need."""
+    try:
+        found, line = db_admin.describe(url)
+    except psycopg.Error as e:
+        raise CommandError(f"cannot use the database: {db_admin.first_line(e)}") from e
+    if found != migrations.latest():
+        raise CommandError(f"cannot use the database: {line}")
 
 
 # -- list ----------------------------------------------------------------------------------------------
@@ -381,10 +417,17 @@ def _command(body: Callable[[Spools, argparse.Namespace], list[str]]) -> Callabl
     """An action as a ``run`` callable: its lines on stdout; problems raised for ``invito`` to report."""
     def run(args: argparse.Namespace) -> int:
         config = getattr(args, "config", None)
+        spools: Spools | None = None
         try:
-            lines = body(Spools.of(config if config is not None else args.queue_config), args)
+            spools = Spools.of(config if config is not None else args.queue_config)
+            lines = body(spools, args)
         except OSError as e:
             raise CommandError(f"cannot use the mail spool: {e.filename}: {e.strerror}") from e
+        except (psycopg.Error, PoolTimeout) as e:  # it went away while the command ran
+            raise CommandError(f"cannot use the database: {db_admin.first_line(e)}") from e
+        finally:
+            if spools is not None:
+                spools.close()
         try:
             print("\n".join(lines), flush=True)
         except BrokenPipeError:  # `invito queue show ID | head`: the reader has seen enough

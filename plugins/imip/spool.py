@@ -272,11 +272,11 @@ class OutboundSpool:
             except FileNotFoundError:
                 return
             single = dict(record, recipients={entry.recipient: record["recipients"].get(entry.recipient, _NEW_STATE)})
-            failed_id = "%s-%s" % (entry.id, _file_safe(entry.recipient))
+            failed = failed_id(entry.id, entry.recipient)
             os.makedirs(self.failed, exist_ok=True)
             # The reason first: a crash in between leaves the recipient queued (tried again), never reasonless.
-            durable.write_new(self._failed(failed_id, ".reason"), (reason + "\n").encode("utf-8"), sync=True)
-            durable.write_new(self._failed(failed_id), _encode(single), sync=True)
+            durable.write_new(self._failed(failed, ".reason"), (reason + "\n").encode("utf-8"), sync=True)
+            durable.write_new(self._failed(failed), _encode(single), sync=True)
             durable.fsync_folder(self.failed)
             record["recipients"].pop(entry.recipient, None)
             self._rewrite(record, sync=True)
@@ -331,23 +331,14 @@ class OutboundSpool:
         age; returns (the new message's id, the recipient)."""
         path = self._failed(failed_id)
         try:
-            record = read_record(path)
-            [recipient] = record["recipients"]
-            if record["method"] == FORWARD:  # a guest's forwarded plain reply: the message itself
-                new = mail_record(record["uid"], record["sender"], recipient,
-                                  base64.b64decode(record["mail"], validate=True))
-            else:
-                message = ITipMessage(record["method"], record["uid"], record["sender"], (recipient,),
-                                      icalendar.Calendar.from_ical(record["ics"]))
-                changes = tuple(map(str, record.get("changes", ())))
-                notes = tuple((str(key), str(value)) for key, value in record.get("notes", ()))
-                new = itip_record(message, [recipient], changes, notes)
-        except (ValueError, TypeError, KeyError) as e:
+            [entry] = entries_of(read_record(path))
+            new = requeued(entry)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise UnreadableFile(path, e) from e
         new_id = self.enqueue(new, after_failure=True)
         remove_files(path, self._failed(failed_id, ".reason"))
         durable.fsync_folder(self.failed)
-        return new_id, recipient
+        return new_id, entry.recipient
 
     def drop(self, entry_id: str, status: str, detail: str) -> tuple["MessageSummary", list[SpoolEntry]]:
         """Forget a waiting message, its recipients' outcome (``status``, ``detail``) recorded first;
@@ -465,6 +456,16 @@ def itip_record(message: ITipMessage, recipients: list[str], changes: tuple[str,
             "recipients": {r: dict(_NEW_STATE) for r in recipients}}
 
 
+def requeued(entry: SpoolEntry) -> dict:
+    """A new message for a failed recipient an admin retries: fresh id, attempts and give-up age; its
+    calendar written as it was (its own text is the source of every line it keeps)."""
+    if entry.method == FORWARD:  # a guest's forwarded plain reply: the message itself
+        return mail_record(entry.uid, entry.sender, entry.recipient, entry.mail)
+    message = ITipMessage(entry.method, entry.uid, entry.sender, (entry.recipient,),
+                          icalendar.Calendar.from_ical(entry.ics))
+    return itip_record(message, [entry.recipient], entry.changes, entry.notes, (entry.ics,))
+
+
 def mail_record(uid: str, sender: str, recipient: str, mail: bytes) -> dict:
     """A new file for a complete message (FORWARD) about event ``uid``."""
     return {"id": _new_id(), "method": FORWARD, "uid": uid, "sender": sender, "ics": "", "created": time.time(),
@@ -525,6 +526,11 @@ def _summary(record: dict | None) -> MessageSummary:
 
 def _new_id() -> str:
     return "%d-%s" % (time.time_ns(), uuid.uuid4().hex)
+
+
+def failed_id(entry_id: str, recipient: str) -> str:
+    """The id of message ``entry_id``'s failed ``recipient``, as the admin names it (and ``failed/`` its file)."""
+    return "%s-%s" % (entry_id, _file_safe(recipient))
 
 
 def _file_safe(recipient: str) -> str:

@@ -13,15 +13,23 @@ must not be tried forever: ``start`` counts the runs that began and never reache
 ``invito_inbound_run``, committed on a connection of its own so that the count survives the processing
 transaction's rollback (or its node's death); the processor sets the message aside once the count reaches
 ``MAX_UNFINISHED``, as with the file spool.
+
+An answer given on the RSVP page and refused there is no mail: ``set_aside_answer`` keeps it as a row of
+kind "answer" holding the ``PageAnswer`` (no raw message); released, it is pending with ``.answer`` set and
+the processor gives it again through its link, as with the file spool. ``invito queue`` lists, shows,
+releases and drops quarantined rows through the admin methods (``plugins.imip.queues.InboundAdmin``).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 
+from invito.plugins.imip.inbound_spool import PageAnswer, QuarantinedEntry
 from invito.plugins.imip.tokens import redact
 from invito.storage.pg.db import Database, current
 from invito.storage.pg.wake import POLL_SECONDS, Wakeup, notify
@@ -29,7 +37,8 @@ from invito.storage.pg.wake import POLL_SECONDS, Wakeup, notify
 logger = logging.getLogger("invito.imip")
 
 CHANNEL = "invito_inbound"
-_COLUMNS = "id, mail_from, recipients, peer, received, raw"
+_COLUMNS = "id, mail_from, recipients, peer, received, raw, answer"
+_QUARANTINED = "id, mail_from, recipients, received, reason, answer"  # what the admin sees of an entry
 
 
 @dataclass(frozen=True)
@@ -40,7 +49,8 @@ class InboundMail:
     recipients: tuple[str, ...]
     peer: str                   # "host:port" of the sending server
     received: float             # epoch seconds
-    data: bytes
+    data: bytes                 # b"" for an answer given on the RSVP page
+    answer: PageAnswer | None = None  # set for an answer given on the RSVP page instead of a mail
 
     def raw(self) -> bytes:
         return self.data
@@ -73,22 +83,25 @@ class InboundQueue:
         """Store one message and commit; only then may the listener answer 250."""
         return self._store(raw, mail_from, recipients, peer, "pending", "")
 
-    def set_aside(self, raw: bytes, mail_from: str, recipients: list[str], peer: str, reason: str) -> str:
-        """Keep a message refused elsewhere (an answer given on the RSVP page) in the quarantine with
-        ``reason``, never pending; returns where it is kept."""
-        mail = self._store(raw, mail_from, recipients, peer, "quarantined", reason)
-        logger.warning("inbound %s from %s set aside in %s: %s", mail.id, peer, self.quarantined, redact(reason))
-        return self.quarantined
+    def set_aside_answer(self, answer: PageAnswer, reason: str) -> InboundMail:
+        """Keep an answer already refused on the RSVP page in the quarantine with ``reason`` (a row of kind
+        "answer", no mail), never pending."""
+        mail = self._store(b"", "", [], answer.client, "quarantined", reason, answer)
+        logger.warning("inbound %s: answer on the RSVP page uid=%s attendee=%s set aside in %s: %s", mail.id,
+                       answer.uid, answer.guest, self.quarantined, redact(reason))
+        return mail
 
     def _store(self, raw: bytes, mail_from: str, recipients: list[str], peer: str, state: str,
-               reason: str) -> InboundMail:
+               reason: str, answer: PageAnswer | None = None) -> InboundMail:
         mail = InboundMail("%d-%s" % (time.time_ns(), uuid.uuid4().hex), mail_from, tuple(recipients), peer,
-                           time.time(), raw)
+                           time.time(), raw, answer)
         # Never the thread's open transaction: this commit is what the 250 promises.
         with self.db.pool.connection() as conn:
-            conn.execute("INSERT INTO invito_inbound (id, raw, mail_from, recipients, peer, received, state, reason) "
-                         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                         (mail.id, raw, mail_from, list(recipients), peer, mail.received, state, reason))
+            conn.execute("INSERT INTO invito_inbound (id, raw, mail_from, recipients, peer, received, state, reason, "
+                         "kind, answer) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                         (mail.id, raw, mail_from, list(recipients), peer, mail.received, state, reason,
+                          "mail" if answer is None else "answer",
+                          None if answer is None else json.dumps(dataclasses.asdict(answer))))
             if state == "pending":
                 notify(conn, CHANNEL)
         return mail
@@ -140,7 +153,73 @@ class InboundQueue:
         logger.warning("inbound mail %s quarantined in %s: %s", mail.id, self.quarantined, redact(reason))
         return self.quarantined
 
+    # -- the admin's side (`invito queue`, see ``plugins.imip.queues.InboundAdmin``) -----------------------
+    # Each method is one transaction on a quarantined row; one that is no longer quarantined (released or
+    # dropped by another admin meanwhile) raises FileNotFoundError, as a vanished spool file does.
+
+    def quarantined_ids(self) -> set[str]:
+        with self.db.read() as conn:
+            return {row[0] for row in conn.execute("SELECT id FROM invito_inbound WHERE state = 'quarantined'")}
+
+    def quarantined_entries(self) -> list[QuarantinedEntry]:
+        """Every quarantined entry, by id."""
+        with self.db.read() as conn:
+            rows = conn.execute(f"SELECT {_QUARANTINED} FROM invito_inbound WHERE state = 'quarantined' "
+                                "ORDER BY id").fetchall()
+        return [_quarantined(row) for row in rows]
+
+    def quarantined_entry(self, entry_id: str) -> QuarantinedEntry:
+        with self.db.read() as conn:
+            return _quarantined(_found(conn.execute(
+                f"SELECT {_QUARANTINED} FROM invito_inbound WHERE id = %s AND state = 'quarantined'",
+                (entry_id,)).fetchone(), entry_id))
+
+    def quarantined_mail(self, entry_id: str) -> bytes:
+        """A quarantined message as it arrived; FileNotFoundError for an answer, which has none."""
+        with self.db.read() as conn:
+            [raw] = _found(conn.execute("SELECT raw FROM invito_inbound WHERE id = %s AND state = 'quarantined' "
+                                        "AND kind = 'mail'", (entry_id,)).fetchone(), entry_id)
+        return bytes(raw)
+
+    def quarantined_answer(self, entry_id: str) -> PageAnswer | None:
+        """The answer kept as quarantined entry ``entry_id``; None when it is a mail."""
+        return self.quarantined_entry(entry_id).answer
+
+    def release(self, entry_id: str) -> None:
+        """A quarantined entry becomes pending again (its reason cleared), and any node's processor is woken."""
+        with self.db.write() as conn:
+            _found(conn.execute("UPDATE invito_inbound SET state = 'pending', reason = '' "
+                                "WHERE id = %s AND state = 'quarantined' RETURNING id", (entry_id,)).fetchone(),
+                   entry_id)
+            notify(conn, CHANNEL)
+        logger.info("inbound %s released from %s by the admin", entry_id, self.quarantined)
+
+    def drop_quarantined(self, entry_id: str) -> QuarantinedEntry:
+        """Remove a quarantined entry for good; returns what it was."""
+        with self.db.write() as conn:
+            dropped = _quarantined(_found(conn.execute(
+                f"DELETE FROM invito_inbound WHERE id = %s AND state = 'quarantined' RETURNING {_QUARANTINED}",
+                (entry_id,)).fetchone(), entry_id))
+        logger.info("inbound %s dropped from %s by the admin", entry_id, self.quarantined)
+        return dropped
+
 
 def _mail(row: tuple) -> InboundMail:
-    entry_id, mail_from, recipients, peer, received, raw = row
-    return InboundMail(entry_id, mail_from, tuple(recipients), peer, received, bytes(raw))
+    entry_id, mail_from, recipients, peer, received, raw, answer = row
+    return InboundMail(entry_id, mail_from, tuple(recipients), peer, received, bytes(raw), _answer(answer))
+
+
+def _found(row: tuple | None, entry_id: str) -> tuple:
+    """``row``, or FileNotFoundError when the entry is not (or no longer) there."""
+    if row is None:
+        raise FileNotFoundError(f"no quarantined entry {entry_id}")
+    return row
+
+
+def _answer(fields: dict | None) -> PageAnswer | None:
+    return None if fields is None else PageAnswer(**fields)
+
+
+def _quarantined(row: tuple) -> QuarantinedEntry:
+    entry_id, mail_from, recipients, received, reason, answer = row
+    return QuarantinedEntry(entry_id, mail_from, tuple(recipients), received, reason, _answer(answer))

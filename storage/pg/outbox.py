@@ -20,10 +20,15 @@ leases this sender still holds, so a long batch does not lose them.
 
 ``arrived`` is set by ``LISTEN invito_outbox`` (``wake.Waker``) when any node commits messages, and on a
 poll that covers lost notifications.
+
+``invito queue`` reads and edits deliveries through the admin methods (``plugins.imip.queues.OutboundAdmin``),
+each one transaction: a retry makes the delivery due now and NOTIFYs, so a running sender on any node takes
+it at once; a drop writes its recipients' outcome with the removal.
 """
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -31,12 +36,13 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Iterator
 
 import psycopg
 from psycopg.rows import dict_row
 
-from invito.plugins.imip.spool import SpoolEntry, itip_record, mail_record
+from invito.plugins.imip.spool import (FailedMessage, MessageSummary, SpoolEntry, failed_id, itip_record, mail_record,
+                                       requeued)
 from invito.plugins.itip.model import ITipMessage
 from invito.storage.pg.db import Database, current
 from invito.storage.pg.wake import POLL_SECONDS, Wakeup, notify
@@ -245,6 +251,119 @@ class Outbox:
         conn.execute("UPDATE invito_outbox_delivery SET leased_until = %s WHERE holder = %s AND state = 'queued' "
                      "AND leased_until < %s", (now + self.lease, self.holder, now + self.lease))
         self._renewed = now
+
+
+    # -- the admin's side (`invito queue`, see ``plugins.imip.queues.OutboundAdmin``) ---------------------
+    # Each method is one transaction; a delivery no longer in the state asked for (sent, retried or dropped
+    # meanwhile) raises FileNotFoundError, as a vanished spool file does. A sender holding a lease on a
+    # delivery the admin drops finds no row to update when its outcome comes: the admin's change stands.
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Nothing to hold: each admin method is a transaction of its own, under the rows' locks."""
+        yield
+
+    def waiting_ids(self) -> set[str]:
+        with self.db.read() as conn:
+            return {row[0] for row in conn.execute(
+                "SELECT DISTINCT message FROM invito_outbox_delivery WHERE state = 'queued'")}
+
+    def failed_ids(self) -> set[str]:
+        """The failed deliveries, named as the file spool names them (``<message id>-<address>``)."""
+        with self.db.read() as conn:
+            return {failed_id(message, recipient) for message, recipient in conn.execute(
+                "SELECT message, recipient FROM invito_outbox_delivery WHERE state = 'failed'")}
+
+    def failed_messages(self) -> list[FailedMessage]:
+        with self.db.read() as conn:
+            entries = [(_entry(row), row["reason"]) for row in conn.cursor(row_factory=dict_row).execute(
+                f"SELECT {_COLUMNS}, d.reason FROM {_FROM} WHERE d.state = 'failed'")]
+        return sorted((FailedMessage(failed_id(e.id, e.recipient), MessageSummary((e.recipient,), e.method, e.uid),
+                                     reason) for e, reason in entries), key=lambda f: f.id)
+
+    def failed_reason(self, failed: str) -> str:
+        with self.db.read() as conn:
+            return self._failed(conn, failed, lock=False)[1]
+
+    def read_waiting(self, entry_id: str) -> list[SpoolEntry]:
+        with self.db.read() as conn:
+            return self._waiting(conn, entry_id, lock=False)
+
+    def read_failed(self, failed: str) -> list[SpoolEntry]:
+        with self.db.read() as conn:
+            return [self._failed(conn, failed, lock=False)[0]]
+
+    def send_now(self, entry_id: str) -> list[str]:
+        """A waiting message becomes due now for every recipient (attempts and last error stay), and the
+        senders on every node are woken; returns the recipients."""
+        with self.db.write() as conn:
+            recipients = [e.recipient for e in self._waiting(conn, entry_id)]
+            conn.execute("UPDATE invito_outbox_delivery SET next_try = 0, ready_at = 0 "
+                         "WHERE message = %s AND state = 'queued'", (entry_id,))
+            notify(conn, CHANNEL)
+        logger.info("outbound %s: next try set to now by the admin for %s", entry_id, ", ".join(recipients))
+        return recipients
+
+    def requeue(self, failed: str) -> tuple[str, str]:
+        """A failed delivery goes back into the queue as a new message (fresh attempts and give-up age), in
+        the transaction that forgets the failed one; returns (the new message's id, the recipient)."""
+        with self.db.write() as conn:
+            entry, _ = self._failed(conn, failed)
+            new_id = self._insert(conn, requeued(entry), after_failure=True)
+            self._forget(conn, entry.id, "failed", entry.recipient)
+        logger.info("outbound %s uid=%s to=%s: retried by the admin as %s", failed, entry.uid, entry.recipient, new_id)
+        return new_id, entry.recipient
+
+    def drop(self, entry_id: str, status: str, detail: str) -> tuple[MessageSummary, list[SpoolEntry]]:
+        """Forget a waiting message, with its recipients' outcome (``status``, ``detail``) in the same
+        transaction; returns what it was and its recipients."""
+        with self.db.write() as conn:
+            entries = self._waiting(conn, entry_id)
+            for entry in entries:
+                self.record(entry, status, detail)
+            self._write_outcomes(conn, None)
+            self._forget(conn, entry_id, "queued")  # its failed recipients stay, as in the file spool
+        logger.info("outbound %s uid=%s: dropped by the admin (%s)", entry_id, entries[0].uid,
+                    ", ".join(e.recipient for e in entries))
+        return MessageSummary(tuple(e.recipient for e in entries), entries[0].method, entries[0].uid), entries
+
+    def drop_failed(self, failed: str) -> MessageSummary:
+        with self.db.write() as conn:
+            entry, _ = self._failed(conn, failed)
+            self._forget(conn, entry.id, "failed", entry.recipient)
+        logger.info("outbound %s uid=%s to=%s: dropped by the admin", failed, entry.uid, entry.recipient)
+        return MessageSummary((entry.recipient,), entry.method, entry.uid)
+
+    def _waiting(self, conn: psycopg.Connection, entry_id: str, lock: bool = True) -> list[SpoolEntry]:
+        """A waiting message's deliveries (``lock``: locked for this transaction); FileNotFoundError when
+        none is left."""
+        rows = conn.cursor(row_factory=dict_row).execute(
+            f"SELECT {_COLUMNS} FROM {_FROM} WHERE d.message = %s AND d.state = 'queued' "
+            f"ORDER BY d.recipient{' FOR UPDATE OF d' if lock else ''}", (entry_id,)).fetchall()
+        if not rows:
+            raise FileNotFoundError(f"no waiting message {entry_id} in {self.queue}")
+        return [_entry(row) for row in rows]
+
+    def _failed(self, conn: psycopg.Connection, failed: str, lock: bool = True) -> tuple[SpoolEntry, str]:
+        """A failed delivery by its admin's id, with its reason (``lock``: locked for this transaction);
+        FileNotFoundError when it is not (or no longer) failed."""
+        rows = conn.cursor(row_factory=dict_row).execute(
+            f"SELECT {_COLUMNS}, d.reason FROM {_FROM} WHERE d.state = 'failed' "
+            f"AND left(%s, length(d.message) + 1) = d.message || '-'{' FOR UPDATE OF d' if lock else ''}",
+            (failed,)).fetchall()
+        for row in rows:
+            entry = _entry(row)
+            if failed_id(entry.id, entry.recipient) == failed:
+                return entry, row["reason"]
+        raise FileNotFoundError(f"no failed delivery {failed} in {self.failed}")
+
+    def _forget(self, conn: psycopg.Connection, message: str, state: str, recipient: str | None = None) -> None:
+        """Delete ``message``'s deliveries in ``state`` (only ``recipient``'s, if given), and the message once
+        none is left."""
+        conn.execute("DELETE FROM invito_outbox_delivery WHERE message = %s AND state = %s "
+                     "AND (%s::text IS NULL OR recipient = %s)", (message, state, recipient, recipient))
+        conn.execute("DELETE FROM invito_outbox_message m WHERE id = %s AND NOT EXISTS "
+                     "(SELECT 1 FROM invito_outbox_delivery WHERE message = m.id)", (message,))
 
 
 def _open_write() -> psycopg.Connection:

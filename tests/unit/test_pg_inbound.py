@@ -13,6 +13,7 @@ from typing import Iterator
 import psycopg
 import pytest
 
+from invito.plugins.imip.inbound_spool import PageAnswer
 from invito.storage.pg.db import Database
 from invito.storage.pg.inbound import InboundMail, InboundQueue, NoTransaction
 
@@ -151,8 +152,9 @@ def test_quarantine_is_a_state_with_its_reason(db, database) -> None:
         assert claimed is not None
         queue.start(claimed)
         assert queue.quarantine(claimed, "no iTIP message in the mail") == queue.quarantined
-    queue.set_aside(RAW, "guest@partner.example.org", ["invito+tok@cal.example.com"], "rsvp page",
-                    "the answer was refused on the page")
+    queue.set_aside_answer(PageAnswer("BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", "mailto:guest@partner.example.org",
+                                      "mailto:alice@example.com", "review-1", "tag", "127.0.0.1"),
+                           "the answer was refused on the page")
     assert queue.pending() == []
     with psycopg.connect(database) as conn:
         assert conn.execute("SELECT id, state, reason FROM invito_inbound ORDER BY id").fetchall() == [
