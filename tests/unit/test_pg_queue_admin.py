@@ -165,7 +165,7 @@ def test_a_released_answer_is_pending_again_with_its_answer_and_wakes_processors
     answer = inbound.set_aside_answer(ANSWER, "the event changed since the page was opened")
     other_node = InboundQueue(Database(db.url, max_size=1), poll_seconds=3600)
     arrived = other_node.arrived
-    assert other_node._waker is not None and other_node._waker.listening.wait(10)
+    assert other_node._wakeup.listening(10)
     arrived.wait(1)  # the wake-up every (re)connection gives
     arrived.clear()
 
