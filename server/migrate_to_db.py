@@ -154,14 +154,9 @@ def _outbound(database: Database, spool: OutboundSpool, tally: Tally) -> None:
 
 def _inbound(database: Database, spool: InboundSpool, tally: Tally) -> None:
     pending, quarantined = copy_queues.pending(spool), copy_queues.quarantined(spool)
-    mails = [entry for entry in pending if entry.answer is None]
-    aside = [(entry, reason) for entry, reason in quarantined if entry.answer is None]
-    for entry in [e for e in pending if e.answer] + [e for e, _ in quarantined if e.answer]:
-        say(f"not copied: answer {entry.id} (uid={entry.answer.uid} attendee={entry.answer.guest}), given on "
-            f"the RSVP page, stays in {spool.folder}: the database keeps no page answers yet")
     with database.write() as conn:
-        new = sum(copy_queues.copy_mail(conn, entry) for entry in mails)
-        kept = sum(copy_queues.copy_mail(conn, entry, reason) for entry, reason in aside)
+        new = sum(copy_queues.copy_mail(conn, entry) for entry in pending)
+        kept = sum(copy_queues.copy_mail(conn, entry, reason) for entry, reason in quarantined)
     tally.pending += new
     tally.quarantined += kept
-    tally.skipped += len(mails) + len(aside) - new - kept
+    tally.skipped += len(pending) + len(quarantined) - new - kept

@@ -10,6 +10,7 @@ first wrote (``ON CONFLICT DO NOTHING``) instead of queueing a message twice.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -76,13 +77,15 @@ def quarantined(spool: InboundSpool) -> list[tuple[InboundEntry, str]]:
 
 
 def copy_mail(conn: psycopg.Connection, entry: InboundEntry, quarantine_reason: str | None = None) -> bool:
-    """One received mail into the inbound queue, pending or (``quarantine_reason``) quarantined; whether
-    it was new."""
+    """One received mail, or answer given on the RSVP page, into the inbound queue, pending or
+    (``quarantine_reason``) quarantined, under the folder's own id; whether it was new."""
+    answer = json.dumps(dataclasses.asdict(entry.answer)) if entry.answer is not None else None
     inserted = conn.execute(
-        "INSERT INTO invito_inbound (id, raw, mail_from, recipients, peer, received, state, reason) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-        (entry.id, entry.raw(), entry.mail_from, list(entry.recipients), entry.peer, entry.received,
-         "pending" if quarantine_reason is None else "quarantined", quarantine_reason or "")).rowcount > 0
+        "INSERT INTO invito_inbound (id, raw, mail_from, recipients, peer, received, state, reason, kind, answer) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+        (entry.id, entry.raw() if answer is None else b"", entry.mail_from, list(entry.recipients), entry.peer,
+         entry.received, "pending" if quarantine_reason is None else "quarantined", quarantine_reason or "",
+         "mail" if answer is None else "answer", answer)).rowcount > 0
     if inserted and quarantine_reason is None:
         notify(conn, INBOUND)
     return inserted

@@ -115,6 +115,7 @@ def test_a_data_folder_is_copied_whole_and_a_second_run_copies_nothing(tmp_path:
     inbound = InboundSpool(str(srv.data / "spool" / "inbound"))
     [pending] = inbound.pending()
     [aside] = [e for e in inbound.quarantined_entries() if e.answer is None]
+    [page] = [e for e in inbound.quarantined_entries() if e.answer is not None]
     config = write_config(tmp_path, free_port(), {"invito": {"database": database}})
     before = snapshot(srv.data)
 
@@ -124,9 +125,7 @@ def test_a_data_folder_is_copied_whole_and_a_second_run_copies_nothing(tmp_path:
     files = [f for d in folders for f in d.iterdir() if f.is_file() and not f.name.startswith(".")]
     assert f"copied {len(folders)} collections, {len(files)} items" in first.stdout, first.stdout
     assert f"{len(tokens)} reply tokens" in first.stdout and "1 failed" in first.stdout
-    assert "1 side records" in first.stdout and "1 inbound pending, 1 quarantined" in first.stdout
-    # The database keeps no page answers yet (another branch adds them): said, and left in the folder.
-    assert "not copied: answer" in first.stdout and f"uid={uid}" in first.stdout
+    assert "1 side records" in first.stdout and "1 inbound pending, 2 quarantined" in first.stdout
     assert "set [invito] database" in first.stdout and "backup" in first.stdout
 
     second = migrate(config)
@@ -172,9 +171,11 @@ def test_a_data_folder_is_copied_whole_and_a_second_run_copies_nothing(tmp_path:
                                                  "WHERE state = 'failed'").fetchall()
             assert recipient == GINO and reason == outbound.failed_reason(failed_id)
             [(quarantined_id, kept_reason, raw)] = conn.execute(
-                "SELECT id, reason, raw FROM invito_inbound WHERE state = 'quarantined'").fetchall()
+                "SELECT id, reason, raw FROM invito_inbound WHERE state = 'quarantined' AND kind = 'mail'").fetchall()
             assert (quarantined_id, kept_reason) == (aside.id, aside.reason)
             assert bytes(raw) == inbound.quarantined_mail(aside.id)
+        # The answer refused on the RSVP page is a quarantined answer there too, under its own id.
+        assert InboundQueue(database_).quarantined_answer(page.id) == inbound.quarantined_answer(page.id)
         [mail] = InboundQueue(database_).pending()
         assert (mail.id, mail.raw(), mail.peer) == (pending.id, pending.raw(), pending.peer)
     finally:
