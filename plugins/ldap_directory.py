@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import ssl
 import threading
@@ -91,7 +90,7 @@ class LdapDirectory:
     ``addresses`` entries still count, through a plain ``Directory`` whose users are the directory's."""
 
     def __init__(self, configuration: config.Configuration, domain: str, aliases: dict[str, list[str]],
-                 collection_root: str) -> None:
+                 is_home: Callable[[str], bool]) -> None:
         get = configuration.get
         self.uri: str = get("auth", "ldap_uri")
         self._base: str = get("auth", "ldap_base")
@@ -129,7 +128,7 @@ class LdapDirectory:
         self._people: dict[str, tuple[float, Person | None]] = {}
         self._owners: dict[str, tuple[float, str | None]] = {}
         self._down_until = 0.0
-        self._collection_root = collection_root
+        self._is_home = is_home  # the storage's: a name with a home here
         self._plain = Directory(domain, aliases, self._is_user)
         if not self._name_attribute:
             logger.warning("directory %s: neither [auth] ldap_user_attribute nor an (attribute={0}) in "
@@ -166,7 +165,7 @@ class LdapDirectory:
 
     def _is_user(self, name: str) -> bool:
         """A user of this server: in the directory, or known by a home already."""
-        return self._person(name) is not None or os.path.isdir(os.path.join(self._collection_root, name))
+        return self._person(name) is not None or self._is_home(name)
 
     def _person(self, user: str) -> Person | None:
         if not user or not self._name_attribute:
