@@ -36,7 +36,7 @@ from invito.server import db_admin, identity
 from invito.server.config import ConfigError, load
 from invito.server.mail import smtp_settings
 from invito.storage.pg import migrations
-from invito.storage.pg.db import configured_url
+from invito.storage.pg.db import configured_url, redacted
 
 EXIT_PROBLEMS = 1
 EXIT_CONFIG_INVALID = 2
@@ -178,7 +178,7 @@ def _database(configuration: Configuration, report: Report) -> None:
         return
     if not url:
         return
-    where = _redacted(url)
+    where = redacted(url)
     try:
         found, line = db_admin.describe(url)
     except psycopg.Error as e:
@@ -190,15 +190,6 @@ def _database(configuration: Configuration, report: Report) -> None:
         report.warn(f"database {where}", line, None)
     else:
         report.fail(f"database {where}", line, None)
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for the check's lines."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _users_file(path: str, report: Report, add_user: str) -> None:

@@ -25,6 +25,7 @@ from invito.plugins.data_folder import DataFolder
 from invito.plugins.directory import user_name_problem
 from invito.server import check, db_admin, migrate_to_db, queue_admin, quiet
 from invito.server.config import CommandError, ConfigError, load, unconfigured
+from invito.storage.pg.db import configured_url, redacted
 
 logger = logging.getLogger("invito")
 
@@ -112,9 +113,13 @@ def _serve(args: argparse.Namespace) -> int:
     logger.setLevel(radicale.log.logger.level)
     users_file = _users_file(configuration) if configuration.get("auth", "type") == "htpasswd" else None
     data = DataFolder.of(configuration)
+    database = _database_url(configuration)
+    if database:  # every node migrates on start; they wait for one another, the first one does the work
+        db_admin.migrate_on_start(database)
     try:
-        os.makedirs(data.root, mode=0o700, exist_ok=True)
-        if configuration.get("storage", "type") == "invito.storage":  # else Radicale warns on a first start
+        if not database:  # on the database a node keeps nothing of its own
+            os.makedirs(data.root, mode=0o700, exist_ok=True)
+        if not database and configuration.get("storage", "type") == "invito.storage":  # else Radicale warns
             os.makedirs(data.collection_root, mode=0o700, exist_ok=True)
         if users_file and not os.path.exists(users_file):  # Radicale refuses to start without the file
             os.makedirs(os.path.dirname(users_file), mode=0o700, exist_ok=True)
@@ -129,9 +134,12 @@ def _serve(args: argparse.Namespace) -> int:
 def _summary(configuration: Configuration, config_file: str | None, users_file: str | None) -> str:
     data = DataFolder.of(configuration)
     lines = [f"Invito {metadata.version('invito')} (Radicale {metadata.version('radicale')})",
-             f"  config file: {os.path.abspath(config_file) if config_file else 'none, built-in defaults'}",
-             f"  data folder: {data.root}",
-             f"  collections: {data.collections}"]
+             f"  config file: {os.path.abspath(config_file) if config_file else 'none, built-in defaults'}"]
+    database = _database_url(configuration)
+    if database:
+        lines.append(f"  database:    {redacted(database)} (collections, queues, tokens)")
+    else:
+        lines += [f"  data folder: {data.root}", f"  collections: {data.collections}"]
     users = _read_users(users_file) if users_file else None
     notes = unconfigured(configuration, users)
     if users is not None:
@@ -147,6 +155,13 @@ def _summary(configuration: Configuration, config_file: str | None, users_file: 
     if notes:
         lines += ["Not configured yet:", *(f"  - {note}" for note in notes)]
     return "\n".join(lines)
+
+
+def _database_url(configuration: Configuration) -> str:
+    try:
+        return configured_url(configuration)
+    except (OSError, ValueError) as e:
+        raise CommandError(f"[invito] database_file: {e}") from e
 
 
 def _urls(configuration: Configuration) -> list[str]:

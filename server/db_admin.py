@@ -52,17 +52,26 @@ def describe(url: str) -> tuple[int, str]:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    url = url_of(args.config)
-    try:
-        applied = migrations.migrate(url)
-    except psycopg.Error as e:
-        raise CommandError(f"cannot migrate the database: {first_line(e)}") from e
-    except RuntimeError as e:  # newer than this code
-        raise CommandError(str(e)) from e
+    applied = _migrated(url_of(args.config), "cannot migrate the database")
     for migration in applied:
         print(f"applied {migration.version:04d} {migration.name}")
     print(f"schema version {migrations.latest()}" + ("" if applied else ": nothing to do"))
     return 0
+
+
+def migrate_on_start(url: str) -> None:
+    """`invito serve` on the database: the schema brought up to date first, or a clear refusal."""
+    for migration in _migrated(url, "cannot use the database ([invito] database)"):
+        print(f"database: applied migration {migration.version:04d} {migration.name}", flush=True)
+
+
+def _migrated(url: str, failure: str) -> list[migrations.Migration]:
+    try:
+        return migrations.migrate(url)
+    except psycopg.Error as e:
+        raise CommandError(f"{failure}: {first_line(e)}") from e
+    except RuntimeError as e:  # newer than this code
+        raise CommandError(str(e)) from e
 
 
 def _status(args: argparse.Namespace) -> int:

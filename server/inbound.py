@@ -8,6 +8,7 @@ to the quarantine folder with the reason, and the log names the UID, the attende
 """
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import email.policy
 import hashlib
@@ -15,12 +16,13 @@ import logging
 import re
 import threading
 import time
+from typing import Callable, ContextManager
 
 import icalendar
+import psycopg
 import radicale.storage
 from radicale.config import Configuration
 
-from invito.plugins.data_folder import DataFolder
 from invito.plugins.imip import forward
 from invito.plugins.imip.authentication import Verdict, authenticate
 from invito.plugins.imip.extract import Inbound, Kind, MailOrigin, extract
@@ -28,16 +30,18 @@ from invito.plugins.imip.inbound_spool import MAX_UNFINISHED, InboundEntry, Inbo
 from invito.plugins.imip.listener import Listener, ListenerSettings
 from invito.plugins.imip.sender import wait_until
 from invito.plugins.imip.spool import out_of_space
-from invito.plugins.imip.tokens import ReplyToken, ReplyTokens, redact
+from invito.plugins.imip.tokens import ReplyToken, redact
 from invito.plugins.imip.triage import Action, Decision, Policy, Recipient, triage
 from invito.plugins.itip import ITipMessage
 from invito.plugins.itip.address import normalize
 from invito.plugins.itip.components import find_attendee, scheduled
 from invito.plugins.itip.recurrence import deadline
 from invito.plugins.rsvp.answer import given_on_page
-from invito.storage import Storage, changes
+from invito.storage import Storage, backend, changes
 from invito.plugins.rsvp.ratelimit import RateLimiter
 from invito.storage.changes import Notification
+from invito.storage.pg import db
+from invito.storage.pg.inbound import InboundMail, InboundQueue
 from invito.storage.scheduling import for_organizer
 
 logger = logging.getLogger("invito.imip")
@@ -51,10 +55,9 @@ class Processor:
     """Applies spooled inbound mail; also decides which envelope recipients the listener accepts."""
 
     def __init__(self, configuration: Configuration, storage: Storage) -> None:
-        data = DataFolder.of(configuration)
         self.storage = storage
-        self.spool = InboundSpool(data.inbound_spool)
-        self.tokens = ReplyTokens(data.tokens)
+        self.spool = backend.inbound(configuration)
+        self.tokens = backend.tokens(configuration)
         template = configuration.get("imip", "reply_address")
         self._token_address = _token_pattern(template) if template else None
         direct = configuration.get("imip", "direct")
@@ -96,42 +99,42 @@ class Processor:
         wake = self.spool.arrived
         while not stop.is_set():
             wake.clear()
-            while not stop.is_set() and self.process_batch():
-                pass
+            try:
+                while not stop.is_set() and self.process_batch():
+                    pass
+            except psycopg.OperationalError as e:  # the database is away: every message stays queued
+                logger.warning("inbound mail waits: the database is not reachable (%s); trying again in 5 s", e)
             wait_until(stop, wake, 5)
 
     def process_batch(self) -> int:
-        """Apply up to BATCH spooled messages, oldest first, with one flush to disk for all of them (group
-        commit): each message leaves the spool only after its changes are on disk, and applying one again
-        after a crash changes nothing, so nothing is lost and nothing is fsynced once per file."""
-        batch = self.spool.pending()[:BATCH]
+        """Apply up to BATCH queued messages, oldest first; 0 when there was nothing to do (or no room)."""
+        if isinstance(self.spool, InboundQueue):
+            return self._process_claimed(self.spool)
+        return self._process_spooled(self.spool)
+
+    def _process_spooled(self, spool: InboundSpool) -> int:
+        """With one flush to disk for the whole batch (group commit): each message leaves the spool only
+        after its changes are on disk, and applying one again after a crash changes nothing, so nothing is
+        lost and nothing is fsynced once per file."""
+        batch = spool.pending()[:BATCH]
         outcomes = []
         full = False
-        with self.storage.deferred_sync():
+        with self.storage.deferred_sync():  # type: ignore[attr-defined]  (the filesystem backend's)
             for entry in batch:
-                if self.spool.start(entry) >= MAX_UNFINISHED:  # it crashed or hung the server before
-                    logger.error("inbound %s: processing crashed or timed out %d times; set aside", entry.id,
-                                 MAX_UNFINISHED)
-                    outcomes.append((entry, [f"processing crashed or timed out {MAX_UNFINISHED} times"]))
-                    continue
                 try:
-                    with deadline(time.monotonic() + self._time_limit, time.monotonic):  # recurrence checks stop
-                        outcomes.append((entry, self._handle(entry)))
-                except Exception as e:
-                    if out_of_space(e):  # not the message's fault: it stays queued, as do the ones after it
-                        logger.warning(_NO_SPACE, entry.id)
-                        full = True
-                        break
-                    logger.exception("inbound %s: unexpected error", entry.id)  # a bug must not stop the queue
-                    outcomes.append((entry, ["internal error while processing (see the server log)"]))
-                finally:
-                    self.spool.finish(entry)  # this run ended (a kill never gets here: it counts)
+                    outcomes.append((entry, self._apply(entry, contextlib.nullcontext)))
+                except OSError as e:
+                    if not out_of_space(e):
+                        raise
+                    logger.warning(_NO_SPACE, entry.id)  # not the message's fault: it stays queued, as do the rest
+                    full = True
+                    break
         for entry, problems in outcomes:
             try:
                 if problems:
-                    self.spool.quarantine(entry, "\n".join(problems))
+                    spool.quarantine(entry, "\n".join(problems))
                 else:
-                    self.spool.done(entry)
+                    spool.done(entry)
             except OSError as e:
                 if not out_of_space(e):
                     raise
@@ -140,7 +143,45 @@ class Processor:
                 break
         return 0 if full else len(batch)  # 0: wait before trying again, as after an empty queue
 
-    def _handle(self, entry: InboundEntry) -> list[str]:
+    def _process_claimed(self, queue: InboundQueue) -> int:
+        """One database transaction per message, on any node: claimed, applied and removed (or set aside)
+        together, so it is applied exactly once; rerun from the claim after a deadlock."""
+        def one(conn: psycopg.Connection) -> bool:
+            mail = queue.claim()
+            if mail is None:
+                return False
+            problems = self._apply(mail, conn.transaction)  # a savepoint: a failure inside leaves the claim
+            if problems:
+                queue.quarantine(mail, "\n".join(problems))
+            else:
+                queue.done(mail)
+            return True
+
+        applied = 0
+        while applied < BATCH and queue.db.run(one):
+            applied += 1
+        return applied
+
+    def _apply(self, entry: InboundEntry | InboundMail, unit: Callable[[], ContextManager[object]]) -> list[str]:
+        """Apply one queued message inside ``unit`` (undone as a whole when it fails); what could not be
+        applied, and why. A full disk or an unreachable database is raised: the message stays queued."""
+        if self.spool.start(entry) >= MAX_UNFINISHED:  # it crashed or hung the server before
+            logger.error("inbound %s: processing crashed or timed out %d times; set aside", entry.id, MAX_UNFINISHED)
+            return [f"processing crashed or timed out {MAX_UNFINISHED} times"]
+        try:
+            with unit(), deadline(time.monotonic() + self._time_limit, time.monotonic):  # recurrence checks stop
+                return self._handle(entry)
+        except (*db.RETRYABLE, psycopg.OperationalError):
+            raise
+        except Exception as e:
+            if out_of_space(e):
+                raise
+            logger.exception("inbound %s: unexpected error", entry.id)  # a bug must not stop the queue
+            return ["internal error while processing (see the server log)"]
+        finally:
+            self.spool.finish(entry)  # this run ended (a kill never gets here: it counts)
+
+    def _handle(self, entry: InboundEntry | InboundMail) -> list[str]:
         """Apply one spooled message for each of its recipients; what could not be applied, and why."""
         if entry.answer is not None:  # an answer from the RSVP page, released from the quarantine
             problem = self._answer_again(entry.answer, "inbound " + entry.id)

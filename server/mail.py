@@ -22,17 +22,17 @@ import icalendar
 import radicale.storage
 from radicale.config import Configuration
 
-from invito.plugins.data_folder import DataFolder
 from invito.plugins.imip import mime
 from invito.plugins.imip.i18n import choose
 from invito.plugins.imip.sender import Sender
 from invito.plugins.imip.smtp import SmtpSettings
-from invito.plugins.imip.spool import FORWARD, SpoolEntry
-from invito.plugins.imip.tokens import ReplyToken, ReplyTokens, reply_address
+from invito.plugins.imip.spool import FORWARD, OutboundSpool, SpoolEntry
+from invito.plugins.imip.tokens import ReplyToken, reply_address
 from invito.plugins.itip.components import attendee_language, instance_key, scheduled
 from invito.plugins.rsvp import links
-from invito.storage import Storage
+from invito.storage import Storage, backend
 from invito.storage.changes import Kind, RecordStatus
+from invito.storage.pg.outbox import Outbox
 from invito.storage.transaction import recover
 
 logger = logging.getLogger("invito.imip")
@@ -60,7 +60,7 @@ class Composer:
         self._record_tokens = not preview
         self._reply_template = configuration.get("imip", "reply_address")
         self._public_url = configuration.get("rsvp", "public_url")
-        self._tokens = ReplyTokens(DataFolder.of(configuration).tokens)
+        self._tokens = backend.tokens(configuration)
         self._language = configuration.get("scheduling", "language")
         self._hide_attendees = configuration.get("scheduling", "hide_attendees")
         self._last: tuple[str, mime.Prepared] | None = None  # (spool entry id, its prepared calendar)
@@ -157,13 +157,15 @@ def send_outbound(configuration: Configuration, stop: threading.Event) -> None:
         logger.error("outbound mail disabled: [storage] type is not invito.storage")
         return
     spool = storage.scheduler.spool
-    with storage.acquire_lock("w"):  # no write is halfway while we hold it, in any process
-        recover(spool)
+    if isinstance(spool, OutboundSpool):  # the database's outbox commits with its event: nothing to recover
+        with storage.acquire_lock("w"):  # no write is halfway while we hold it, in any process
+            recover(spool)
     spool.prune(KEEP_OUTCOMES_DAYS, time.time())
     status_writer = StatusWriter(storage)
     composer = Composer(configuration)
     sender = Sender(spool, smtp_settings(configuration), composer, status_writer,
                     on_batch_end=status_writer.flush, envelope_from=composer.envelope_from, give_up=configuration.get("smtp", "give_up_days") * 86400,
                     first_retry=configuration.get("smtp", "retry_seconds"),
-                    probe_every=configuration.get("smtp", "probe_seconds"))
+                    probe_every=configuration.get("smtp", "probe_seconds"),
+                    next_ready=spool.next_ready if isinstance(spool, Outbox) else None)
     sender.run(stop, wake=spool.arrived)

@@ -96,3 +96,14 @@ NO_EVENT = Outcome(Kind.NO_EVENT)
 
 def refused(reason: str, uninvited: bool = False) -> Outcome:
     return Outcome(Kind.REFUSED, reason, uninvited)
+
+
+def meeting(change: Change) -> str:
+    """The UID of the event ``change`` is about: writers of one meeting wait for each other."""
+    match change:
+        case Receive() | Send():
+            return change.message.uid
+        case ToInbox():
+            return next((str(c["UID"]) for c in change.calendar.walk() if "UID" in c), "")
+        case _:
+            return change.uid

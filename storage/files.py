@@ -13,9 +13,8 @@ from typing import Callable, Iterator
 import radicale.item as radicale_item
 from radicale import config
 
-from invito.plugins.data_folder import DataFolder
 from invito.plugins.imip.spool import OutboundSpool
-from invito.storage import scheduled, verbatim
+from invito.storage import backend, scheduled, verbatim
 from invito.storage.changes import Change, Outcome
 from invito.storage.indexed import IndexedCollection, IndexedStorage
 from invito.storage.side_records import SideRecords
@@ -37,7 +36,7 @@ class FileStorage(scheduled.Storage, IndexedStorage):
     def _scheduling_parts(self, configuration: config.Configuration
                           ) -> tuple[OutboundSpool, SideRecords, Callable[[str], bool]]:
         root = self._get_collection_root_folder()
-        return (OutboundSpool(DataFolder.of(configuration).outbound_spool),
+        return (backend.outbound(configuration),  # type: ignore[return-value]  (the data folder's spool)
                 SideRecords(root, lambda: self._filesystem_fsync),
                 lambda name: os.path.isdir(os.path.join(root, name)))
 

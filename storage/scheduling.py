@@ -141,6 +141,7 @@ class Scheduler:
 
     def put(self, collection: "Collection", href: str, item: radicale_item.Item,
             request: WriteRequest | None) -> tuple[radicale_item.Item, radicale_item.Item | None]:
+        self._storage.hold(item.uid)
         owner = self.directory.addresses_of(collection.owner)
         old_item = collection.get_item(href)
         old = self.read_copy(collection.owner, old_item) if old_item else None
@@ -173,6 +174,7 @@ class Scheduler:
         if old_item is None:
             collection.remove(href)  # raises Radicale's ComponentNotFoundError
             return
+        self._storage.hold(old_item.uid)
         the_plan = self._plan(self.read_copy(collection.owner, old_item), None,
                               self.directory.addresses_of(collection.owner))
         write = Write(collection.owner, _groups(current()), old_item, sources=(old_item.serialize(),))
@@ -256,6 +258,7 @@ class Scheduler:
                       sources: tuple[str, ...] = ()) -> None:
         """Put the message in ``user``'s inbox and apply it to their calendar copy; ``sources``: the
         texts the message was made from, whose lines the copies keep verbatim."""
+        self._storage.hold(None, user)
         self._to_inbox(user, message.calendar, tx, sources=sources)
         result, _ = self._apply_local(message, user, recipient, tx, sources)
         if isinstance(result, Refused):

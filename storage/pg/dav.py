@@ -169,6 +169,7 @@ class Collection(storage.BaseCollection):
 
 class Storage(storage.BaseStorage):
     _supports_unicode = True  # paths are text columns, not file names
+    _collection_class: type[Collection] = Collection  # Invito's scheduling storage has its own
 
     def __init__(self, configuration: config.Configuration) -> None:
         super().__init__(configuration)
@@ -195,8 +196,13 @@ class Storage(storage.BaseStorage):
             return
         homes = {collections.owner_of(_stripped(p)) for p in (path, to_path) if p} or {user}
         with db.rerun_on_conflict(), self.db.write() as conn:
+            db.lock(conn, *self._meetings_written())  # meetings before homes, as every writer takes them
             db.lock(conn, *(f"home:{home}" for home in homes))
             yield
+
+    def _meetings_written(self) -> list[str]:
+        """Lock keys of the meetings a write is known to change before it starts (see ``db.lock``)."""
+        return []
 
     def discover(self, path: str, depth: str = "0",
                  child_context_manager: Optional[Callable[[str, Optional[str]], ContextManager[None]]] = None,
@@ -210,9 +216,9 @@ class Storage(storage.BaseStorage):
             parent = collections.load(conn, parent_path) if sane else None
             item = items.get(conn, parent.id, href) if parent else None
             if parent and item:
-                yield Collection(self, parent)._item(item)
+                yield self._collection_class(self, parent)._item(item)
             return
-        collection = Collection(self, row)
+        collection = self._collection_class(self, row)
         yield collection
         if depth == "0":
             return
@@ -221,7 +227,7 @@ class Storage(storage.BaseStorage):
                 yield collection._item(item)
         for child in collections.children(conn, sane):
             with each_child(child.path, None):
-                yield Collection(self, child)
+                yield self._collection_class(self, child)
 
     def create_collection(self, href: str, items: Optional[Iterable[radicale_item.Item]] = None,
                           props: Optional[Mapping[str, str]] = None
@@ -231,7 +237,7 @@ class Storage(storage.BaseStorage):
         clients see the difference as changes, not a lost collection."""
         conn = self.connection()
         sane = _stripped(href)
-        collection = Collection(self, collections.ensure(conn, sane))
+        collection = self._collection_class(self, collections.ensure(conn, sane))
         if not props:
             return collection, {}, []
         collections.remove_children(conn, sane)

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import threading
 import time
+import urllib.parse
 from typing import Any, Callable, Iterator, TypeVar
 
 import psycopg
@@ -50,6 +51,15 @@ def configured_url(configuration: Any) -> str:
     if not url.startswith(("postgresql://", "postgres://")):
         raise ValueError(f"{path}: its first line is not a PostgreSQL URL")
     return url
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs and admin commands."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 _shared: dict[str, "Database"] = {}

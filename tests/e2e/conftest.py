@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Iterator
 import caldav
 import pytest
 
-from tests.conftest import free_port  # noqa: F401  (the e2e tests import it from here)
+from tests.conftest import TEMPLATE, free_port  # noqa: F401  (the e2e tests import free_port from here)
 
 if TYPE_CHECKING:
     from tests.e2e.ldap_server import LdapServer
     from tests.e2e.mailsink import MailSink
+    from tests.pg_server import PostgresServer
 
 INVITO = [str(Path(sys.executable).parent / "invito")]  # the console script a user runs
 USERS = ("alice", "bob", "carol")
@@ -45,10 +46,36 @@ class Server:
         return self.principals[user]
 
 
+BACKENDS = ("files", "postgresql")
+_postgres: list["PostgresServer"] = []  # the session's server while a module runs on the database backend
+
+
+@pytest.fixture(scope="module", params=BACKENDS, autouse=True)
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every end-to-end module runs on both storage backends: each server a test starts gets the data
+    folder ("files") or a fresh database of its own from the session's PostgreSQL ("postgresql")."""
+    if request.param == "postgresql":
+        _postgres.append(request.getfixturevalue("postgres"))
+    try:
+        yield request.param
+    finally:
+        _postgres.clear()
+
+
+@pytest.fixture(autouse=True)
+def only_on_its_backend(request: pytest.FixtureRequest, backend: str) -> None:
+    """``@pytest.mark.only_backend(name)`` (on a test or a module): about that backend's own mechanics."""
+    only = request.node.get_closest_marker("only_backend")
+    if only is not None and backend not in only.args:
+        pytest.skip(f"about the {only.args[0]} backend's own mechanics")
+
+
 def write_config(tmp: Path, port: int, settings: dict[str, dict[str, str]] | None = None) -> Path:
-    """The test server's config file: data under ``tmp``, CalDAV on ``port``, plus ``settings``."""
+    """The test server's config file: data under ``tmp`` (and, on the database backend, a fresh database),
+    CalDAV on ``port``, plus ``settings``."""
+    database = _postgres[0].create_database(TEMPLATE) if _postgres else ""
     sections: dict[str, dict[str, str]] = {
-        "invito": {"data_folder": str(tmp / "data")},
+        "invito": {"data_folder": str(tmp / "data"), "database": database},
         "server": {"hosts": f"127.0.0.1:{port}"},
         "scheduling": {"domain": "example.com"},
         "logging": {"level": "info"},

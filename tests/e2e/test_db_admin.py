@@ -2,6 +2,8 @@
 """`invito db migrate` / `invito db status` and `invito check`'s database line, as an admin runs them."""
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 from pathlib import Path
 
@@ -9,6 +11,8 @@ import psycopg
 
 from invito.storage.pg import migrations
 from tests.e2e.conftest import INVITO
+
+pytestmark = pytest.mark.only_backend("postgresql")  # these tests set up their own database
 
 
 def _run(config: Path, *args: str) -> subprocess.CompletedProcess:

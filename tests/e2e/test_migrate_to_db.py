@@ -32,6 +32,8 @@ from tests.e2e.test_invitations_by_mail import review
 from tests.e2e.test_replies_by_mail import GINO, GRACE, inbound_settings, quarantined, send, wait_listening, wire
 from tests.e2e.test_scheduling import calendar, set_partstat
 
+pytestmark = pytest.mark.only_backend("files")  # these tests set up a data folder, copied into a database of their own
+
 SYNC = ('<?xml version="1.0"?><D:sync-collection xmlns:D="DAV:"><D:sync-token/><D:sync-level>1</D:sync-level>'
         '<D:prop><D:getetag/></D:prop></D:sync-collection>')
 

@@ -36,6 +36,8 @@ from radicale import app
 from invito.server import config
 from invito.server.rerun import ApplicationPartRerun
 
+pytestmark = pytest.mark.only_backend("postgresql")  # these tests set up their own database
+
 class PlainApplication(ApplicationPartRerun, app.Application):
     pass
 

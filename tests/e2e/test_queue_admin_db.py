@@ -19,6 +19,8 @@ from invito.storage.pg.outbox import Outbox
 from tests.e2e.conftest import free_port, write_config
 from tests.e2e.test_queue_admin import RAW, entry, greylisted, inbound, invite, outbound, queue, section
 
+pytestmark = pytest.mark.only_backend("postgresql")  # these tests set up their own database
+
 REPLY = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nMETHOD:REPLY\r\nBEGIN:VEVENT\r\nUID:review-1\r\n"
          "DTSTAMP:20300101T000000Z\r\nATTENDEE;PARTSTAT=ACCEPTED:mailto:guest@partner.example.org\r\n"
          "END:VEVENT\r\nEND:VCALENDAR\r\n")

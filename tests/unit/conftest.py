@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import icalendar
 import pytest
@@ -12,13 +12,33 @@ from radicale.config import Configuration
 
 from invito.server import config as invito_config
 from invito.storage import Storage
+from invito.storage.pg import db
+
+
+BACKENDS = ("files", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each storage test runs on both backends: "files" (the data folder) and "postgresql" (a database
+    of the test's own). A test about one backend's own mechanics marks itself ``only_backend(name)``."""
+    only = request.node.get_closest_marker("only_backend")
+    if only is not None and request.param not in only.args:
+        pytest.skip(f"about the {only.args[0]} backend's own mechanics")
+    if request.param == "files":
+        yield ""
+        return
+    url = request.getfixturevalue("database")
+    yield url
+    db.close_shared()  # before the test's database is dropped
 
 
 @pytest.fixture
-def configuration(tmp_path: Path) -> Configuration:
-    """Invito's defaults, data in ``tmp_path``, no login, users' addresses at example.com."""
+def configuration(tmp_path: Path, backend: str) -> Configuration:
+    """Invito's defaults, data in ``tmp_path`` (or the ``backend`` database), no login, users' addresses
+    at example.com."""
     loaded = invito_config.load(None)
-    loaded.update({"invito": {"data_folder": str(tmp_path)}, "auth": {"type": "none"},
+    loaded.update({"invito": {"data_folder": str(tmp_path), "database": backend}, "auth": {"type": "none"},
                    "storage": {"filesystem_folder": str(tmp_path / "collections")},
                    "scheduling": {"domain": "example.com"}}, "test", privileged=True)
     return loaded

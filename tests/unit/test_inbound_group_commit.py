@@ -13,6 +13,8 @@ import radicale.item as radicale_item
 from invito.server.inbound import Processor
 from invito.storage import Storage
 
+pytestmark = pytest.mark.only_backend("files")  # the inbound spool's group commit; the database needs none
+
 EVENT = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nBEGIN:VEVENT\r\nUID:{uid}\r\n"
          "DTSTAMP:20300101T000000Z\r\nDTSTART:20301010T090000Z\r\nDTEND:20301010T100000Z\r\nSUMMARY:Review\r\n"
          "ORGANIZER:mailto:alice@example.com\r\nATTENDEE;PARTSTAT=NEEDS-ACTION:mailto:guest@partner.org\r\n"

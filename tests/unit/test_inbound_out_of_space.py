@@ -19,6 +19,8 @@ from invito.server.inbound import Processor
 from invito.storage import Storage
 from tests.unit.test_inbound_group_commit import REPLY, partstat, processor  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.only_backend("files")  # a full disk under the data folder; the database needs none
+
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
