@@ -2,6 +2,7 @@
 """A real Invito server for end-to-end tests: `invito serve` on 127.0.0.1, real files, real users."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,6 +20,9 @@ from tests.conftest import TEMPLATE, free_port  # noqa: F401  (the e2e tests imp
 if TYPE_CHECKING:
     from tests.e2e.ldap_server import LdapServer
     from tests.e2e.mailsink import MailSink
+    from invito.plugins.imip.inbound_spool import QuarantinedEntry
+    from invito.plugins.imip.spool import SpoolEntry
+    from invito.server.queue_admin import Spools
     from tests.pg_server import PostgresServer
 
 INVITO = [str(Path(sys.executable).parent / "invito")]  # the console script a user runs
@@ -130,6 +134,50 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@contextlib.contextmanager
+def queues(srv: Server) -> Iterator["Spools"]:
+    """``srv``'s mail queues as `invito queue` sees them, on either backend (the spool folders or the
+    database's tables), through the admin interface."""
+    from invito.server.queue_admin import Spools
+
+    spools = Spools.of(str(srv.config))
+    try:
+        yield spools
+    finally:
+        spools.close()
+
+
+def outbound_entries(srv: Server) -> list["SpoolEntry"]:
+    """Each (message, recipient) waiting in ``srv``'s outbound queue, oldest message first."""
+    with queues(srv) as spools:
+        return spools.outbound.queued()
+
+
+def quarantined_entries(srv: Server) -> list["QuarantinedEntry"]:
+    """What ``srv``'s inbound processing set aside, with the reasons."""
+    with queues(srv) as spools:
+        return spools.inbound.quarantined_entries()
+
+
+def database_of(srv: Server) -> str:
+    """``srv``'s database URL; "" on the filesystem backend."""
+    for line in srv.config.read_text().splitlines():
+        if line.startswith("database = "):
+            return line[len("database = "):].strip()
+    return ""
+
+
+def has_home(srv: Server, name: str) -> bool:
+    """Whether ``name`` has a home (a principal collection) on ``srv``, on either backend."""
+    url = database_of(srv)
+    if not url:
+        return (srv.data / "collections" / "collection-root" / name).exists()
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT 1 FROM dav_collection WHERE path = %s", (name,)).fetchone() is not None
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import uuid
 
 import caldav
@@ -11,7 +10,7 @@ import icalendar
 import pytest
 import requests
 
-from tests.e2e.conftest import PASSWORD, Server
+from tests.e2e.conftest import PASSWORD, Server, has_home, outbound_entries
 
 TZ = datetime.timezone.utc
 
@@ -320,11 +319,9 @@ def test_external_guests_go_to_the_mail_spool(server: Server) -> None:
     uid = str(uuid.uuid4())
     guest = "mailto:Guest@Partner.example.org"
     calendar(server, "alice").save_event(event(uid, extra=f"ATTENDEE;CN=Guest;PARTSTAT=NEEDS-ACTION:{guest}"))
-    queue = server.data / "spool" / "outbound" / "queue"
-    entries = [json.loads(p.read_text()) for p in queue.glob("*.json")]
-    assert [(e["method"], e["uid"], list(e["recipients"])) for e in entries] == [
-        ("REQUEST", uid, ["mailto:guest@partner.example.org"])]
-    assert "METHOD:REQUEST" in entries[0]["ics"]
+    entries = outbound_entries(server)
+    assert [(e.method, e.uid, e.recipient) for e in entries] == [("REQUEST", uid, "mailto:guest@partner.example.org")]
+    assert "METHOD:REQUEST" in entries[0].ics
     organizer_copy = copy_of(server, "alice", uid)
     assert attendee(organizer_copy, guest).params["SCHEDULE-STATUS"] == "1.0"  # queued for mail
-    assert not (server.data / "collections" / "collection-root" / "guest").exists()  # never a user
+    assert not has_home(server, "guest")  # never a user
