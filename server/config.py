@@ -274,6 +274,11 @@ INVITO_SCHEMA: types.CONFIG_SCHEMA = OrderedDict([
             "help": "while the relay cannot be reached (down, TLS, login), try it this often, in seconds; "
                     "once it answers, everything waiting goes at once",
             "type": radicale_config.positive_float}),
+        ("lease_seconds", {
+            "value": "120",
+            "help": "with [invito] database: a node that takes deliveries to send holds them this long without "
+                    "an outcome; if it dies meanwhile, another node sends them once this has passed",
+            "type": radicale_config.positive_float}),
         ("give_up_days", {
             "value": "4",
             "help": "days to keep retrying a temporary failure before reporting it as failed",

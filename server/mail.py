@@ -157,6 +157,8 @@ def send_outbound(configuration: Configuration, stop: threading.Event) -> None:
         logger.error("outbound mail disabled: [storage] type is not invito.storage")
         return
     spool = storage.scheduler.spool
+    if isinstance(spool, Outbox):
+        spool.lease = configuration.get("smtp", "lease_seconds")
     if isinstance(spool, OutboundSpool):  # the database's outbox commits with its event: nothing to recover
         with storage.acquire_lock("w"):  # no write is halfway while we hold it, in any process
             recover(spool)
