@@ -241,6 +241,10 @@ def test_a_node_killed_during_a_put_leaves_the_event_with_all_its_deliveries_or_
         requests.put(f"{node.srv.url}alice/work/{uid}.ics", data=meeting(uid, guests(50, uid[:8])), auth=auth,
                      headers={"Content-Type": "text/calendar; charset=utf-8"}, timeout=30)
 
+    def warm_up() -> None:  # a login is checked once per process: the PUT's time is then the PUT's alone
+        requests.request("PROPFIND", f"{node.srv.url}alice/work/", auth=auth, headers={"Depth": "0"}, timeout=30)
+
+    warm_up()
     started = time.monotonic()
     put(str(uuid.uuid4()))
     duration = time.monotonic() - started
@@ -248,6 +252,7 @@ def test_a_node_killed_during_a_put_leaves_the_event_with_all_its_deliveries_or_
     try:
         for run in range(10):
             uid = str(uuid.uuid4())
+            warm_up()
             writer = threading.Thread(target=lambda: _ignoring_errors(put, uid))
             writer.start()
             time.sleep(random.uniform(0, 1.5 * duration) if run > 1 else (0 if run == 0 else 2 * duration))
