@@ -54,8 +54,9 @@ class PostgresServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_postgres(folder: Path, port: int) -> PostgresServer:
-    """initdb (trust on loopback only, no fsync: a test cluster) and pg_ctl start, waiting until it serves."""
+def start_postgres(folder: Path, port: int, durable: bool = False) -> PostgresServer:
+    """initdb (trust on loopback only) and pg_ctl start, waiting until it serves. Without fsync (a test
+    cluster) unless ``durable`` (a benchmark that compares with a filesystem that fsyncs)."""
     folder.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         entry = pwd.getpwnam(USER)
@@ -67,8 +68,9 @@ def start_postgres(folder: Path, port: int) -> PostgresServer:
     data = folder / "data"
     subprocess.run(_as_postgres(_bin("initdb"), "-A", "trust", "--no-sync", "-U", USER, "-E", "UTF8",
                                 "--locale=C", "-D", str(data)), check=True, capture_output=True)
-    options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off -c synchronous_commit=off "
-               "-c full_page_writes=off -c max_connections=200")
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c max_connections=200"
+    if not durable:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     subprocess.run(_as_postgres(_bin("pg_ctl"), "-D", str(data), "-l", str(folder / "postgres.log"), "-w",
                                 "-t", "30", "-o", options, "start"), check=True, capture_output=True)
     return PostgresServer(folder, port)
