@@ -27,7 +27,6 @@ import psycopg
 import requests
 
 import pg
-from invite_bench import meeting as fan_out_event
 from invite_bench import timed
 from put_bench import USER, Client, application, prefill
 from reply_bench import meeting, reply
