@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.parser
 import email.policy
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,7 +25,17 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 class Received:
     sender: str
     recipients: list[str]
-    message: EmailMessage
+    raw: bytes
+
+    @functools.cached_property
+    def message(self) -> EmailMessage:
+        """Parsed when a test first reads it, not while the relay holds the sender's connection."""
+        return email.message_from_bytes(self.raw, policy=email.policy.default)  # type: ignore[return-value]
+
+    @functools.cached_property
+    def headers(self) -> EmailMessage:
+        """Only the header, parsed: cheap for a test that counts thousands of messages."""
+        return email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(self.raw)  # type: ignore[return-value]
 
 
 @dataclass
@@ -51,9 +63,8 @@ class MailSink:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.delay:
             await asyncio.sleep(self.delay)
-        message = email.message_from_bytes(envelope.original_content or b"", policy=email.policy.default)
         with self._lock:
-            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))  # type: ignore[arg-type]
+            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content or b""))
         return "250 Message accepted"
 
     def wait_for(self, count: int, timeout: float = 20.0) -> list[Received]:
