@@ -9,8 +9,9 @@ Invito stores and the iMIP mail to guests are written this way. Pure: text in, t
 """
 from __future__ import annotations
 
-import functools
+import collections
 import re
+import threading
 from typing import Iterable, Iterator
 
 import icalendar
@@ -21,6 +22,7 @@ FOLD = re.compile(r"\r?\n[ \t]")
 
 Component = icalendar.cal.component.Component
 Key = tuple[str, ...]  # a top-level component: kind, UID or TZID, RECURRENCE-ID
+Originals = dict[Key, dict[str, list[str]]]  # raw lines of each component, by their meaning
 
 
 def canonical_lines(text: str) -> str:
@@ -33,14 +35,17 @@ def canonical_lines(text: str) -> str:
 def render(calendar: icalendar.Calendar, sources: Iterable[str]) -> str:
     """``calendar`` as text, each line taken verbatim from ``sources`` (the texts it was derived from,
     most relevant first) where one of them holds a line of the same meaning in the same component."""
-    originals: dict[Key, dict[str, list[str]]] = {}
+    originals: Originals = {}
     for source in sources:
         for key, lines in _originals(source).items():
             for canonical, raws in lines.items():
                 originals.setdefault(key, {}).setdefault(canonical, []).extend(raws)
     out: list[str] = []
-    _emit(calendar, ("VCALENDAR",), "", originals, out)
-    return "".join(out)
+    written: Originals = {}
+    _emit(calendar, ("VCALENDAR",), "", originals, out, written)
+    text = "".join(out)
+    _known.remember(text, written)  # the next change to this copy (the next guest's answer) starts from it
+    return text
 
 
 def _key(comp: Component) -> Key:
@@ -60,24 +65,62 @@ def _properties(comp: Component) -> list[tuple[str, object]]:
     return [(name, v) for name in comp.keys() for v in (comp[name] if isinstance(comp[name], list) else [comp[name]])]
 
 
-def _emit(comp: Component, key: Key, inner: str, originals: dict[Key, dict[str, list[str]]],
-          out: list[str]) -> None:
+def _emit(comp: Component, key: Key, inner: str, originals: Originals, out: list[str], written: Originals) -> None:
+    """Write ``comp``; ``written`` gets each line by its meaning, as ``_originals`` would find it."""
     out.append("BEGIN:%s\r\n" % comp.name)
     known = originals.get(key, {})
+    lines = written.setdefault(key, {})
     for name, value in _properties(comp):
         line = _canonical(comp, name, value)
         raws = known.get(inner + line)
         out.append(raws.pop(0) if raws else line.to_ical().decode() + "\r\n")
+        lines.setdefault(inner + line, []).append(out[-1])
     for sub in comp.subcomponents:
         if comp.name == "VCALENDAR":
-            _emit(sub, _key(sub), "", originals, out)
+            _emit(sub, _key(sub), "", originals, out, written)
         else:
-            _emit(sub, key, inner + sub.name + "|", originals, out)
+            _emit(sub, key, inner + sub.name + "|", originals, out, written)
     out.append("END:%s\r\n" % comp.name)
 
 
-@functools.lru_cache(maxsize=64)  # one PUT renders the organizer's text once per delivered copy; read-only
-def _originals(text: str) -> dict[Key, dict[str, list[str]]]:
+class _Known:
+    """The raw lines by meaning of recently seen texts (read-only once kept): one PUT renders the
+    organizer's text once per delivered copy, and a text ``render`` wrote is the source of the next change
+    to that copy (1,000 guests answering one event), which so never parses it again."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._texts: collections.OrderedDict[str, Originals] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str) -> Originals | None:
+        with self._lock:
+            found = self._texts.get(text)
+            if found is not None:
+                self._texts.move_to_end(text)
+            return found
+
+    def remember(self, text: str, originals: Originals) -> None:
+        with self._lock:
+            self._texts[text] = originals
+            self._texts.move_to_end(text)
+            while len(self._texts) > self._size:
+                self._texts.popitem(last=False)
+
+
+_known = _Known(64)
+
+
+def _originals(text: str) -> Originals:
+    """Each component's raw lines (folded as written, CRLF-ended) by their icalendar meaning (kept)."""
+    found = _known.get(text)
+    if found is None:
+        found = _parsed_originals(text)
+        _known.remember(text, found)
+    return found
+
+
+def _parsed_originals(text: str) -> Originals:
     """Each component's raw lines (folded as written, CRLF-ended) by their icalendar meaning.
 
     icalendar parses ``text`` into the same components in the same order, and each property's values in
@@ -91,7 +134,7 @@ def _originals(text: str) -> dict[Key, dict[str, list[str]]]:
     raw_tree = raw_components(text)
     if raw_tree is None:
         return {}
-    found: dict[Key, dict[str, list[str]]] = {}
+    found: Originals = {}
 
     def pair(comp: Component, raw: tuple[str, dict[str, list[str]], list], key: Key, inner: str) -> bool:
         name, raw_lines, raw_subs = raw
