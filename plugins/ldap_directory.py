@@ -21,7 +21,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
@@ -156,6 +156,10 @@ class LdapDirectory:
         if not addr.startswith("mailto:") or "@" not in addr:
             return None
         return self._cached(self._owners, addr, lambda: self._fetch_owner(addr))
+
+    def users_for(self, addresses: Iterable[str]) -> dict[str, str | None]:
+        """``user_for`` of each address (the directory is asked, and cached, address by address)."""
+        return {address: self.user_for(address) for address in addresses}
 
     def groups_of(self, user: str) -> frozenset[str]:
         person = self._person(user)

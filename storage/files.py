@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Callable, Iterator
+from typing import Iterator
 
 import radicale.item as radicale_item
 from radicale import config
@@ -33,12 +33,12 @@ class FileCollection(scheduled.Collection, verbatim.VerbatimCacheCollection, Ind
 class FileStorage(scheduled.Storage, IndexedStorage):
     _collection_class = FileCollection
 
-    def _scheduling_parts(self, configuration: config.Configuration
-                          ) -> tuple[OutboundSpool, SideRecords, Callable[[str], bool]]:
-        root = self._get_collection_root_folder()
+    def _scheduling_parts(self, configuration: config.Configuration) -> tuple[OutboundSpool, SideRecords]:
         return (backend.outbound(configuration),  # type: ignore[return-value]  (the data folder's spool)
-                SideRecords(root, lambda: self._filesystem_fsync),
-                lambda name: os.path.isdir(os.path.join(root, name)))
+                SideRecords(self._get_collection_root_folder(), lambda: self._filesystem_fsync))
+
+    def _has_home(self, name: str) -> bool:
+        return os.path.isdir(os.path.join(self._get_collection_root_folder(), name))
 
     def schedule(self, user: str, change: Change) -> Outcome:
         """Under the global write lock, taken once here."""

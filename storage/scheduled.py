@@ -135,17 +135,25 @@ class Storage:
 
     def __init__(self, configuration: config.Configuration) -> None:
         super().__init__(configuration)  # type: ignore[call-arg]  (the backend's Radicale storage)
-        outbound, records, is_home = self._scheduling_parts(configuration)
-        self.scheduler = Scheduler(self, _directory(configuration, is_home), outbound,
+        outbound, records = self._scheduling_parts(configuration)
+        self.scheduler = Scheduler(self, _directory(configuration, self._has_home, self._homes_among), outbound,
                                    _get(configuration, "scheduling", "external_invites", ["*"]), records,
                                    bool(_get(configuration, "smtp", "host") and _get(configuration, "smtp", "sender")))
         self._ready_users: set[str] = set()
 
     # -- what a backend supplies ---------------------------------------------------------------------
 
-    def _scheduling_parts(self, configuration: config.Configuration) -> tuple[Any, Any, Callable[[str], bool]]:
-        """The outbound queue, the side records, and whether a name has a home here."""
+    def _scheduling_parts(self, configuration: config.Configuration) -> tuple[Any, Any]:
+        """The outbound queue and the side records."""
         raise NotImplementedError
+
+    def _has_home(self, name: str) -> bool:
+        """Whether ``name`` has a home here (without a users file, that makes it a user)."""
+        raise NotImplementedError
+
+    def _homes_among(self, names: set[str]) -> set[str]:
+        """Which of ``names`` have a home here (a backend may answer it at once)."""
+        return {name for name in names if self._has_home(name)}
 
     def schedule(self, user: str, change: Change) -> Outcome:
         """The one way into stored events from outside HTTP (inbound mail, the RSVP page, mail delivery
@@ -213,7 +221,8 @@ def _get(configuration: config.Configuration, section: str, option: str, default
     return default
 
 
-def _directory(configuration: config.Configuration, is_home: Callable[[str], bool]) -> Directory | LdapDirectory:
+def _directory(configuration: config.Configuration, is_home: Callable[[str], bool],
+               homes_among: Callable[[set[str]], set[str]]) -> Directory | LdapDirectory:
     addresses_file = _get(configuration, "scheduling", "addresses")
     aliases = load_addresses(addresses_file) if addresses_file else {}
     if configuration.get("auth", "type") == "ldap":
@@ -221,5 +230,6 @@ def _directory(configuration: config.Configuration, is_home: Callable[[str], boo
     if configuration.get("auth", "type") == "htpasswd":
         return Directory(_get(configuration, "scheduling", "domain"), aliases,
                          HtpasswdUsers(configuration.get("auth", "htpasswd_filename")))
-    return Directory(_get(configuration, "scheduling", "domain"), aliases, is_home)  # known once they have a home
+    # Without a users file a user is known once they have a home.
+    return Directory(_get(configuration, "scheduling", "domain"), aliases, is_home, homes_among)
 

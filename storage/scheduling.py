@@ -214,10 +214,11 @@ class Scheduler:
     def _deliver_and_stamp(self, the_plan: Plan, write: Write, tx: SchedulingTransaction) -> icalendar.Calendar | None:
         """Deliver every message; return the copy to store with each recipient's SCHEDULE-STATUS."""
         statuses: dict[str, str] = {}
+        owners = self.directory.users_for({r for message in the_plan.messages for r in message.recipients})
         for message in the_plan.messages:
             mail_to = []
             for recipient in message.recipients:
-                status, mail = self._deliver(message, recipient, write, tx)
+                status, mail = self._deliver(message, recipient, owners[recipient], write, tx)
                 if status is not None:
                     statuses[recipient] = status
                 if mail:
@@ -231,10 +232,10 @@ class Scheduler:
             return the_plan.stored  # the client's text already says it all: stored as sent, strong ETag
         return with_schedule_status(the_plan.stored, statuses)
 
-    def _deliver(self, message: ITipMessage, recipient: str, write: Write, tx: SchedulingTransaction
-                 ) -> tuple[str | None, bool]:
-        """Deliver to an internal user now, or decide on mail; (SCHEDULE-STATUS or None, mail it?)."""
-        user = self.directory.user_for(recipient)
+    def _deliver(self, message: ITipMessage, recipient: str, user: str | None, write: Write,
+                 tx: SchedulingTransaction) -> tuple[str | None, bool]:
+        """Deliver to ``user`` (the recipient's, None for a guest) now, or decide on mail; (SCHEDULE-STATUS
+        or None, mail it?)."""
         if user is not None:
             self.deliver_local(message, user, recipient, tx, write.sources)
             return DELIVERED, False
@@ -341,7 +342,7 @@ class Scheduler:
         inbox, guests by mail. The outcome names each recipient's request status."""
         if self.find_copy(user, message.uid)[2] is None:
             return NO_EVENT
-        users = {r: self.directory.user_for(r) for r in message.recipients}
+        users = self.directory.users_for(message.recipients)
         guests = [r for r, owner in users.items() if owner is None]
         statuses = {r: self.queued_status if owner is None else DELIVERED for r, owner in users.items()}
         with self._storage.transaction() as tx:

@@ -38,6 +38,13 @@ def load(conn: psycopg.Connection, path: str) -> CollectionRow | None:
     return CollectionRow(*row) if row else None
 
 
+def existing(conn: psycopg.Connection, paths: set[str]) -> set[str]:
+    """Which of ``paths`` are collections, in one query."""
+    if not paths:
+        return set()
+    return {row[0] for row in conn.execute("SELECT path FROM dav_collection WHERE path = ANY(%s)", (list(paths),))}
+
+
 def children(conn: psycopg.Connection, path: str) -> list[CollectionRow]:
     rows = conn.execute(f"SELECT {_COLUMNS} FROM dav_collection WHERE parent = %s ORDER BY path",
                         (path,)).fetchall()

@@ -15,8 +15,6 @@ transaction is a savepoint, so a refused step leaves the rest of the unit usable
 from __future__ import annotations
 
 import re
-from typing import Callable
-
 import psycopg
 import radicale.item as radicale_item
 from radicale import config
@@ -48,13 +46,15 @@ class DatabaseCollection(scheduled.Collection, dav.Collection):
 class DatabaseStorage(scheduled.Storage, dav.Storage):
     _collection_class = DatabaseCollection
 
-    def _scheduling_parts(self, configuration: config.Configuration
-                          ) -> tuple[Outbox, SideRecords, Callable[[str], bool]]:
-        return Outbox(self.db), SideRecords(self.db), self._has_home  # self.db: this storage's, shared
+    def _scheduling_parts(self, configuration: config.Configuration) -> tuple[Outbox, SideRecords]:
+        return Outbox(self.db), SideRecords(self.db)  # self.db: this storage's, shared
 
     def _has_home(self, name: str) -> bool:
+        return bool(self._homes_among({name}))
+
+    def _homes_among(self, names: set[str]) -> set[str]:
         with self.db.read() as conn:
-            return collections.load(conn, name) is not None
+            return collections.existing(conn, names)
 
     def schedule(self, user: str, change: Change) -> Outcome:
         def work() -> Outcome:

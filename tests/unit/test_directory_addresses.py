@@ -83,3 +83,20 @@ def test_addresses_file_errors_name_file_and_line(tmp_path: Path) -> None:
         f"{path}, line 5: 'not-an-address' is not a mail address (expected name@domain)",
         f"{path}, line 6: 'ALICE@example.com' is also given to 'alice' on line 1",
     ]
+
+
+def test_many_addresses_are_resolved_with_one_question_and_the_same_answers() -> None:
+    asked: list[set[str]] = []
+
+    def among(names: set[str]) -> set[str]:
+        asked.append(set(names))
+        return names & USERS
+
+    site = Directory("example.com", {"alice": ["boss@example.com"]}, USERS.__contains__, among)
+    addresses = ["mailto:alice@example.com", "mailto:Boss@example.com", "mailto:bob@example.com",
+                 "mailto:carol@other.example.org", "mailto:guest@partner.example.org", "mailto:dave@example.com"]
+    assert site.users_for(addresses) == {address: site.user_for(address) for address in addresses} == {
+        "mailto:alice@example.com": "alice", "mailto:Boss@example.com": "alice",
+        "mailto:bob@example.com": "bob@example.com", "mailto:carol@other.example.org": "carol@other.example.org",
+        "mailto:guest@partner.example.org": None, "mailto:dave@example.com": None}
+    assert len(asked) == 1 and "guest@partner.example.org" in asked[0]
