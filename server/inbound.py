@@ -145,11 +145,14 @@ class Processor:
 
     def _process_claimed(self, queue: InboundQueue) -> int:
         """One database transaction per message, on any node: claimed, applied and removed (or set aside)
-        together, so it is applied exactly once; rerun from the claim after a deadlock."""
+        together, so it is applied exactly once; rerun from the claim after a deadlock. Its commit does
+        not wait for the disk (the group commit of the file spool, in the database's terms): a crash that
+        loses it loses the message's removal with its effects, and the message is applied again."""
         def one(conn: psycopg.Connection) -> bool:
             mail = queue.claim()
             if mail is None:
                 return False
+            db.not_waiting_for_disk(conn)  # the message stays queued until this commit is on disk too
             problems = self._apply(mail, conn.transaction)  # a savepoint: a failure inside leaves the claim
             if problems:
                 queue.quarantine(mail, "\n".join(problems))

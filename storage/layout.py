@@ -66,9 +66,12 @@ def collection(storage: "Storage", path: str) -> "Collection | None":
 
 
 def ensure_inbox(storage: "Storage", user: str) -> "Collection":
-    """The user's inbox, created if missing. Caller holds the write lock."""
-    ensure_collections(storage, user)
+    """The user's inbox, created (with the rest of their scheduling collections) if missing. Caller holds
+    the write lock."""
     inbox = collection(storage, inbox_path(user))
+    if inbox is None:
+        ensure_collections(storage, user)
+        inbox = collection(storage, inbox_path(user))
     assert inbox is not None
     return inbox
 

@@ -11,7 +11,7 @@ from typing import Mapping
 import psycopg
 from psycopg.types.json import Jsonb
 
-_COLUMNS = "id, path, props, revision, history_floor, modified"
+COLUMNS = "id, path, props, revision, history_floor, modified"
 
 
 @dataclass
@@ -34,7 +34,7 @@ def parent_of(path: str) -> str | None:
 
 
 def load(conn: psycopg.Connection, path: str) -> CollectionRow | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM dav_collection WHERE path = %s", (path,)).fetchone()
+    row = conn.execute(f"SELECT {COLUMNS} FROM dav_collection WHERE path = %s", (path,)).fetchone()
     return CollectionRow(*row) if row else None
 
 
@@ -46,13 +46,13 @@ def existing(conn: psycopg.Connection, paths: set[str]) -> set[str]:
 
 
 def children(conn: psycopg.Connection, path: str) -> list[CollectionRow]:
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM dav_collection WHERE parent = %s ORDER BY path",
+    rows = conn.execute(f"SELECT {COLUMNS} FROM dav_collection WHERE parent = %s ORDER BY path",
                         (path,)).fetchall()
     return [CollectionRow(*row) for row in rows]
 
 
 def calendars_of(conn: psycopg.Connection, home: str) -> list[CollectionRow]:
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM dav_collection WHERE parent = %s "
+    rows = conn.execute(f"SELECT {COLUMNS} FROM dav_collection WHERE parent = %s "
                         "AND props->>'tag' = 'VCALENDAR' ORDER BY path", (home,)).fetchall()
     return [CollectionRow(*row) for row in rows]
 

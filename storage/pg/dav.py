@@ -138,11 +138,11 @@ class Collection(storage.BaseCollection):
         yield from items.hrefs(self._conn(), self.id)  # only when asked: PROPFIND wants just the token
 
     def _changed(self, changes: Mapping[str, bool]) -> None:
-        """A new revision for ``changes`` (href → deleted), expired tombstones pruned, the row re-read."""
+        """Expired tombstones pruned, then a new revision for ``changes`` (href → deleted); the row as the
+        revision left it."""
         conn = self._conn()
-        sync.record(conn, self.id, changes)
         sync.prune(conn, self.id, self._storage.max_sync_token_age)
-        self._reload()
+        self._row = sync.record(conn, self.id, changes)
 
     def _reload(self) -> None:
         row = collections.load(self._conn(), self.path)

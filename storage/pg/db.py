@@ -195,6 +195,13 @@ def _opened(conn: psycopg.Connection, writable: bool) -> Iterator[None]:
         _open.conn = None
 
 
+def not_waiting_for_disk(conn: psycopg.Connection) -> None:
+    """This transaction's commit returns before its WAL is on disk (``synchronous_commit = off``): for work
+    whose input stays queued until it commits, so a crash that loses the commit loses the work and its
+    removal from the queue together, and it is simply done again."""
+    conn.execute("SET LOCAL synchronous_commit = off")
+
+
 def lock(conn: psycopg.Connection, *keys: str) -> None:
     """Transaction-scoped exclusive locks on ``keys`` ("uid:…", "home:alice"), sorted so two writers that
     need the same keys take them in the same order. Callers take the meeting's UID before homes."""

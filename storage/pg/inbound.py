@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from invito.plugins.imip.inbound_spool import PageAnswer, QuarantinedEntry
 from invito.plugins.imip.tokens import redact
-from invito.storage.pg.db import Database, current
+from invito.storage.pg.db import Database, current, not_waiting_for_disk
 from invito.storage.pg.wake import POLL_SECONDS, Wakeup, notify
 
 logger = logging.getLogger("invito.imip")
@@ -128,7 +128,7 @@ class InboundQueue:
         """Processing of ``mail`` begins: how many earlier runs never finished; this one is counted, and
         committed on a connection of its own, before the caller starts it."""
         with self.db.pool.connection() as conn:
-            _not_waiting_for_disk(conn)
+            not_waiting_for_disk(conn)  # a crash that loses a count gives a poison message one more try
             row = conn.execute("INSERT INTO invito_inbound_run (id, unfinished) VALUES (%s, 1) ON CONFLICT (id) "
                                "DO UPDATE SET unfinished = invito_inbound_run.unfinished + 1 RETURNING unfinished",
                                (mail.id,)).fetchone()
@@ -137,7 +137,7 @@ class InboundQueue:
     def finish(self, mail: InboundMail) -> None:
         """The processing run counted by ``start`` ended, however it ended."""
         with self.db.pool.connection() as conn:
-            _not_waiting_for_disk(conn)
+            not_waiting_for_disk(conn)  # a crash that loses a count gives a poison message one more try
             conn.execute("DELETE FROM invito_inbound_run WHERE id = %s", (mail.id,))
 
     def done(self, mail: InboundMail) -> None:
@@ -204,12 +204,6 @@ class InboundQueue:
                 (entry_id,)).fetchone(), entry_id))
         logger.info("inbound %s dropped from %s by the admin", entry_id, self.quarantined)
         return dropped
-
-
-def _not_waiting_for_disk(conn) -> None:  # type: ignore[no-untyped-def]
-    """A run count's commit need not wait for the disk: a crash that loses it gives a message that
-    crashed the server one more try, never loses one."""
-    conn.execute("SET LOCAL synchronous_commit = off")
 
 
 def _mail(row: tuple) -> InboundMail:

@@ -18,6 +18,9 @@ from typing import Iterable, Mapping
 
 import psycopg
 
+from invito.storage.pg import collections
+from invito.storage.pg.collections import CollectionRow
+
 PREFIX = "urn:invito:sync:"
 _TOKEN = re.compile(re.escape(PREFIX) + r"(\d+)-(\d+)")
 
@@ -41,17 +44,19 @@ def revision_of(old_token: str, collection_id: int, current: int, floor: int) ->
     return revision
 
 
-def bump(conn: psycopg.Connection, collection_id: int) -> int:
-    """The collection's next revision; its row stays locked until this transaction ends."""
-    row = conn.execute("UPDATE dav_collection SET revision = revision + 1, modified = now() WHERE id = %s "
-                       "RETURNING revision", (collection_id,)).fetchone()
+def bump(conn: psycopg.Connection, collection_id: int) -> CollectionRow:
+    """The collection's next revision (the row as it is now); the row stays locked until this transaction
+    ends."""
+    row = conn.execute(f"UPDATE dav_collection SET revision = revision + 1, modified = now() WHERE id = %s "
+                       f"RETURNING {collections.COLUMNS}", (collection_id,)).fetchone()
     assert row is not None, "the collection vanished inside its own write lock"
-    return int(row[0])
+    return CollectionRow(*row)
 
 
-def record(conn: psycopg.Connection, collection_id: int, changes: Mapping[str, bool]) -> int:
-    """One new revision for ``changes`` (href → deleted); returns it."""
-    revision = bump(conn, collection_id)
+def record(conn: psycopg.Connection, collection_id: int, changes: Mapping[str, bool]) -> CollectionRow:
+    """One new revision for ``changes`` (href → deleted); returns the collection's row with it."""
+    collection = bump(conn, collection_id)
+    revision = collection.revision
     if changes:
         with conn.cursor() as cur:
             cur.executemany(
@@ -59,7 +64,7 @@ def record(conn: psycopg.Connection, collection_id: int, changes: Mapping[str, b
                 "ON CONFLICT (collection_id, href) DO UPDATE SET revision = excluded.revision, "
                 "deleted = excluded.deleted, changed_at = now()",
                 [(collection_id, href, revision, deleted) for href, deleted in changes.items()])
-    return revision
+    return collection
 
 
 def changed_since(conn: psycopg.Connection, collection_id: int, revision: int) -> Iterable[str]:
