@@ -3,7 +3,7 @@
 and the time of a 500-guest invitation.
 
 REPLYs: each case runs real `invito serve` processes (one on the filesystem, one on PostgreSQL, two on one
-PostgreSQL database), gives the organizer ``--replies`` meetings of one guest each (PUT over HTTP), and has
+PostgreSQL database), gives its organizers ``--replies`` meetings of one guest each (PUT over HTTP), and has
 one mail-server process per node send each guest's REPLY over SMTP, the replies split evenly across the
 nodes' listeners. Timed: from the first REPLY sent until the last one is applied (no message left in the
 inbound queue; each is removed in the transaction, or after the flush, that applied it). Fan-out: PUTs
@@ -29,14 +29,26 @@ import requests
 import pg
 from invite_bench import timed
 from put_bench import USER, Client, application, prefill
-from reply_bench import meeting, reply
+import reply_bench
+from reply_bench import reply
 
 from invito.server import config as invito_config
 from invito.storage import backend
 
 GOAL_TWO_NODES = 1.6  # two nodes' REPLYs per second / one node's
 INVITO = str(Path(sys.executable).parent / "invito")
-AUTH = ("Authorization", "Basic " + base64.b64encode(f"{USER}:x".encode()).decode())
+# The meetings' organizers: each user's writes wait for one another on any node (their home's lock, their
+# calendar's revision), so what two nodes can share is the work of different users.
+ORGANIZERS = tuple(f"{USER}{n}" for n in range(8))
+
+
+def _auth(user: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:x".encode()).decode()}
+
+
+def meeting(uid: str, n: int, organizer: str) -> str:
+    """reply_bench's meeting of guest ``n``, organized by ``organizer``."""
+    return reply_bench.meeting(uid, n).replace(f"mailto:{USER}@example.com", f"mailto:{organizer}@example.com")
 
 SEND = """
 import smtplib, sys, os
@@ -94,18 +106,21 @@ def replies_per_second(tmp: Path, database: str, nodes: int, replies: int) -> fl
     procs = [serve(config, http) for config, http, _ in configs]
     try:
         base = f"http://127.0.0.1:{configs[0][1]}"
-        requests.request("MKCALENDAR", f"{base}/{USER}/calendar/", headers=dict([AUTH]), timeout=30)
+        for organizer in ORGANIZERS:
+            requests.request("MKCALENDAR", f"{base}/{organizer}/calendar/", headers=_auth(organizer), timeout=30)
         uids = [uuid.uuid4().hex for _ in range(replies)]
         for n, uid in enumerate(uids):
-            answer = requests.put(f"{base}/{USER}/calendar/{uid}.ics", data=meeting(uid, n), timeout=30,
-                                  headers=dict([AUTH, ("Content-Type", "text/calendar; charset=utf-8")]))
+            organizer = ORGANIZERS[n % len(ORGANIZERS)]
+            answer = requests.put(f"{base}/{organizer}/calendar/{uid}.ics", data=meeting(uid, n, organizer),
+                                  timeout=30, headers={**_auth(organizer), "Content-Type": "text/calendar; charset=utf-8"})
             assert answer.status_code == 201, answer.text
         configuration = invito_config.load(str(configs[0][0]))
         tokens = backend.tokens(configuration)
         mails = tmp / "mails"
         mails.mkdir()
         for n, uid in enumerate(uids):  # the tokens their invitations would carry
-            token = tokens.issue(f"mailto:{USER}@example.com", uid, f"mailto:guest{n}@partner.example.org").token
+            token = tokens.issue(f"mailto:{ORGANIZERS[n % len(ORGANIZERS)]}@example.com", uid,
+                                 f"mailto:guest{n}@partner.example.org").token
             to = f"invito+{token}@cal.example.com"
             (mails / f"{to} {n:06d}").write_bytes(reply(uid, n, to))
         start = time.perf_counter()

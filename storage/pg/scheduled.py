@@ -8,9 +8,12 @@ on any node, and a node killed midway leaves nothing half-done. Writers of one m
 (an advisory lock on its UID, taken before any home), then for each home they change
 (``Storage.hold``); a circle PostgreSQL still finds is broken by rerunning the request (``db.rerun``).
 
-A change from outside HTTP (``schedule``) is a transaction of its own, rerun after a deadlock, or, inside
-one already open (the inbound processor applying a claimed message), a savepoint in it; each scheduling
-transaction is a savepoint, so a refused step leaves the rest of the unit usable.
+A change from outside HTTP (``schedule``) is a transaction of its own, rerun after a deadlock, or part of
+one already open (the inbound processor applies a claimed message in a savepoint of its own, so a
+message that fails halfway leaves nothing behind and the claim usable). Each scheduling transaction
+(``transaction``) is a savepoint: Radicale answers some errors of a PUT itself (a ``ValueError`` becomes
+400) and then leaves its lock normally, which commits; the savepoint has undone the half-done scheduling
+by then.
 """
 from __future__ import annotations
 
@@ -61,11 +64,9 @@ class DatabaseStorage(scheduled.Storage, dav.Storage):
             self.hold(changes.meeting(change), user)
             return self.scheduler.schedule(user, change)
 
-        conn = db.current()
-        if conn is None:
+        if db.current() is None:
             return self.db.run(lambda _: work())
-        with conn.transaction():  # a savepoint: the caller's transaction goes on whatever this does
-            return work()
+        return work()  # part of the caller's unit (the inbound processor's message)
 
     def transaction(self) -> SchedulingTransaction:
         """A savepoint in the write's transaction."""
