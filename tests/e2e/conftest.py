@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from invito.server.queue_admin import Spools
     from tests.pg_server import PostgresServer
 
+# pytest imports this file as the module "conftest", the tests as ``tests.e2e.conftest``: without one module
+# for both, the tests' copy of ``_postgres`` stays empty and their ``start``/``write_config`` never give a
+# server its database, so every "postgresql" run of them would quietly run on the data folder.
+sys.modules.setdefault("tests.e2e.conftest", sys.modules[__name__])
+
 INVITO = [str(Path(sys.executable).parent / "invito")]  # the console script a user runs
 USERS = ("alice", "bob", "carol")
 PASSWORD = "secret-pw-123"
