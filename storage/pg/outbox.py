@@ -279,11 +279,11 @@ class Outbox:
             entries = [(_entry(row), row["reason"]) for row in conn.cursor(row_factory=dict_row).execute(
                 f"SELECT {_COLUMNS}, d.reason FROM {_FROM} WHERE d.state = 'failed'")]
         return sorted((FailedMessage(failed_id(e.id, e.recipient), MessageSummary((e.recipient,), e.method, e.uid),
-                                     reason) for e, reason in entries), key=lambda f: f.id)
+                                     _shown_reason(reason)) for e, reason in entries), key=lambda f: f.id)
 
     def failed_reason(self, failed: str) -> str:
         with self.db.read() as conn:
-            return self._failed(conn, failed, lock=False)[1]
+            return _shown_reason(self._failed(conn, failed, lock=False)[1])
 
     def read_waiting(self, entry_id: str) -> list[SpoolEntry]:
         with self.db.read() as conn:
@@ -379,3 +379,9 @@ def _entry(row: dict[str, Any]) -> SpoolEntry:
                       changes=tuple(row["changes"]), notes=tuple((str(k), str(v)) for k, v in row["notes"]),
                       attempts=row["attempts"], next_try=row["next_try"], last_error=row["last_error"],
                       stage=row["stage"], after_failure=row["after_failure"], mail=bytes(row["mail"]))
+
+
+def _shown_reason(reason: str) -> str:
+    """What the admin is shown of why a delivery failed: its first line, as the file spool shows its
+    ``.reason`` file's (a relay's multi-line answer is kept whole in the row)."""
+    return reason.split("\n", 1)[0]

@@ -79,6 +79,16 @@ def only_on_its_backend(request: pytest.FixtureRequest, backend: str) -> None:
         pytest.skip(f"about the {only.args[0]} backend's own mechanics")
 
 
+@pytest.fixture(autouse=True)
+def shared_pools_closed() -> Iterator[None]:
+    """Database pools a test opened in this process (through ``invito.storage.backend``) closed after it, so
+    the session's PostgreSQL is not left a pool per test."""
+    yield
+    from invito.storage.pg import db
+
+    db.close_shared()
+
+
 def write_config(tmp: Path, port: int, settings: dict[str, dict[str, str]] | None = None) -> Path:
     """The test server's config file: data under ``tmp`` (and, on the database backend, a fresh database),
     CalDAV on ``port``, plus ``settings``."""
