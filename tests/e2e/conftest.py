@@ -176,6 +176,12 @@ def quarantined_entries(srv: Server) -> list["QuarantinedEntry"]:
         return spools.inbound.quarantined_entries()
 
 
+def inbound_pending(srv: Server) -> list[str]:
+    """The ids of what waits in ``srv``'s inbound queue to be applied (neither applied nor quarantined)."""
+    with queues(srv) as spools:
+        return [mail.id for mail in spools.inbound.pending()]  # type: ignore[attr-defined]
+
+
 def database_of(srv: Server) -> str:
     """``srv``'s database URL; "" on the filesystem backend."""
     for line in srv.config.read_text().splitlines():
@@ -193,6 +199,18 @@ def has_home(srv: Server, name: str) -> bool:
 
     with psycopg.connect(url) as conn:
         return conn.execute("SELECT 1 FROM dav_collection WHERE path = %s", (name,)).fetchone() is not None
+
+
+def side_records(srv: Server) -> list[str]:
+    """Every side record ``srv`` keeps beside its events, as text: its files, or its database rows."""
+    url = database_of(srv)
+    if not url:
+        return [path.read_text() for path in sorted(srv.data.rglob(".Radicale.invito/*.json"))]
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return [f"{home} {uid} {record}" for home, uid, record in
+                conn.execute("SELECT home, uid, record::text FROM invito_side_record ORDER BY home, uid")]
 
 
 @pytest.fixture

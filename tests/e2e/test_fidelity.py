@@ -218,6 +218,14 @@ def test_plain_storage_keeps_the_clients_text(plain: Server, path: Path) -> None
     got = get(plain, "alice", url)
     assert_same(sent, got, Allowed(), "GET on a server without scheduling")
     assert got.replace("\r\n", "\n") == sent.replace("\r\n", "\n")  # the client's text itself
+
+
+@pytest.mark.only_backend("files")  # Radicale's item cache beside the files; the database has none
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)
+def test_plain_storage_keeps_the_clients_text_without_its_item_cache(plain: Server, path: Path) -> None:
+    uid = str(uuid.uuid4())
+    sent = corpus_text(path, uid)
+    url, response = put(plain, "alice", uid, sent)
     etag = response.headers["ETag"]  # what was sent is stored: a strong ETag
 
     # Radicale's item cache lost (a restart with a cleaned cache, an object copied in by hand): the

@@ -15,9 +15,8 @@ import icalendar
 import pytest
 import radicale.item as radicale_item
 
-from tests.e2e.conftest import PASSWORD, Server, free_port, restart, stop, write_config
+from tests.e2e.conftest import PASSWORD, Server, free_port, has_home, outbound_entries, restart, stop, write_config
 from tests.e2e.ldap_server import BASE, READER_SECRET, LdapServer
-from tests.e2e.test_external_guests import queued
 from tests.e2e.test_scheduling import attendee, calendar, copy_of, event, inbox_methods
 
 GUEST = "mailto:guest@partner.example.org"
@@ -58,16 +57,12 @@ def fragile(tmp_path_factory: pytest.TempPathFactory, ldap_server: LdapServer) -
                      {"ldap_cache_seconds": "0", "ldap_timeout": "1"})
 
 
-def home(srv: Server, user: str) -> Path:
-    return srv.data / "collections" / "collection-root" / user
-
-
 def guests_queued(srv: Server, uid: str) -> list[str]:
-    return sorted(r for entry in queued(srv) if entry.get("uid") == uid for r in entry["recipients"])
+    return sorted(entry.recipient for entry in outbound_entries(srv) if entry.uid == uid)
 
 
 def test_colleague_invited_by_alias_before_first_login(server: Server) -> None:
-    assert not home(server, "bob").exists()  # bob has never logged in
+    assert not has_home(server, "bob")  # bob has never logged in
     uid = str(uuid.uuid4())
     calendar(server, "alice").save_event(event(uid, attendees=(), extra="\r\n".join(
         [f"ATTENDEE;CN=Bob;PARTSTAT=NEEDS-ACTION;RSVP=TRUE:{BOB_ALIAS}", f"ATTENDEE:{GUEST}"])))
@@ -76,7 +71,7 @@ def test_colleague_invited_by_alias_before_first_login(server: Server) -> None:
     assert attendee(organizer_copy, BOB_ALIAS).params["SCHEDULE-STATUS"] == "1.2"  # delivered: internal
     assert attendee(organizer_copy, GUEST).params["SCHEDULE-STATUS"] == "1.0"  # waits for a relay
     assert guests_queued(server, uid) == [GUEST]
-    assert home(server, "bob").is_dir()  # made by the delivery
+    assert has_home(server, "bob")  # made by the delivery
 
     bob = server.principal("bob")  # bob's first login, with his directory password
     assert {"mailto:bob@example.com", BOB_ALIAS} <= {str(a).lower() for a in bob.calendar_user_address_set()}

@@ -61,13 +61,18 @@ def _forget_outboxes() -> Iterator[None]:
     _outboxes.clear()
 
 
+def scheduling_write(spool: OutboundSpool | Outbox) -> contextlib.AbstractContextManager:
+    """Where the server queues a message: the database's outbox inside the write that schedules (the
+    spool's prepared file is committed after it)."""
+    return spool.db.write() if isinstance(spool, Outbox) else contextlib.nullcontext()
+
+
 def invite(spool: OutboundSpool | Outbox, uid: str, *guests: str, method: str = "REQUEST") -> str:
     calendar = icalendar.Calendar.from_ical(
         f"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nMETHOD:{method}\r\nBEGIN:VEVENT\r\nUID:{uid}\r\n"
         "DTSTAMP:20300101T000000Z\r\nDTSTART:20300102T100000Z\r\nSUMMARY:Review\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
     recipients = [f"mailto:{guest}" for guest in guests]
-    # The database's outbox queues inside the write that schedules; the spool's prepared file is committed.
-    with spool.db.write() if isinstance(spool, Outbox) else contextlib.nullcontext():
+    with scheduling_write(spool):
         entry_id = spool.prepare(ITipMessage(method, uid, "mailto:alice@example.com", tuple(recipients), calendar),
                                  recipients, changes=("time",), notes=(("from", "alice@example.com"),))
     spool.commit([entry_id])
