@@ -62,7 +62,9 @@ _postgres: list["PostgresServer"] = []  # the session's server while a module ru
 @pytest.fixture(scope="module", params=BACKENDS, autouse=True)
 def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     """Every end-to-end module runs on both storage backends: each server a test starts gets the data
-    folder ("files") or a fresh database of its own from the session's PostgreSQL ("postgresql")."""
+    folder ("files") or a fresh database of its own from the session's PostgreSQL ("postgresql"). A
+    module-scoped fixture that starts a server asks for ``backend`` (unused otherwise): that makes pytest
+    start it again for the second backend instead of handing the first backend's server to its tests."""
     if request.param == "postgresql":
         _postgres.append(request.getfixturevalue("postgres"))
     try:

@@ -19,7 +19,7 @@ BAD = ("mailto:not an address", "mailto:nobody", "foo:bar")
 
 
 @pytest.fixture(scope="module")
-def mailing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, MailSink]]:
+def mailing(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[tuple[Server, MailSink]]:
     port = free_port()
     controller, sink = start_sink(port)
     proc, srv = start(tmp_path_factory.mktemp("bad-addresses"), mail_settings(port))

@@ -538,7 +538,8 @@ def test_rsvp_links_over_plain_http_are_flagged(tmp_path: Path, relay: tuple[int
 
 
 @pytest.fixture(scope="module", params=[("smtp", "http"), ("lmtp", "https")], ids=["smtp-http", "lmtp-https"])
-def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+            backend: str) -> Iterator[Server]:
     """A real `invito serve` with its inbound mail listener: SMTP with plain CalDAV, or LMTP with CalDAV
     over TLS (its certificate self-signed, as the check must accept)."""
     protocol, scheme = request.param

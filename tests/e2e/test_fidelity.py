@@ -50,7 +50,7 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Site]:
     """One server for the module: CalDAV, a relay that receives the guests' invitations, and the
     listener their replies go to."""
     relay_port, listen = free_port(), free_port()
@@ -67,7 +67,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def plain(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
     """A server without addresses: nothing is scheduled, objects take Radicale's plain storage path."""
     proc, srv = start(tmp_path_factory.mktemp("plain"), {"scheduling": {"domain": ""}})
     try:

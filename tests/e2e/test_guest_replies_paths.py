@@ -36,7 +36,7 @@ FORWARDS_PER_HOUR = 3
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, MailSink, int]]:
+def site(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[tuple[Server, MailSink, int]]:
     relay_port, listen = free_port(), free_port()
     controller, sink = start_sink(relay_port)
     settings = inbound_settings(relay_port, listen, forwards_per_hour=str(FORWARDS_PER_HOUR))

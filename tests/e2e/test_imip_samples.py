@@ -64,14 +64,14 @@ def _serve(folder: Path, addresses: dict[str, tuple[str, ...]]) -> Iterator[Site
 
 
 @pytest.fixture(scope="module")
-def organizing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def organizing(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Site]:
     with _serve(tmp_path_factory.mktemp("organizing"), ORGANIZER_ADDRESSES) as site:
         site.srv.principal("alice").make_calendar(name="work", cal_id="work")
         yield site
 
 
 @pytest.fixture(scope="module")
-def attending(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def attending(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Site]:
     with _serve(tmp_path_factory.mktemp("attending"), ATTENDEE_ADDRESSES) as site:
         yield site
 

@@ -81,7 +81,7 @@ def _uid(message: EmailMessage) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("inbound")
     relay = free_port()
     controller, sink = start_sink(relay)

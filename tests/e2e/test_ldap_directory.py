@@ -39,7 +39,8 @@ def serve(tmp: Path, directory: LdapServer, auth: dict[str, str], scheduling: di
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, ldap_server: LdapServer) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, ldap_server: LdapServer,
+           backend: str) -> Iterator[Server]:
     """Groups from the users' memberOf, as in Active Directory; the reader's password in a file."""
     tmp = tmp_path_factory.mktemp("ldap-memberof")
     (tmp / "ldap-secret").write_text(READER_SECRET + "\n")
@@ -48,7 +49,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, ldap_server: LdapServer) ->
 
 
 @pytest.fixture(scope="module")
-def fragile(tmp_path_factory: pytest.TempPathFactory, ldap_server: LdapServer) -> Iterator[Server]:
+def fragile(tmp_path_factory: pytest.TempPathFactory, ldap_server: LdapServer,
+            backend: str) -> Iterator[Server]:
     """Groups by searching group entries; every directory answer re-asked (cache 0 s), 1 s to answer; logins
     cached by Radicale for the module's length (its LDAP login has no timeout of its own)."""
     yield from serve(tmp_path_factory.mktemp("ldap-groups"), ldap_server,
@@ -120,15 +122,18 @@ def test_group_search_and_a_hung_directory(fragile: Server, ldap_server: LdapSer
     assert f"directory {ldap_server.uri} unreachable" in fragile.log.read_text()
 
 
-def test_writes_without_login_groups_take_them_from_the_directory(tmp_path: Path, ldap_server: LdapServer) -> None:
+def test_writes_without_login_groups_take_them_from_the_directory(tmp_path: Path, ldap_server: LdapServer,
+                                                                  backend: str, request: pytest.FixtureRequest) -> None:
     """A write that carries no login (mail-driven paths, tools on the storage): the directory says who is
-    in ``@staff``. In-process on real storage, against the real directory."""
+    in ``@staff``. In-process on real storage of the module's backend, against the real directory."""
     from invito.server import config as invito_config
     from invito.storage import Storage
 
     configuration = invito_config.load(None)
     configuration.update({
-        "invito": {"data_folder": str(tmp_path)}, "storage": {"filesystem_folder": str(tmp_path / "collections")},
+        "invito": {"data_folder": str(tmp_path),
+                   "database": request.getfixturevalue("database") if backend == "postgresql" else ""},
+        "storage": {"filesystem_folder": str(tmp_path / "collections")},
         "auth": ldap_server.auth_settings(ldap_groups_attribute="memberOf"),
         "scheduling": {"external_invites": "@staff"}}, "test", privileged=True)
     storage = Storage(configuration)

@@ -29,7 +29,7 @@ ATTACH = "\r\n ".join(_ATTACH[i:i + 74] for i in range(0, len(_ATTACH), 74))
 
 
 @pytest.fixture(scope="module")
-def waiting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+def waiting(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[tuple[Server, str]]:
     """A server without [smtp] host; alice invited bob (inside) and two guests outside, whose invitation
     waits. Yields the server and the waiting message's id, as `invito queue list` shows it."""
     proc, srv = start(tmp_path_factory.mktemp("show"))

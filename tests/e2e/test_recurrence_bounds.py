@@ -71,7 +71,8 @@ def sink() -> Iterator[tuple[int, MailSink]]:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory, sink: tuple[int, MailSink]) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, sink: tuple[int, MailSink],
+         backend: str) -> Iterator[Site]:
     running = Site(tmp_path_factory.mktemp("bounds"), sink[1], sink[0])
     try:
         yield running

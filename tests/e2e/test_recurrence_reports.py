@@ -57,7 +57,7 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Site]:
     tmp: Path = tmp_path_factory.mktemp("reports")
     proc, srv = start(tmp)
     try:
