@@ -5,6 +5,7 @@ also across a restart; the RSVP page of such a series opens; and a message whose
 finishes is set aside after two runs instead of hanging every restart."""
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import fcntl
@@ -18,11 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import icalendar
+import psycopg
 import pytest
 import requests
 
-from tests.e2e.conftest import PASSWORD, Server, free_port, inbound_pending, queues, quarantined_entries, restart, start, \
-    stop
+from tests.e2e.conftest import PASSWORD, Server, database_of, free_port, inbound_pending, queues, quarantined_entries, \
+    restart, start, stop
 from tests.e2e.mailsink import MailSink, start_sink
 from tests.e2e.test_invitations_by_mail import calendar_part, review, to
 from tests.e2e.test_replies_by_mail import GRACE, inbound_settings, send, wait_listening, wire
@@ -220,32 +222,58 @@ def test_a_reply_queued_at_a_crash_is_decided_after_the_restart(site: Site) -> N
     organizers_copy(site.srv, uid)
 
 
-# The filesystem's storage lock held by hand, and the spool's .attempts files counted; on the database the
-# count of unfinished runs is unit test_inbound_poison's (both backends).
-@pytest.mark.only_backend("files")
+@contextlib.contextmanager
+def applying_held(srv: Server, uid: str) -> Iterator[None]:
+    """Another program holds what applying a reply to ``uid`` waits for, as a stuck backup job would: the
+    filesystem's storage lock, or the database's lock on the meeting, in a transaction left open."""
+    url = database_of(srv)
+    if not url:
+        with open(next(srv.data.rglob(".Radicale.lock")), "a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(held, fcntl.LOCK_UN)
+        return
+    with psycopg.connect(url) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("uid:" + uid,))  # as db.lock
+        try:
+            yield
+        finally:
+            conn.rollback()
+
+
+def unfinished_runs(srv: Server) -> list[int]:
+    """The count of processing runs that began and did not finish, of each message that has one."""
+    url = database_of(srv)
+    if not url:
+        queue = srv.data / "spool" / "inbound" / "queue"
+        return [int(count) for p in queue.glob("*.attempts") if (count := p.read_text()).isdigit()]
+    with psycopg.connect(url) as conn:
+        return [n for (n,) in conn.execute("SELECT unfinished FROM invito_inbound_run")]
+
+
 def test_a_message_whose_processing_never_finishes_is_set_aside_after_two_runs(site: Site) -> None:
-    """Processing hangs (here: another program holds the storage lock, as a stuck backup job would), an
+    """Processing hangs (here: another program holds what it waits for, as a stuck backup job would), an
     admin restarts the hung server, twice: the third start sets the message aside instead of hanging."""
     uid, invitation = invite(site, "FREQ=SECONDLY")
     address, raw = occurrence_reply(invitation, "20301010T070000Z")
-    queue = site.srv.data / "spool" / "inbound" / "queue"
-    lock = next(site.srv.data.rglob(".Radicale.lock"))
-    with open(lock, "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
+    with applying_held(site.srv, uid):
         send(site.listen, address, raw)
         for run in (1, 2):
             deadline = time.monotonic() + 20
-            while not [p for p in queue.glob("*.attempts") if p.read_text() == str(run)]:
+            while run not in unfinished_runs(site.srv):
                 assert time.monotonic() < deadline, f"processing run {run} did not start"
                 time.sleep(0.05)
             site.kill()  # the hung server is restarted
             if run == 1:
                 site.start()
-        fcntl.flock(held, fcntl.LOCK_UN)
     site.start()
     entry = reason_containing(site.srv, "processing crashed or timed out 2 times")
     assert entry.mail_from == "guest@client.example.net"
-    assert not list(queue.glob("*"))
+    assert inbound_pending(site.srv) == [] and unfinished_runs(site.srv) == []
+    if not database_of(site.srv):
+        assert not list((site.srv.data / "spool" / "inbound" / "queue").glob("*"))
     organizers_copy(site.srv, uid)
     assert str(attendee(organizers_copy(site.srv, uid), GRACE).params["PARTSTAT"]) == "NEEDS-ACTION"
 
