@@ -116,7 +116,9 @@ def _line(tag: str, what: str, why: str | None = None, setting: str | None = Non
 
 def _folders(configuration: Configuration, report: Report, add_user: str) -> None:
     """The data folder, then what lives in it by default: the collections and the users file. Those
-    inside a data folder that cannot be made are not checked again: fixing the data folder comes first."""
+    inside a data folder that cannot be made are not checked again: fixing the data folder comes first.
+    With ``[invito] database`` the collections are the database's (``_database`` checks it): their folder
+    is never made or used, and naming it would send the admin to the wrong place."""
     data = configuration.get("invito", "data_folder")
     data_problem = _folder_problem(data)
     _report_folder(report, "data folder", data, data_problem, "[invito] data_folder")
@@ -125,7 +127,8 @@ def _folders(configuration: Configuration, report: Report, add_user: str) -> Non
         return data_problem is not None and _inside(path, data)
 
     collections = configuration.get("storage", "filesystem_folder")
-    if not covered(collections):
+    on_database = bool(configuration.get("invito", "database") or configuration.get("invito", "database_file"))
+    if not on_database and not covered(collections):
         _report_folder(report, "collections folder", collections, _folder_problem(collections),
                        "[storage] filesystem_folder")
     if configuration.get("auth", "type") == "htpasswd":

@@ -162,6 +162,8 @@ def send_outbound(configuration: Configuration, stop: threading.Event) -> None:
     if isinstance(spool, OutboundSpool):  # the database's outbox commits with its event: nothing to recover
         with storage.acquire_lock("w"):  # no write is halfway while we hold it, in any process
             recover(spool)
+    else:  # but what a killed sender of this host had claimed need not wait out its lease
+        spool.release_the_dead()
     spool.prune(KEEP_OUTCOMES_DAYS, time.time())
     status_writer = StatusWriter(storage)
     composer = Composer(configuration)

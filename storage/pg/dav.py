@@ -86,7 +86,12 @@ class Collection(storage.BaseCollection):
             yield self._item(row), simple and (start <= row.starts or row.ends <= end)
 
     def has_uid(self, uid: str) -> bool:
-        return items.has_uid(self._conn(), self.owner, self.id, uid)
+        return self.href_for_uid(uid) is not None
+
+    def href_for_uid(self, uid: str) -> str | None:
+        """The href of the item with ``uid`` here, as the filesystem's UID index answers it (a COPY's
+        no-UID-conflict precondition names it)."""
+        return items.href_for_uid(self._conn(), self.owner, self.id, uid)
 
     def sync(self, old_token: str = "") -> tuple[str, Iterable[str]]:
         row = self._row

@@ -68,9 +68,12 @@ def hrefs(conn: psycopg.Connection, collection_id: int) -> list[str]:
     return [href for (href,) in rows]
 
 
-def has_uid(conn: psycopg.Connection, owner: str, collection_id: int, uid: str) -> bool:
-    return conn.execute("SELECT EXISTS (SELECT 1 FROM dav_item WHERE owner = %s AND uid = %s "
-                        "AND collection_id = %s)", (owner, uid, collection_id)).fetchone()[0]
+def href_for_uid(conn: psycopg.Connection, owner: str, collection_id: int, uid: str) -> str | None:
+    """The href of the item with ``uid`` in the collection (the first by name if several), by the index on
+    (owner, uid); None when there is none."""
+    row = conn.execute("SELECT href FROM dav_item WHERE owner = %s AND uid = %s AND collection_id = %s "
+                       "ORDER BY href LIMIT 1", (owner, uid, collection_id)).fetchone()
+    return row[0] if row else None
 
 
 def find_uid(conn: psycopg.Connection, home: str, uid: str) -> list[tuple[str, str]]:

@@ -53,6 +53,29 @@ CHANNEL = "invito_outbox"
 LEASE = 120.0   # seconds a claimed delivery stays this sender's without an outcome; renewed as outcomes come
 BATCH = 200     # deliveries claimed at once: small enough that senders on several nodes share the work
 
+def _pid_namespace() -> str:
+    """This process's PID namespace, so that containers sharing a host name never judge each other's
+    senders by a process number that means something else in theirs."""
+    try:
+        return "/pidns-%d" % os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+
+
+_HOST = socket.gethostname() + _pid_namespace()  # the first part of a holder: where its process number means it
+
+
+def _running(holder: str) -> bool:
+    """Whether the process a holder of this host names still runs."""
+    try:
+        os.kill(int(holder[len(_HOST) + 1:].split(":", 1)[0]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):  # another user's process, or not a holder's form: assume alive
+        return True
+    return True
+
+
 _COLUMNS = ("d.message, d.recipient, d.attempts, d.next_try, d.last_error, d.stage, d.after_failure, "
             "m.method, m.uid, m.sender, m.ics, m.created, m.changes, m.notes, m.mail")
 _FROM = "invito_outbox_delivery d JOIN invito_outbox_message m ON m.id = d.message"
@@ -73,7 +96,7 @@ class Outbox:
         self.lease = lease
         self.batch = batch
         self.poll_seconds = poll_seconds
-        self.holder = "%s:%d:%s" % (socket.gethostname(), os.getpid(), uuid.uuid4().hex[:8])
+        self.holder = "%s:%d:%s" % (_HOST, os.getpid(), uuid.uuid4().hex[:8])
         self._renewed = 0.0  # when this sender last extended its leases
         self._outcomes: list[tuple[SpoolEntry, str, str, float]] = []  # recorded, written with the removal
         self._wakeup = Wakeup(db.url, CHANNEL, poll_seconds)
@@ -242,6 +265,25 @@ class Outbox:
                             [(at, e.id, e.method, e.uid, e.sender, e.recipient, status, detail)
                              for e, status, detail, at in mine])
 
+    def release_the_dead(self) -> list[str]:
+        """Release the leases of senders that ran on this host and whose process is gone (killed, crashed):
+        they will never write an outcome, so a restarted `invito serve` sends their deliveries now instead
+        of after the lease (minutes in which its guests' invitations would wait behind newer ones). A holder
+        names its host and process; another host's senders, or a live process here, keep their leases.
+        Returns the holders released."""
+        with self.db.write() as conn:
+            holders = [holder for (holder,) in conn.execute(
+                "SELECT DISTINCT holder FROM invito_outbox_delivery WHERE state = 'queued' AND leased_until > %s "
+                "AND starts_with(holder, %s)", (time.time(), _HOST + ":"))]
+            dead = [holder for holder in holders if holder != self.holder and not _running(holder)]
+            if dead:
+                conn.execute("UPDATE invito_outbox_delivery SET leased_until = 0, holder = '' "
+                             "WHERE state = 'queued' AND holder = ANY(%s)", (dead,))
+                notify(conn, CHANNEL)
+        for holder in dead:
+            logger.info("released the deliveries of sender %s, which ran here and is gone", holder)
+        return dead
+
     def _renew(self, conn: psycopg.Connection) -> None:
         """Extend this sender's leases, at most every third of a lease: a batch slower than one lease
         (a slow relay) keeps what it claimed."""
@@ -279,11 +321,11 @@ class Outbox:
             entries = [(_entry(row), row["reason"]) for row in conn.cursor(row_factory=dict_row).execute(
                 f"SELECT {_COLUMNS}, d.reason FROM {_FROM} WHERE d.state = 'failed'")]
         return sorted((FailedMessage(failed_id(e.id, e.recipient), MessageSummary((e.recipient,), e.method, e.uid),
-                                     reason) for e, reason in entries), key=lambda f: f.id)
+                                     _shown_reason(reason)) for e, reason in entries), key=lambda f: f.id)
 
     def failed_reason(self, failed: str) -> str:
         with self.db.read() as conn:
-            return self._failed(conn, failed, lock=False)[1]
+            return _shown_reason(self._failed(conn, failed, lock=False)[1])
 
     def read_waiting(self, entry_id: str) -> list[SpoolEntry]:
         with self.db.read() as conn:
@@ -379,3 +421,9 @@ def _entry(row: dict[str, Any]) -> SpoolEntry:
                       changes=tuple(row["changes"]), notes=tuple((str(k), str(v)) for k, v in row["notes"]),
                       attempts=row["attempts"], next_try=row["next_try"], last_error=row["last_error"],
                       stage=row["stage"], after_failure=row["after_failure"], mail=bytes(row["mail"]))
+
+
+def _shown_reason(reason: str) -> str:
+    """What the admin is shown of why a delivery failed: its first line, as the file spool shows its
+    ``.reason`` file's (a relay's multi-line answer is kept whole in the row)."""
+    return reason.split("\n", 1)[0]

@@ -62,7 +62,9 @@ _postgres: list["PostgresServer"] = []  # the session's server while a module ru
 @pytest.fixture(scope="module", params=BACKENDS, autouse=True)
 def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     """Every end-to-end module runs on both storage backends: each server a test starts gets the data
-    folder ("files") or a fresh database of its own from the session's PostgreSQL ("postgresql")."""
+    folder ("files") or a fresh database of its own from the session's PostgreSQL ("postgresql"). A
+    module-scoped fixture that starts a server asks for ``backend`` (unused otherwise): that makes pytest
+    start it again for the second backend instead of handing the first backend's server to its tests."""
     if request.param == "postgresql":
         _postgres.append(request.getfixturevalue("postgres"))
     try:
@@ -77,6 +79,16 @@ def only_on_its_backend(request: pytest.FixtureRequest, backend: str) -> None:
     only = request.node.get_closest_marker("only_backend")
     if only is not None and backend not in only.args:
         pytest.skip(f"about the {only.args[0]} backend's own mechanics")
+
+
+@pytest.fixture(autouse=True)
+def shared_pools_closed() -> Iterator[None]:
+    """Database pools a test opened in this process (through ``invito.storage.backend``) closed after it, so
+    the session's PostgreSQL is not left a pool per test."""
+    yield
+    from invito.storage.pg import db
+
+    db.close_shared()
 
 
 def write_config(tmp: Path, port: int, settings: dict[str, dict[str, str]] | None = None) -> Path:
@@ -102,13 +114,33 @@ def start(tmp: Path, settings: dict[str, dict[str, str]] | None = None,
     """`invito serve` with ``settings``, CalDAV on ``port`` (default: a free one), users alice, bob, carol."""
     port = port or free_port()
     config = write_config(tmp, port, settings)
+    add_users(tmp, config)
+    srv = Server(url=f"http://127.0.0.1:{port}/", data=tmp / "data", config=config, log=tmp / "server.log")
+    return restart(srv), srv
+
+
+_users_file: list[bytes] = []  # what `invito user add` wrote for USERS, the first time this session
+
+
+def add_users(tmp: Path, config: Path) -> None:
+    """alice, bob and carol with PASSWORD in ``config``'s users file. `invito user add` writes it for the
+    session's first server; later servers get a copy of that file, mode 0600 in a 0700 folder as the command
+    leaves it (three runs of the command took four of a server's five seconds of start-up)."""
+    from invito.plugins import durable
+    from invito.server import cli
+    from invito.server.config import load
+
+    path = cli._users_file(load(str(config)))
+    if _users_file:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        durable.write_atomically(path, _users_file[0], sync=False)
+        return
     password_file = tmp / "password"
     password_file.write_text(PASSWORD + "\n")
     for user in USERS:
         subprocess.run([*INVITO, "user", "add", user, "--password-file", str(password_file),
                         "--config", str(config)], check=True, capture_output=True)
-    srv = Server(url=f"http://127.0.0.1:{port}/", data=tmp / "data", config=config, log=tmp / "server.log")
-    return restart(srv), srv
+    _users_file.append(Path(path).read_bytes())
 
 
 def restart(srv: Server) -> subprocess.Popen:
@@ -166,6 +198,12 @@ def quarantined_entries(srv: Server) -> list["QuarantinedEntry"]:
         return spools.inbound.quarantined_entries()
 
 
+def inbound_pending(srv: Server) -> list[str]:
+    """The ids of what waits in ``srv``'s inbound queue to be applied (neither applied nor quarantined)."""
+    with queues(srv) as spools:
+        return [mail.id for mail in spools.inbound.pending()]  # type: ignore[attr-defined]
+
+
 def database_of(srv: Server) -> str:
     """``srv``'s database URL; "" on the filesystem backend."""
     for line in srv.config.read_text().splitlines():
@@ -183,6 +221,18 @@ def has_home(srv: Server, name: str) -> bool:
 
     with psycopg.connect(url) as conn:
         return conn.execute("SELECT 1 FROM dav_collection WHERE path = %s", (name,)).fetchone() is not None
+
+
+def side_records(srv: Server) -> list[str]:
+    """Every side record ``srv`` keeps beside its events, as text: its files, or its database rows."""
+    url = database_of(srv)
+    if not url:
+        return [path.read_text() for path in sorted(srv.data.rglob(".Radicale.invito/*.json"))]
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return [f"{home} {uid} {record}" for home, uid, record in
+                conn.execute("SELECT home, uid, record::text FROM invito_side_record ORDER BY home, uid")]
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@
 and nothing is queued for them; the valid guests of the same event are invited as usual."""
 from __future__ import annotations
 
-import json
 import subprocess
 import uuid
 from typing import Iterator
 
 import pytest
 
-from tests.e2e.conftest import INVITO, Server, free_port, start, stop
+from tests.e2e.conftest import INVITO, Server, free_port, queues, start, stop
 from tests.e2e.mailsink import MailSink, start_sink
 from tests.e2e.test_invitations_by_mail import mail_settings
 from tests.e2e.test_scheduling import attendee, calendar, copy_of, event
@@ -20,7 +19,7 @@ BAD = ("mailto:not an address", "mailto:nobody", "foo:bar")
 
 
 @pytest.fixture(scope="module")
-def mailing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, MailSink]]:
+def mailing(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[tuple[Server, MailSink]]:
     port = free_port()
     controller, sink = start_sink(port)
     proc, srv = start(tmp_path_factory.mktemp("bad-addresses"), mail_settings(port))
@@ -32,9 +31,10 @@ def mailing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
 
 
 def _spooled(srv: Server) -> list[str]:
-    """Every recipient of every entry in the outbound spool, queued or failed."""
-    return [r for p in (srv.data / "spool" / "outbound").rglob("*.json")
-            for r in json.loads(p.read_text()).get("recipients", {})]
+    """Every recipient of every message in the outbound queue, waiting or failed."""
+    with queues(srv) as spools:
+        return [*(entry.recipient for entry in spools.outbound.queued()),
+                *(r for failed in spools.outbound.failed_messages() for r in failed.message.recipients or ())]
 
 
 def test_unusable_addresses_get_3_7_at_once_and_no_mail(mailing: tuple[Server, MailSink]) -> None:

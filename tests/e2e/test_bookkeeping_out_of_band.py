@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import icalendar
+import psycopg
 import requests
 
-from tests.e2e.conftest import PASSWORD, Server, free_port, restart, start, stop
+from tests.e2e.conftest import PASSWORD, Server, database_of, free_port, restart, side_records, start, stop
 from tests.e2e.mailsink import MailSink
 from tests.e2e.test_replies_by_mail import (GINO, GRACE, answer, hours_ago, inbound_settings, invite,
                                             organizers_object, quarantined, send, wait_listening, wait_partstat)
@@ -86,8 +87,28 @@ def test_answers_and_a_move_leave_no_bookkeeping_in_what_clients_read(
     assert attendee(copy_of(srv, "alice", uid), GINO).params["PARTSTAT"] == "NEEDS-ACTION"
 
 
-def side_records(srv: Server) -> list[Path]:
-    return sorted(srv.data.rglob(".Radicale.invito/*.json"))
+def stored_event(srv: Server, user: str, uid: str) -> bytes:
+    """``user``'s stored object of ``uid`` as the backend holds it (not as HTTP serves it)."""
+    url = database_of(srv)
+    if not url:
+        [path] = [p for p in srv.data.rglob(f"{user}/work/*.ics") if uid in p.read_text()]
+        return path.read_bytes()
+    with psycopg.connect(url) as conn:
+        (text,) = conn.execute("SELECT text FROM dav_item WHERE owner = %s AND uid = %s", (user, uid)).fetchone()
+    return text.encode()
+
+
+def store_event(srv: Server, user: str, uid: str, data: bytes) -> None:
+    """Replace ``user``'s stored object of ``uid`` behind the server's back (it is stopped), as an older
+    Invito stored it."""
+    url = database_of(srv)
+    if not url:
+        [path] = [p for p in srv.data.rglob(f"{user}/work/*.ics") if uid in p.read_text()]
+        path.write_bytes(data)
+        return
+    with psycopg.connect(url) as conn:
+        assert conn.execute("UPDATE dav_item SET text = %s WHERE owner = %s AND uid = %s",
+                            (data.decode(), user, uid)).rowcount == 1
 
 
 def test_the_side_record_goes_with_the_event(replying: tuple[Server, MailSink, int]) -> None:
@@ -97,9 +118,9 @@ def test_the_side_record_goes_with_the_event(replying: tuple[Server, MailSink, i
     send(port, address, declined)
     wait_partstat(srv, uid, GRACE, "DECLINED")
     records = side_records(srv)
-    assert [r for r in records if uid in r.read_text()], "the answer's time is kept beside the event"
+    assert [r for r in records if uid in r], "the answer's time is kept beside the event"
     organizers_object(srv, uid).delete()
-    assert not [r for r in side_records(srv) if uid in r.read_text()]
+    assert not [r for r in side_records(srv) if uid in r]
 
 
 def test_an_event_stored_by_an_older_version_is_cleaned_on_its_next_write(
@@ -112,10 +133,9 @@ def test_an_event_stored_by_an_older_version_is_cleaned_on_its_next_write(
     finally:
         stop(proc)
     # As Invito stored answers before: Grace declined an hour ago, the time kept on her ATTENDEE line.
-    [stored] = [p for p in srv.data.rglob("alice/work/*.ics") if uid in p.read_text()]
-    legacy = icalendar.Calendar.from_ical(stored.read_bytes())
+    legacy = icalendar.Calendar.from_ical(stored_event(srv, "alice", uid))
     attendee(legacy, GRACE).params.update({"PARTSTAT": "DECLINED", "X-INVITO-REPLY-DTSTAMP": hours_ago(1)})
-    stored.write_bytes(legacy.to_ical())
+    store_event(srv, "alice", uid, legacy.to_ical())
     proc = restart(srv)
     try:
         wait_listening(port)

@@ -51,6 +51,20 @@ def caldav_address(config: Path) -> str:
     return setting(config, "hosts")
 
 
+def collections_line(config: Path, line: str) -> list[str]:
+    """``line`` about the collections folder, which the check names only on the filesystem backend."""
+    return [] if setting(config, "database") else [line]
+
+
+def database_line(config: Path) -> list[str]:
+    """What the check says of the database on the database backend (a fresh, migrated one); nothing on
+    the filesystem backend."""
+    from invito.storage.pg import migrations
+
+    url = setting(config, "database")
+    return [f"ok   database {url}: schema version {migrations.latest()}, as this Invito needs"] if url else []
+
+
 def test_a_taken_caldav_port_that_does_not_answer_is_named(tmp_path: Path) -> None:
     port = free_port()
     config = write_config(tmp_path, port)
@@ -102,8 +116,10 @@ def test_a_working_setup_passes_every_check(tmp_path: Path, relay: tuple[int, Ma
     assert lines == [
         f"ok   config file {config}: valid",
         f"ok   data folder {data}: writable",
-        f"ok   collections folder {data / 'collections'}: does not exist yet, `invito serve` will create it",
+        *collections_line(config, f"ok   collections folder {data / 'collections'}: does not exist yet, "
+                                  "`invito serve` will create it"),
         f"ok   users file {data / 'users'}: 1 user",
+        *database_line(config),
         "ok   scheduling domain example.com: user NAME has the calendar address NAME@example.com",
         f"ok   CalDAV on {caldav_at}: the port is free",
         f"ok   smtp sender {SENDER}",
@@ -138,10 +154,11 @@ def test_warnings_alone_do_not_fail(tmp_path: Path) -> None:
     code, lines = check(config)
     assert lines[1:] == [
         f"ok   data folder {tmp_path / 'data'}: does not exist yet, `invito serve` will create it",
-        f"ok   collections folder {tmp_path / 'data' / 'collections'}: does not exist yet, `invito serve` will "
-        "create it",
+        *collections_line(config, f"ok   collections folder {tmp_path / 'data' / 'collections'}: does not exist "
+                                  "yet, `invito serve` will create it"),
         f"warn users file {tmp_path / 'data' / 'users'}: does not exist yet, so nobody can log in; add users with "
         f"`invito user add NAME --config {config}`",
+        *database_line(config),
         "warn scheduling domain: empty, so users have no calendar address and nothing is scheduled "
         "(set [scheduling] domain)",
         f"ok   CalDAV on 127.0.0.1:{caldav_port}: the port is free",
@@ -218,12 +235,13 @@ def test_a_data_folder_that_is_a_file(tmp_path: Path) -> None:
 def test_collections_and_users_file_set_apart_are_checked_with_their_own_keys(tmp_path: Path) -> None:
     blocker = a_file(tmp_path)
     (tmp_path / "users-dir").mkdir()
-    code, lines = check(write_config(tmp_path, free_port(), {
+    config = write_config(tmp_path, free_port(), {
         "storage": {"filesystem_folder": str(blocker / "collections")},
-        "auth": {"htpasswd_filename": str(tmp_path / "users-dir")}}))
+        "auth": {"htpasswd_filename": str(tmp_path / "users-dir")}})
+    code, lines = check(config)
     assert failures(lines) == [
-        f"FAIL collections folder {blocker / 'collections'}: cannot create it: {blocker} is a file, not a folder "
-        "(set [storage] filesystem_folder)",
+        *collections_line(config, f"FAIL collections folder {blocker / 'collections'}: cannot create it: {blocker} "
+                                  "is a file, not a folder (set [storage] filesystem_folder)"),  # unused on a database
         f"FAIL users file {tmp_path / 'users-dir'}: cannot read it: Is a directory (set [auth] htpasswd_filename)"]
     assert code == 1
 
@@ -520,7 +538,8 @@ def test_rsvp_links_over_plain_http_are_flagged(tmp_path: Path, relay: tuple[int
 
 
 @pytest.fixture(scope="module", params=[("smtp", "http"), ("lmtp", "https")], ids=["smtp-http", "lmtp-https"])
-def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+            backend: str) -> Iterator[Server]:
     """A real `invito serve` with its inbound mail listener: SMTP with plain CalDAV, or LMTP with CalDAV
     over TLS (its certificate self-signed, as the check must accept)."""
     protocol, scheme = request.param
@@ -545,8 +564,9 @@ def test_a_running_server_is_recognised_on_both_ports(running: Server) -> None:
     assert done.stdout.splitlines() == [
         f"ok   config file {running.config}: valid",
         f"ok   data folder {data}: writable",  # the server's own files in use there are no problem
-        f"ok   collections folder {data / 'collections'}: writable",
+        *collections_line(running.config, f"ok   collections folder {data / 'collections'}: writable"),
         f"ok   users file {data / 'users'}: 3 users",
+        *database_line(running.config),
         "ok   scheduling domain example.com: user NAME has the calendar address NAME@example.com",
         f"ok   CalDAV on {caldav_address(running.config)}: invito serve is running here",
         *([f"ok   CalDAV TLS: certificate {setting(running.config, 'certificate')} with key "

@@ -43,7 +43,7 @@ VCARD = "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:card-1\r\nFN:Gino Rossi\r\nN:Rossi;Gi
 
 
 @pytest.fixture(scope="module")
-def mailing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, MailSink]]:
+def mailing(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[tuple[Server, MailSink]]:
     tmp = tmp_path_factory.mktemp("copy")
     (tmp / "rights").write_text(RIGHTS)
     port = free_port()

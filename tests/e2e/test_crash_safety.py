@@ -20,8 +20,9 @@ from collections import Counter
 from pathlib import Path
 
 import icalendar
+import psycopg
 
-from tests.e2e.conftest import PASSWORD, Server, free_port, restart, start, stop
+from tests.e2e.conftest import PASSWORD, Server, database_of, free_port, restart, start, stop
 from tests.e2e.mailsink import MailSink, start_sink
 from tests.e2e.test_delivery_status import INVITO, section
 from tests.e2e.test_invitations_by_mail import mail_settings
@@ -30,6 +31,7 @@ from tests.e2e.test_scheduling import calendar, event
 KILL_AFTER_PUTS = 0.4  # the report's timing: the sender is mid-batch
 KILLS = 8
 KILL_STEP = 0.002  # seconds between kill points, from the message's preparation on
+DATABASE_KILL_STEP = 0.03  # seconds between kill points during a PUT on the database, from its start
 REFUSED = "nobody@partner.example.org"
 
 
@@ -98,20 +100,26 @@ def test_a_kill_during_a_30_guest_put_stores_the_event_with_its_invitations_or_n
         proc, srv = start(tmp_path, mail_settings(port))
         calendar(srv, "alice")
         prepared = srv.data / "spool" / "outbound" / "tmp"
+        database = database_of(srv)
         outcomes: dict[str, tuple[bool, int]] = {}
         for n in range(KILLS):
             # Kill points around the event write: a few milliseconds after the PUT's message appears in
             # the spool (it is prepared first), or right after the event's file appears (the window where
-            # the event was stored and its message not yet queued).
+            # the event was stored and its message not yet queued). On the database, whose commit makes
+            # both visible at once: during the PUT, or a few milliseconds after its commit.
             uid = str(uuid.uuid4())
             event_file = srv.data / "collections" / "collection-root" / "alice" / "work" / f"{uid}.ics"
             put = threading.Thread(target=_put_until_killed, args=(srv, uid))
             put.start()
             deadline = time.monotonic() + 30
             if n % 2:
-                while not event_file.exists():
-                    assert time.monotonic() < deadline and put.is_alive(), "the PUT stored nothing"
+                stored = (lambda: committed(database, uid)) if database else event_file.exists
+                while not stored():
+                    # A PUT may end between a look and the next: it stored nothing only if it is still unseen.
+                    assert time.monotonic() < deadline and (put.is_alive() or stored()), "the PUT stored nothing"
                 time.sleep((n // 2) * KILL_STEP / 4)
+            elif database:
+                time.sleep((n // 2) * DATABASE_KILL_STEP)
             else:
                 while not any(name.endswith(".json") for name in _names(prepared)):
                     assert time.monotonic() < deadline and put.is_alive(), "the PUT prepared no message"
@@ -130,6 +138,12 @@ def test_a_kill_during_a_30_guest_put_stores_the_event_with_its_invitations_or_n
     finally:
         controller.stop()
     print(f"after {KILLS} kills (stored, guests reached): {dict(Counter(outcomes.values()))}")
+
+
+def committed(database: str, uid: str) -> bool:
+    """Whether the event ``uid`` is in the database (its write committed)."""
+    with psycopg.connect(database) as conn:
+        return conn.execute("SELECT 1 FROM dav_item WHERE uid = %s", (uid,)).fetchone() is not None
 
 
 def _names(folder: Path) -> list[str]:

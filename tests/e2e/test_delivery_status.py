@@ -59,7 +59,7 @@ def section(listing: str, title: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def mailing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, MailSink]]:
+def mailing(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[tuple[Server, MailSink]]:
     from tests.e2e.conftest import free_port
     from tests.e2e.mailsink import start_sink
 

@@ -1,15 +1,15 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""External guests: who may invite them, and which invitations become mail (spool seen on disk)."""
+"""External guests: who may invite them, and which invitations become mail (the outbound queue as
+`invito queue` sees it)."""
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.e2e.conftest import Server, start, stop
+from tests.e2e.conftest import Server, outbound_entries, start, stop
 from tests.e2e.test_scheduling import attendee, calendar, copy_of, event
 
 GUEST = "mailto:guest@partner.example.org"
@@ -24,8 +24,12 @@ def restricted(tmp_path: Path) -> Iterator[Server]:
         stop(proc)
 
 
-def queued(srv: Server) -> list[dict]:
-    return [json.loads(p.read_text()) for p in (srv.data / "spool" / "outbound" / "queue").glob("*.json")]
+def queued(srv: Server) -> list[list[str]]:
+    """The recipients of each message waiting in ``srv``'s outbound queue."""
+    recipients: dict[str, list[str]] = {}
+    for entry in outbound_entries(srv):
+        recipients.setdefault(entry.id, []).append(entry.recipient)
+    return list(recipients.values())
 
 
 def test_only_allowed_organizers_invite_externals(restricted: Server) -> None:
@@ -38,7 +42,7 @@ def test_only_allowed_organizers_invite_externals(restricted: Server) -> None:
 
     calendar(restricted, "bob").save_event(event(str(uuid.uuid4()), organizer="bob", attendees=("carol",),
                                                  extra=f"ATTENDEE:{GUEST}"))
-    assert [list(e["recipients"]) for e in queued(restricted)] == [["mailto:guest@partner.example.org"]]
+    assert queued(restricted) == [["mailto:guest@partner.example.org"]]
 
 
 def test_rooms_and_past_events_get_no_mail(server: Server) -> None:

@@ -50,7 +50,7 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Site]:
     """One server for the module: CalDAV, a relay that receives the guests' invitations, and the
     listener their replies go to."""
     relay_port, listen = free_port(), free_port()
@@ -67,7 +67,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def plain(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
     """A server without addresses: nothing is scheduled, objects take Radicale's plain storage path."""
     proc, srv = start(tmp_path_factory.mktemp("plain"), {"scheduling": {"domain": ""}})
     try:
@@ -218,6 +218,14 @@ def test_plain_storage_keeps_the_clients_text(plain: Server, path: Path) -> None
     got = get(plain, "alice", url)
     assert_same(sent, got, Allowed(), "GET on a server without scheduling")
     assert got.replace("\r\n", "\n") == sent.replace("\r\n", "\n")  # the client's text itself
+
+
+@pytest.mark.only_backend("files")  # Radicale's item cache beside the files; the database has none
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)
+def test_plain_storage_keeps_the_clients_text_without_its_item_cache(plain: Server, path: Path) -> None:
+    uid = str(uuid.uuid4())
+    sent = corpus_text(path, uid)
+    url, response = put(plain, "alice", uid, sent)
     etag = response.headers["ETag"]  # what was sent is stored: a strong ETag
 
     # Radicale's item cache lost (a restart with a cleaned cache, an object copied in by hand): the

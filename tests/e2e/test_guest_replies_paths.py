@@ -22,10 +22,10 @@ from typing import Callable, Iterator
 import pytest
 
 from tests.e2e.aerc import Aerc
-from tests.e2e.conftest import Server, free_port, start, stop
+from tests.e2e.conftest import Server, free_port, quarantined_entries, queues, start, stop
 from tests.e2e.mailsink import MailSink, start_sink
 from tests.e2e.test_invitations_by_mail import calendar_part, review
-from tests.e2e.test_queue_admin import config, outbound, queue  # noqa: F401 (config: a fixture)
+from tests.e2e.test_queue_admin import config, outbound, queue, scheduling_write  # noqa: F401 (config: a fixture)
 from tests.e2e.test_replies_by_mail import (GINO, GRACE, answer, inbound_settings, send, wait_listening,
                                             wait_partstat, wire)
 from tests.e2e.test_scheduling import attendee, copy_of
@@ -36,7 +36,7 @@ FORWARDS_PER_HOUR = 3
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, MailSink, int]]:
+def site(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[tuple[Server, MailSink, int]]:
     relay_port, listen = free_port(), free_port()
     controller, sink = start_sink(relay_port)
     settings = inbound_settings(relay_port, listen, forwards_per_hour=str(FORWARDS_PER_HOUR))
@@ -80,16 +80,18 @@ def reply_to(invitation: EmailMessage) -> str:
 
 def quarantined_for(srv: Server, needle: str, timeout: float = 20) -> str:
     """The reason of the quarantined message that contains ``needle`` (a subject, a UID)."""
-    folder = srv.data / "spool" / "inbound" / "quarantine"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for reason in sorted(folder.glob("*.reason")) if folder.exists() else []:
-            mail = reason.with_suffix(".eml") if reason.with_suffix(".eml").exists() else None
-            raw = mail.read_bytes() if mail else b""
-            if needle.encode() in raw or needle in reason.read_text():
-                return reason.read_text()
+        with queues(srv) as spools:
+            for entry in spools.inbound.quarantined_entries():
+                try:
+                    raw = spools.inbound.quarantined_mail(entry.id)
+                except FileNotFoundError:  # an RSVP page answer, or a move not yet complete
+                    raw = b""
+                if needle.encode() in raw or needle in entry.reason:
+                    return entry.reason
         time.sleep(0.1)
-    raise AssertionError(f"nothing about {needle!r} in the quarantine: {sorted(p.name for p in folder.glob('*'))}")
+    raise AssertionError(f"nothing about {needle!r} in the quarantine: {quarantined_entries(srv)}")
 
 
 # -- Gnus's own buttons ----------------------------------------------------------------------------------------
@@ -283,7 +285,8 @@ def test_a_forward_the_organizers_mailbox_refused_can_be_sent_again(config: Path
     """`invito queue retry` of a forwarded plain reply queues the very message again."""
     spool = outbound(config)
     mail = wire(plain_reply_to("invito+x@cal.example.com"))
-    first = spool.prepare_mail("review-1", GRACE, "mailto:alice@example.com", mail)
+    with scheduling_write(spool):
+        first = spool.prepare_mail("review-1", GRACE, "mailto:alice@example.com", mail)
     spool.commit([first])
     [waiting] = spool.queued()
     spool.fail(waiting, "552 5.2.2 mailbox full")

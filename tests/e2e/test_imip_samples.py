@@ -18,7 +18,7 @@ import caldav
 import icalendar
 import pytest
 
-from tests.e2e.conftest import Server, free_port, start, stop
+from tests.e2e.conftest import Server, free_port, inbound_pending, quarantined_entries, side_records, start, stop
 from tests.e2e.mailsink import MailSink, start_sink
 from tests.e2e.samples_setup import SAMPLES, calendar_text, organizer_event, raw
 from tests.e2e.test_invitations_by_mail import mail_settings
@@ -64,14 +64,14 @@ def _serve(folder: Path, addresses: dict[str, tuple[str, ...]]) -> Iterator[Site
 
 
 @pytest.fixture(scope="module")
-def organizing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def organizing(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Site]:
     with _serve(tmp_path_factory.mktemp("organizing"), ORGANIZER_ADDRESSES) as site:
         site.srv.principal("alice").make_calendar(name="work", cal_id="work")
         yield site
 
 
 @pytest.fixture(scope="module")
-def attending(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def attending(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Site]:
     with _serve(tmp_path_factory.mktemp("attending"), ATTENDEE_ADDRESSES) as site:
         yield site
 
@@ -79,14 +79,13 @@ def attending(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 def deliver(site: Site, recipient: str, message: bytes, sender: str) -> list[str]:
     """Send ``message`` and wait until the server has processed it; why it was quarantined (empty: it was
     not). Messages are processed one at a time, so once the queue is empty the outcome is on disk."""
-    inbound = site.srv.data / "spool" / "inbound"
-    before = set(inbound.glob("quarantine/*.reason"))
+    before = {entry.id for entry in quarantined_entries(site.srv)}
     send(site.port, recipient, message, sender=sender)
     deadline = time.monotonic() + 20
-    while list(inbound.glob("queue/*.json")):
+    while inbound_pending(site.srv):
         assert time.monotonic() < deadline, "the server did not process the message"
         time.sleep(0.05)
-    return [path.read_text() for path in sorted(set(inbound.glob("quarantine/*.reason")) - before)]
+    return [entry.reason for entry in quarantined_entries(site.srv) if entry.id not in before]
 
 
 def uid_of_event(cal: icalendar.Calendar) -> str:
@@ -167,7 +166,7 @@ def test_an_iphone_comment_reaches_the_organizer(organizing: Site) -> None:
     assert answered.params["PARTSTAT"] == "ACCEPTED"
     assert "Annotation" in text_of(note_to(organizing, organizer, since))  # told by mail, as for a COMMENT
     assert "X-INVITO" not in str(answered.params)  # kept with the answer, out of band:
-    assert any("Annotation" in r.read_text() for r in organizing.srv.data.rglob(".Radicale.invito/*.json"))
+    assert any("Annotation" in record for record in side_records(organizing.srv))
 
 
 def test_a_reply_sent_from_an_alias_is_applied_and_the_organizer_is_told(organizing: Site) -> None:

@@ -25,8 +25,11 @@ from invito.plugins.imip.sender import Sender
 from invito.plugins.imip.smtp import SmtpSettings
 from invito.plugins.imip.spool import OutboundSpool, SpoolEntry
 from invito.plugins.itip import ITipMessage
+from invito.storage.pg.db import Database
+from invito.storage.pg.outbox import Outbox
 from tests.e2e.conftest import free_port
 from tests.e2e.mailsink import MailSink, start_sink
+from tests.e2e.test_queue_admin import scheduling_write
 
 FROM = "invito@cal.example.com"
 PASSWORD = "relay-pw-9f3k"
@@ -46,17 +49,29 @@ class Outcomes(list):
         self.append((entry.uid, status, detail))
 
 
-def queue(spool: OutboundSpool, uid: str, guest: str = "guest@partner.example.org") -> None:
+def queue(spool: OutboundSpool | Outbox, uid: str, guest: str = "guest@partner.example.org") -> None:
     cal = icalendar.Calendar.from_ical("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nMETHOD:REQUEST\r\n"
                                        f"BEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20300101T000000Z\r\n"
                                        "END:VEVENT\r\nEND:VCALENDAR\r\n")
-    entry_id = spool.prepare(ITipMessage("REQUEST", uid, "mailto:alice@example.com", (), cal), [f"mailto:{guest}"])
+    with scheduling_write(spool):
+        entry_id = spool.prepare(ITipMessage("REQUEST", uid, "mailto:alice@example.com", (), cal),
+                                 [f"mailto:{guest}"])
     spool.commit([entry_id])
 
 
 @pytest.fixture
-def spool(tmp_path: Path) -> OutboundSpool:
-    return OutboundSpool(str(tmp_path / "outbound"))
+def spool(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Iterator[OutboundSpool | Outbox]:
+    """The module's backend's outbound queue: a spool folder, or the outbox of a database of the test's own."""
+    if backend == "files":
+        yield OutboundSpool(str(tmp_path / "outbound"))
+        return
+    database = Database(request.getfixturevalue("database"), max_size=4)
+    outbox = Outbox(database)
+    try:
+        yield outbox
+    finally:
+        outbox.close()
+        database.close()
 
 
 def plain(port: int) -> SmtpSettings:

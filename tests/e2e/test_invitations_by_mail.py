@@ -13,7 +13,7 @@ from typing import Iterator
 import icalendar
 import pytest
 
-from tests.e2e.conftest import Server, free_port, start, stop
+from tests.e2e.conftest import Server, free_port, queues, start, stop
 from tests.e2e.mailsink import MailSink, start_sink
 from tests.e2e.test_scheduling import attendee, calendar, copy_of, event, set_partstat
 
@@ -128,8 +128,9 @@ def test_relay_refusal_shows_in_the_organizers_event(mailing: tuple[Server, Mail
     calendar(srv, "alice").save_event(review(uid))
     wait_for_status(srv, uid, "mailto:grace@client.example.net", "5.2")
     wait_for_status(srv, uid, "mailto:gino@partner.example.org", "1.1")
-    failed = list((srv.data / "spool" / "outbound" / "failed").glob("*.reason"))
-    assert len(failed) == 1 and "no such user" in failed[0].read_text()
+    with queues(srv) as spools:
+        failed = spools.outbound.failed_messages()
+    assert len(failed) == 1 and "no such user" in failed[0].reason
 
 
 def test_messages_wait_for_a_relay_that_is_down(tmp_path: Path) -> None:

@@ -15,9 +15,8 @@ import icalendar
 import pytest
 import radicale.item as radicale_item
 
-from tests.e2e.conftest import PASSWORD, Server, free_port, restart, stop, write_config
+from tests.e2e.conftest import PASSWORD, Server, free_port, has_home, outbound_entries, restart, stop, write_config
 from tests.e2e.ldap_server import BASE, READER_SECRET, LdapServer
-from tests.e2e.test_external_guests import queued
 from tests.e2e.test_scheduling import attendee, calendar, copy_of, event, inbox_methods
 
 GUEST = "mailto:guest@partner.example.org"
@@ -40,7 +39,8 @@ def serve(tmp: Path, directory: LdapServer, auth: dict[str, str], scheduling: di
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, ldap_server: LdapServer) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, ldap_server: LdapServer,
+           backend: str) -> Iterator[Server]:
     """Groups from the users' memberOf, as in Active Directory; the reader's password in a file."""
     tmp = tmp_path_factory.mktemp("ldap-memberof")
     (tmp / "ldap-secret").write_text(READER_SECRET + "\n")
@@ -49,7 +49,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, ldap_server: LdapServer) ->
 
 
 @pytest.fixture(scope="module")
-def fragile(tmp_path_factory: pytest.TempPathFactory, ldap_server: LdapServer) -> Iterator[Server]:
+def fragile(tmp_path_factory: pytest.TempPathFactory, ldap_server: LdapServer,
+            backend: str) -> Iterator[Server]:
     """Groups by searching group entries; every directory answer re-asked (cache 0 s), 1 s to answer; logins
     cached by Radicale for the module's length (its LDAP login has no timeout of its own)."""
     yield from serve(tmp_path_factory.mktemp("ldap-groups"), ldap_server,
@@ -58,16 +59,12 @@ def fragile(tmp_path_factory: pytest.TempPathFactory, ldap_server: LdapServer) -
                      {"ldap_cache_seconds": "0", "ldap_timeout": "1"})
 
 
-def home(srv: Server, user: str) -> Path:
-    return srv.data / "collections" / "collection-root" / user
-
-
 def guests_queued(srv: Server, uid: str) -> list[str]:
-    return sorted(r for entry in queued(srv) if entry.get("uid") == uid for r in entry["recipients"])
+    return sorted(entry.recipient for entry in outbound_entries(srv) if entry.uid == uid)
 
 
 def test_colleague_invited_by_alias_before_first_login(server: Server) -> None:
-    assert not home(server, "bob").exists()  # bob has never logged in
+    assert not has_home(server, "bob")  # bob has never logged in
     uid = str(uuid.uuid4())
     calendar(server, "alice").save_event(event(uid, attendees=(), extra="\r\n".join(
         [f"ATTENDEE;CN=Bob;PARTSTAT=NEEDS-ACTION;RSVP=TRUE:{BOB_ALIAS}", f"ATTENDEE:{GUEST}"])))
@@ -76,7 +73,7 @@ def test_colleague_invited_by_alias_before_first_login(server: Server) -> None:
     assert attendee(organizer_copy, BOB_ALIAS).params["SCHEDULE-STATUS"] == "1.2"  # delivered: internal
     assert attendee(organizer_copy, GUEST).params["SCHEDULE-STATUS"] == "1.0"  # waits for a relay
     assert guests_queued(server, uid) == [GUEST]
-    assert home(server, "bob").is_dir()  # made by the delivery
+    assert has_home(server, "bob")  # made by the delivery
 
     bob = server.principal("bob")  # bob's first login, with his directory password
     assert {"mailto:bob@example.com", BOB_ALIAS} <= {str(a).lower() for a in bob.calendar_user_address_set()}
@@ -125,15 +122,18 @@ def test_group_search_and_a_hung_directory(fragile: Server, ldap_server: LdapSer
     assert f"directory {ldap_server.uri} unreachable" in fragile.log.read_text()
 
 
-def test_writes_without_login_groups_take_them_from_the_directory(tmp_path: Path, ldap_server: LdapServer) -> None:
+def test_writes_without_login_groups_take_them_from_the_directory(tmp_path: Path, ldap_server: LdapServer,
+                                                                  backend: str, request: pytest.FixtureRequest) -> None:
     """A write that carries no login (mail-driven paths, tools on the storage): the directory says who is
-    in ``@staff``. In-process on real storage, against the real directory."""
+    in ``@staff``. In-process on real storage of the module's backend, against the real directory."""
     from invito.server import config as invito_config
     from invito.storage import Storage
 
     configuration = invito_config.load(None)
     configuration.update({
-        "invito": {"data_folder": str(tmp_path)}, "storage": {"filesystem_folder": str(tmp_path / "collections")},
+        "invito": {"data_folder": str(tmp_path),
+                   "database": request.getfixturevalue("database") if backend == "postgresql" else ""},
+        "storage": {"filesystem_folder": str(tmp_path / "collections")},
         "auth": ldap_server.auth_settings(ldap_groups_attribute="memberOf"),
         "scheduling": {"external_invites": "@staff"}}, "test", privileged=True)
     storage = Storage(configuration)

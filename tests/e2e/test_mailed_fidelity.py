@@ -30,7 +30,7 @@ MAILED = DELIVERED | Allowed(properties=frozenset({"ORGANIZER"}), answers_of=fro
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Site]:
     relay_port, listen = free_port(), free_port()
     controller, sink = start_sink(relay_port)
     proc, srv = start(tmp_path_factory.mktemp("mailed"), inbound_settings(relay_port, listen))

@@ -49,7 +49,7 @@ def users(data: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def site(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("out-of-the-box")
     for user in (ALICE, BOB):  # no --config: the built-in defaults, ./invito-data
         added = invito("user", "add", user, cwd=folder, stdin=PASSWORD + "\n")

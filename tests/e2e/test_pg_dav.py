@@ -25,6 +25,8 @@ import pytest
 from tests.e2e.conftest import free_port, write_config
 from tests.e2e.test_scheduling import event
 
+pytestmark = pytest.mark.only_backend("postgresql")  # these tests set up their own database
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 PASSWORD = "secret-pw-123"
 
@@ -35,8 +37,6 @@ import radicale.server
 from radicale import app
 from invito.server import config
 from invito.server.rerun import ApplicationPartRerun
-
-pytestmark = pytest.mark.only_backend("postgresql")  # these tests set up their own database
 
 class PlainApplication(ApplicationPartRerun, app.Application):
     pass

@@ -71,6 +71,7 @@ def test_retry_all_without_a_terminal_prints_counts_and_no_bar(three_waiting: Pa
     assert not any(mark in result.stdout for mark in BAR_MARKS)
 
 
+@pytest.mark.only_backend("files")  # the UID index files in .Radicale.cache; the database indexes dav_item.uid
 def test_a_rebuilt_uid_index_is_counted_in_the_log(tmp_path: Path) -> None:
     proc, srv = start(tmp_path)
     try:

@@ -45,7 +45,7 @@ class Filled:
 
 
 def fill_files(tmp: Path) -> Filled:
-    config = write_config(tmp, 5232)
+    config = write_config(tmp, 5232, {"invito": {"database": ""}})  # the spools, beside this module's database
     spool, mails = outbound(config), inbound(config)
     review = invite(spool, "review-1", "bob@other.example.net", "guest@partner.example.org")
     greylisted(spool, review, "guest@partner.example.org")
@@ -178,7 +178,7 @@ def test_unknown_and_ambiguous_ids_exit_1_on_the_database(both: tuple[Filled, Fi
 def test_the_url_may_come_from_database_file(tmp_path: Path, db: Database) -> None:
     secret = tmp_path / "database.url"
     secret.write_text(db.url + "\n")
-    config = write_config(tmp_path, 5232, {"invito": {"database_file": str(secret)}})
+    config = write_config(tmp_path, 5232, {"invito": {"database": "", "database_file": str(secret)}})
     answer = InboundQueue(db).set_aside_answer(ANSWER, "the event changed since the page was opened")
     assert section(ok(config, "list"), "Inbound (quarantine)")[1][:3] == [answer.id, "guest@partner.example.org",
                                                                           "RSVP page"]
@@ -195,6 +195,6 @@ def test_a_database_that_does_not_answer_exits_1_naming_it(tmp_path: Path) -> No
 
 
 def test_an_unreadable_database_file_is_a_configuration_error(tmp_path: Path) -> None:
-    config = write_config(tmp_path, 5232, {"invito": {"database_file": str(tmp_path / "missing.url")}})
+    config = write_config(tmp_path, 5232, {"invito": {"database": "", "database_file": str(tmp_path / "missing.url")}})
     result = queue(config, "list")
     assert result.returncode == 2 and "[invito] database_file" in result.stderr and "missing.url" in result.stderr

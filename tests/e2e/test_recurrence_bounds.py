@@ -5,6 +5,7 @@ also across a restart; the RSVP page of such a series opens; and a message whose
 finishes is set aside after two runs instead of hanging every restart."""
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import fcntl
@@ -15,18 +16,23 @@ import uuid
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import icalendar
+import psycopg
 import pytest
 import requests
 
-from tests.e2e.conftest import PASSWORD, Server, free_port, start, stop
+from tests.e2e.conftest import PASSWORD, Server, database_of, free_port, inbound_pending, queues, quarantined_entries, \
+    restart, start, stop
 from tests.e2e.mailsink import MailSink, start_sink
 from tests.e2e.test_invitations_by_mail import calendar_part, review, to
 from tests.e2e.test_replies_by_mail import GRACE, inbound_settings, send, wait_listening, wire
 from tests.e2e.test_rsvp_page import answer_links, post_answer
 from tests.e2e.test_scheduling import attendee, calendar
+
+if TYPE_CHECKING:
+    from invito.plugins.imip.inbound_spool import QuarantinedEntry
 
 FAR = "20991231T235959Z"
 
@@ -44,7 +50,11 @@ class Site:
         calendar(self.srv, "alice", "work")
 
     def start(self) -> None:
-        self.proc, self.srv = start(self.tmp, self.settings, port=self.port)
+        """The first start, or a restart on the same config (and so the same database)."""
+        if self.srv is None:
+            self.proc, self.srv = start(self.tmp, self.settings, port=self.port)
+        else:
+            self.proc = restart(self.srv)
         wait_listening(self.listen)
 
     def kill(self) -> None:
@@ -63,7 +73,8 @@ def sink() -> Iterator[tuple[int, MailSink]]:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory, sink: tuple[int, MailSink]) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, sink: tuple[int, MailSink],
+         backend: str) -> Iterator[Site]:
     running = Site(tmp_path_factory.mktemp("bounds"), sink[1], sink[0])
     try:
         yield running
@@ -133,19 +144,19 @@ def utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def reason_containing(srv: Server, text: str, timeout: float = 20) -> str:
-    folder = srv.data / "spool" / "inbound" / "quarantine"
+def reason_containing(srv: Server, text: str, timeout: float = 20) -> "QuarantinedEntry":
+    """The quarantined entry whose reason has ``text``, once there is one."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for path in folder.glob("*.reason") if folder.exists() else ():
-            if text in (found := path.read_text()):
-                return found
+        for entry in quarantined_entries(srv):
+            if text in entry.reason:
+                return entry
         time.sleep(0.1)
     raise AssertionError(f"no quarantined message with {text!r}")
 
 
-def uid_of(path: Path) -> str:
-    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+def uid_of(raw: bytes) -> str:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
     _, ics = calendar_part(message)
     return str(next(iter(ics.walk("VEVENT")))["UID"])
 
@@ -157,10 +168,10 @@ def outcome(site: Site, uid: str, rid: str, expected: str, timeout: float = 20) 
         organizers_copy(site.srv, uid)
         if instance_answer(site.srv, uid, rid) == "ACCEPTED":
             return "applied"
-        folder = site.srv.data / "spool" / "inbound" / "quarantine"
-        for path in folder.glob("*.reason") if folder.exists() else ():
-            if rid in (text := path.read_text()) and uid_of(path.with_suffix(".eml")) == uid:
-                return "quarantined: " + text
+        with queues(site.srv) as spools:
+            for entry in spools.inbound.quarantined_entries():
+                if rid in entry.reason and uid_of(spools.inbound.quarantined_mail(entry.id)) == uid:
+                    return "quarantined: " + entry.reason
         time.sleep(0.2)
     raise AssertionError(f"the reply for {rid} was neither applied nor quarantined; expected {expected}")
 
@@ -186,7 +197,7 @@ def test_a_reply_for_a_far_occurrence_is_decided_while_caldav_answers(site: Site
     assert expected in found, found
     decided = time.monotonic() - began
     assert decided < 15, decided
-    assert not list((site.srv.data / "spool" / "inbound" / "queue").glob("*.json"))
+    assert inbound_pending(site.srv) == []
 
 
 def test_the_rsvp_page_of_a_dense_series_begun_long_ago_opens(site: Site) -> None:
@@ -211,29 +222,58 @@ def test_a_reply_queued_at_a_crash_is_decided_after_the_restart(site: Site) -> N
     organizers_copy(site.srv, uid)
 
 
+@contextlib.contextmanager
+def applying_held(srv: Server, uid: str) -> Iterator[None]:
+    """Another program holds what applying a reply to ``uid`` waits for, as a stuck backup job would: the
+    filesystem's storage lock, or the database's lock on the meeting, in a transaction left open."""
+    url = database_of(srv)
+    if not url:
+        with open(next(srv.data.rglob(".Radicale.lock")), "a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(held, fcntl.LOCK_UN)
+        return
+    with psycopg.connect(url) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("uid:" + uid,))  # as db.lock
+        try:
+            yield
+        finally:
+            conn.rollback()
+
+
+def unfinished_runs(srv: Server) -> list[int]:
+    """The count of processing runs that began and did not finish, of each message that has one."""
+    url = database_of(srv)
+    if not url:
+        queue = srv.data / "spool" / "inbound" / "queue"
+        return [int(count) for p in queue.glob("*.attempts") if (count := p.read_text()).isdigit()]
+    with psycopg.connect(url) as conn:
+        return [n for (n,) in conn.execute("SELECT unfinished FROM invito_inbound_run")]
+
+
 def test_a_message_whose_processing_never_finishes_is_set_aside_after_two_runs(site: Site) -> None:
-    """Processing hangs (here: another program holds the storage lock, as a stuck backup job would), an
+    """Processing hangs (here: another program holds what it waits for, as a stuck backup job would), an
     admin restarts the hung server, twice: the third start sets the message aside instead of hanging."""
     uid, invitation = invite(site, "FREQ=SECONDLY")
     address, raw = occurrence_reply(invitation, "20301010T070000Z")
-    queue = site.srv.data / "spool" / "inbound" / "queue"
-    lock = next(site.srv.data.rglob(".Radicale.lock"))
-    with open(lock, "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
+    with applying_held(site.srv, uid):
         send(site.listen, address, raw)
         for run in (1, 2):
             deadline = time.monotonic() + 20
-            while not [p for p in queue.glob("*.attempts") if p.read_text() == str(run)]:
+            while run not in unfinished_runs(site.srv):
                 assert time.monotonic() < deadline, f"processing run {run} did not start"
                 time.sleep(0.05)
             site.kill()  # the hung server is restarted
             if run == 1:
                 site.start()
-        fcntl.flock(held, fcntl.LOCK_UN)
     site.start()
-    reason = reason_containing(site.srv, "processing crashed or timed out 2 times")
-    assert "from <guest@client.example.net>" in reason
-    assert not list(queue.glob("*"))
+    entry = reason_containing(site.srv, "processing crashed or timed out 2 times")
+    assert entry.mail_from == "guest@client.example.net"
+    assert inbound_pending(site.srv) == [] and unfinished_runs(site.srv) == []
+    if not database_of(site.srv):
+        assert not list((site.srv.data / "spool" / "inbound" / "queue").glob("*"))
     organizers_copy(site.srv, uid)
     assert str(attendee(organizers_copy(site.srv, uid), GRACE).params["PARTSTAT"]) == "NEEDS-ACTION"
 

@@ -11,7 +11,10 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.e2e.conftest import Server, free_port, restart, start, stop
+import psycopg
+
+from invito.plugins.imip.spool import SpoolEntry
+from tests.e2e.conftest import Server, database_of, free_port, restart, start, stop
 from tests.e2e.mailsink import start_sink
 from tests.e2e.test_delivery_status import queue_list, section
 from tests.e2e.test_invitations_by_mail import calendar_part
@@ -54,6 +57,26 @@ def log_lines(srv: Server, text: str) -> list[str]:
     return [line for line in srv.log.read_text(errors="replace").splitlines() if text in line]
 
 
+def left_by_an_older_version(srv: Server, states: dict[str, dict]) -> None:
+    """The one waiting message's recipients in ``states`` as an older Invito left them (a state without
+    "stage" is from before that field), written while ``srv`` is stopped: its spool file, or its rows."""
+    url = database_of(srv)
+    if not url:
+        [path] = (srv.data / "spool" / "outbound" / "queue").glob("*.json")
+        record = json.loads(path.read_text())
+        record["recipients"] = states
+        path.write_text(json.dumps(record))
+        return
+    with psycopg.connect(url) as conn:
+        for recipient, state in states.items():
+            stage = state.get("stage")  # NULL, as migrate-to-db copies such a file
+            entry = SpoolEntry("", "", "", "", recipient, "", 0.0, next_try=state["next_try"], stage=stage)
+            assert conn.execute("UPDATE invito_outbox_delivery SET attempts = %s, next_try = %s, last_error = %s, "
+                                "stage = %s, ready_at = %s WHERE recipient = %s AND state = 'queued'",
+                                (state["attempts"], state["next_try"], state["last_error"], stage, entry.ready_at,
+                                 recipient)).rowcount == 1
+
+
 def test_relay_down_at_the_put_and_up_5_s_later_the_invitation_arrives_within_30_s(tmp_path: Path) -> None:
     port = free_port()  # nothing listens yet
     proc, srv = start(tmp_path, relay_settings(port))
@@ -90,13 +113,10 @@ def test_at_start_the_queue_is_tried_at_once_and_a_guests_own_backoff_is_kept(tm
         rows(srv, "Outbound (waiting)", uid, f"cannot reach 127.0.0.1:{port}", 2)
     finally:
         stop(proc)
-    [path] = (srv.data / "spool" / "outbound" / "queue").glob("*.json")
-    record = json.loads(path.read_text())
     later = time.time() + 3600
-    record["recipients"] = {
+    left_by_an_older_version(srv, {
         GRACE: {"attempts": 4, "next_try": later, "last_error": f"cannot reach 127.0.0.1:{port}: Connection refused"},
-        GINO: {"attempts": 2, "next_try": later, "last_error": "451 4.7.1 greylisted", "stage": "recipient"}}
-    path.write_text(json.dumps(record))
+        GINO: {"attempts": 2, "next_try": later, "last_error": "451 4.7.1 greylisted", "stage": "recipient"}})
     controller, sink = start_sink(port)
     proc = restart(srv)
     try:

@@ -20,7 +20,7 @@ import icalendar
 import pytest
 import requests
 
-from tests.e2e.conftest import PASSWORD, Server, free_port, start, stop
+from tests.e2e.conftest import PASSWORD, Server, free_port, quarantined_entries, start, stop
 from tests.e2e.mailsink import MailSink
 from tests.e2e.test_invitations_by_mail import calendar_part, mail_settings, review, to, wait_for_status
 from tests.e2e.test_scheduling import attendee, calendar, copy_of, inbox_methods
@@ -146,12 +146,12 @@ def wait_partstat(srv: Server, uid: str, guest: str, wanted: str, timeout: float
 
 
 def quarantined(srv: Server, count: int, timeout: float = 20) -> list[str]:
-    folder = srv.data / "spool" / "inbound" / "quarantine"
+    """The reasons of what ``srv`` quarantined, oldest first, once there are ``count``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        reasons = sorted(folder.glob("*.reason")) if folder.exists() else []
+        reasons = [entry.reason for entry in quarantined_entries(srv)]
         if len(reasons) >= count:
-            return [r.read_text() for r in reasons]
+            return reasons
         time.sleep(0.1)
     raise AssertionError(f"expected {count} quarantined messages")
 

@@ -10,7 +10,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.e2e.conftest import INVITO, Server, free_port, start, stop
+import pytest
+
+from tests.e2e.conftest import INVITO, Server, free_port, quarantined_entries, queues, start, stop
 from tests.e2e.mailsink import MailSink
 from tests.e2e.test_queue_admin import section
 from tests.e2e.test_replies_by_mail import wait_listening, wait_partstat
@@ -25,8 +27,17 @@ def invito(srv: Server, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def quarantine(srv: Server) -> list[str]:
-    folder = srv.data / "spool" / "inbound" / "quarantine"
-    return sorted(os.listdir(folder)) if folder.exists() else []
+    """The ids of what ``srv``'s quarantine holds."""
+    return [entry.id for entry in quarantined_entries(srv)]
+
+
+def kept_answer(srv: Server) -> str:
+    """The id of the one quarantined entry, an answer kept as what it is: no made-up mail beside it."""
+    [entry] = quarantined_entries(srv)
+    assert entry.answer is not None
+    with queues(srv) as spools, pytest.raises(FileNotFoundError):
+        spools.inbound.quarantined_mail(entry.id)
+    return entry.id
 
 
 def test_a_refused_page_answer_is_kept_shown_and_given_again(tmp_path: Path, relay: tuple[int, MailSink]) -> None:
@@ -45,9 +56,7 @@ def test_a_refused_page_answer_is_kept_shown_and_given_again(tmp_path: Path, rel
         assert response.status_code == 409
         assert partstat(srv, uid, GRACE) == "NEEDS-ACTION"
 
-        [record, reason_file] = quarantine(srv)  # the answer and why: no made-up mail
-        entry_id = record.removesuffix(".json")
-        assert reason_file == entry_id + ".reason"
+        entry_id = kept_answer(srv)  # the answer and why: no made-up mail
         refusal = f"{GRACE} is a user here: their answers never come by mail"
         listed = invito(srv, "queue", "list")
         assert listed.returncode == 0, listed.stderr
@@ -94,8 +103,7 @@ def test_a_kept_answer_is_dropped_with_what_it_was(tmp_path: Path, relay: tuple[
         assert invito(srv, "user", "add", GRACE_LOGIN, "--password-file", str(tmp_path / "grace-password")
                       ).returncode == 0
         assert post_answer(srv, answer_links(mails[GRACE])["accept"], "ACCEPTED").status_code == 409
-        [record, _] = quarantine(srv)
-        entry_id = record.removesuffix(".json")
+        entry_id = kept_answer(srv)
         dropped = invito(srv, "queue", "drop", entry_id)
         assert dropped.returncode == 0, dropped.stderr
         assert re.fullmatch(rf"dropped {entry_id}: answer given on the RSVP page by {re.escape(GRACE_LOGIN)}, "

@@ -17,7 +17,7 @@ SCHEDULE_TAG = "{urn:ietf:params:xml:ns:caldav}schedule-tag"
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
     proc, server = start(tmp_path_factory.mktemp("schedule-tag"))
     try:
         for user in ("alice", "bob"):

@@ -78,6 +78,7 @@ def test_upload_get_multi_get_all_has_uid_and_delete(database):
         found = dict(calendar.get_multi(["two.ics", "none.ics", "one.ics"]))
         assert found["none.ics"] is None and "Moved to Friday" in found["one.ics"].serialize()
         assert calendar.has_uid("two") and not calendar.has_uid("three")
+        assert (calendar.href_for_uid("two"), calendar.href_for_uid("three")) == ("two.ics", None)  # COPY's check
         assert not _collection(storage, "/bob/calendar/").has_uid("two")
     with storage.acquire_lock("w", "alice", path="/alice/calendar/two.ics"):
         _collection(storage, "/alice/calendar/").delete("two.ics")

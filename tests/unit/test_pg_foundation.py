@@ -105,3 +105,15 @@ def test_a_write_inside_a_write_joins_it_and_rolls_back_with_it(database):
     with db.read() as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 0
     db.close()
+
+
+def test_every_connection_has_postgresql_check_that_the_node_is_still_there(database):
+    """So a node killed while its transaction waits for a lock does not hold its claims until lock_timeout
+    (14 and later; the e2e test_recurrence_bounds restarts a hung node twice on it)."""
+    db = Database(database, max_size=1)
+    try:
+        with db.read() as conn:
+            interval = conn.execute("SHOW client_connection_check_interval").fetchone()[0]
+            assert conn.info.server_version < 140000 or interval == "1s"
+    finally:
+        db.close()

@@ -4,6 +4,7 @@ overlap, leases that expire, wake-ups by NOTIFY, and the sender's loop on top.""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -166,6 +167,25 @@ def test_a_claim_whose_lease_expires_is_claimed_again(db, database) -> None:
         alive.remove(entry)
     assert alive.queued() == [] and len(alive.recorded()) == 3
     alive.db.close()
+
+
+def test_a_restarted_server_releases_what_its_killed_sender_held_at_once(db) -> None:
+    """The holder names its host and process: a sender of this host whose process is gone gets its claims
+    released by the next start (``release_the_dead``); a live process's and another host's stay leased."""
+    queue(db, 3, 1)
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait()
+    gone, running, elsewhere = Outbox(db), Outbox(db), Outbox(db)
+    gone.holder = gone.holder.replace(f":{os.getpid()}:", f":{killed.pid}:")
+    elsewhere.holder = "other-host" + elsewhere.holder[elsewhere.holder.index(":"):]
+    now = time.time()
+    for outbox in (gone, running, elsewhere):
+        assert len(outbox.claim(now, limit=1)) == 1
+    restarted = Outbox(db)
+    assert restarted.claim(now) == []  # everything is leased
+    assert restarted.release_the_dead() == [gone.holder]
+    [again] = restarted.claim(now)
+    assert restarted.claim(now + 1) == [again]  # the one the killed sender held, now the restarted one's
 
 
 def test_outcomes_temporary_and_final(db, database) -> None:

@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The RSVP pages' answers that the end-to-end tests cannot provoke through a browser: a refused answer
 kept in the quarantine as an answer and given again when released, a server error shown as a page, methods and sizes a form never has. The pages are
-called as WSGI does, on a real storage on disk."""
+called as WSGI does, on a real storage of either backend; the quarantine is read through its admin interface
+(``plugins.imip.queues.InboundAdmin``), as `invito queue` reads it."""
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 from typing import Callable
@@ -15,12 +17,14 @@ import radicale.item as radicale_item
 from radicale.config import Configuration
 
 from invito.plugins.imip.inbound_spool import InboundSpool
-from invito.plugins.imip.tokens import ReplyTokens, tag
+from invito.plugins.imip.tokens import tag
 from invito.plugins.itip.components import find_attendee, scheduled
 from invito.plugins.rsvp import links
+from invito.server import queue_admin
 from invito.server.inbound import Processor
 from invito.server.rsvp import RsvpPages
-from invito.storage import Storage
+from invito.storage import Storage, backend
+from invito.storage.pg.inbound import InboundQueue
 
 GUEST = "mailto:guest@partner.example.org"
 EVENT = "\r\n".join([
@@ -32,12 +36,12 @@ NOW = 1893456000.0  # 2030-01-01
 
 
 @pytest.fixture
-def pages(configuration: Configuration, storage: Storage, tmp_path: Path) -> tuple[RsvpPages, Storage, str]:
+def pages(configuration: Configuration, storage: Storage) -> tuple[RsvpPages, Storage, str]:
     """Pages over alice's event, and the guest's link."""
     with storage.acquire_lock("w"):
         alice = next(iter(storage.discover("/alice/calendar/")))
         alice.upload("meeting.ics", radicale_item.Item(collection_path="alice/calendar", text=EVENT))
-    tokens = ReplyTokens(str(tmp_path / "imip" / "tokens"))
+    tokens = backend.tokens(configuration)
     token = tokens.issue("mailto:alice@example.com", "meeting-1", GUEST)
     return RsvpPages(configuration, storage, clock=lambda: NOW), storage, links.path_of(links.Link(token.token),
                                                                                        tokens.sign)
@@ -74,6 +78,29 @@ def guest_answer(storage: Storage) -> str:
     return str(find_attendee(scheduled(stored)[0], GUEST).params["PARTSTAT"])
 
 
+def kept_records(spool: InboundSpool | InboundQueue, entry_id: str) -> list[str]:
+    """Everything the quarantine keeps of ``entry_id``, as text: its files, or its database row."""
+    if isinstance(spool, InboundSpool):
+        return [(Path(spool.quarantined) / n).read_text() for n in sorted(os.listdir(spool.quarantined))
+                if n.startswith(entry_id)]
+    with spool.db.read() as conn:
+        return [str(value) for value in conn.execute("SELECT * FROM invito_inbound WHERE id = %s",
+                                                     (entry_id,)).fetchone()]
+
+
+def edit_kept_answer(spool: InboundSpool | InboundQueue, entry_id: str, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` in the kept answer's fields, as someone with the files or the database
+    could."""
+    if isinstance(spool, InboundSpool):
+        record = Path(spool.quarantined) / (entry_id + ".json")
+        record.write_text(record.read_text().replace(old, new))
+        return
+    with spool.db.write() as conn:
+        (answer,) = conn.execute("SELECT answer FROM invito_inbound WHERE id = %s", (entry_id,)).fetchone()
+        conn.execute("UPDATE invito_inbound SET answer = %s WHERE id = %s",
+                     (json.dumps(answer).replace(old, new), entry_id))
+
+
 def refused_on_the_page(site: RsvpPages, rewrite_copy: Callable[..., None], path: str) -> str:
     """The guest declines on the page while the event refuses answers; the page says so."""
     rewrite_copy("alice", "meeting-1", answered_in_2099)
@@ -84,78 +111,81 @@ def refused_on_the_page(site: RsvpPages, rewrite_copy: Callable[..., None], path
 
 
 def test_an_answer_the_event_refuses_is_kept_for_the_admin_as_an_answer(pages: tuple[RsvpPages, Storage, str],
-                                                                        tmp_path: Path, rewrite_copy: Callable[..., None]) -> None:
+                                                                        configuration: Configuration,
+                                                                        rewrite_copy: Callable[..., None]) -> None:
     site, storage, path = pages
     page = refused_on_the_page(site, rewrite_copy, path)
     assert "Your answer could not be recorded. Please answer from your mail program, or write to the organizer." \
         in page
     assert "<form" in page  # the guest can still see the event and try again
-    spool = InboundSpool(str(tmp_path / "spool" / "inbound"))
-    (record,) = [n for n in os.listdir(spool.quarantined) if n.endswith(".json")]
-    entry_id = record[:-len(".json")]
-    assert sorted(os.listdir(spool.quarantined)) == [entry_id + ".json", entry_id + ".reason"]  # no made-up mail
+    spool = backend.inbound(configuration)
+    (entry,) = spool.quarantined_entries()
+    entry_id = entry.id
+    with pytest.raises(FileNotFoundError):  # no made-up mail
+        spool.quarantined_mail(entry_id)
     answer = spool.quarantined_answer(entry_id)
-    assert answer is not None
+    assert answer is not None and entry.answer == answer
     assert "METHOD:REPLY" in answer.calendar and "PARTSTAT=DECLINED" in answer.calendar
     assert "COMMENT:sorry" in answer.calendar
-    token = ReplyTokens(str(tmp_path / "imip" / "tokens")).issue("mailto:alice@example.com", "meeting-1", GUEST)
+    token = backend.tokens(configuration).issue("mailto:alice@example.com", "meeting-1", GUEST)
     assert (answer.guest, answer.organizer, answer.uid, answer.client) == (GUEST, "mailto:alice@example.com",
                                                                           "meeting-1", "192.0.2.7")
     assert answer.token_tag == tag(token.token)
-    for name in os.listdir(spool.quarantined):  # the link's token is the guest's key: never kept
-        assert token.token not in (Path(spool.quarantined) / name).read_text()
-    reason = (Path(spool.quarantined) / (entry_id + ".reason")).read_text()
-    assert "given on the RSVP page by <guest@partner.example.org> for event meeting-1" in reason
-    assert f"link {answer.token_tag}, browser 192.0.2.7" in reason and "out of order" in reason
-    assert not os.path.isdir(spool.queue) or os.listdir(spool.queue) == []  # set aside, never queued
+    kept = kept_records(spool, entry_id)
+    assert kept and all(token.token not in text for text in kept)  # the link's token is the guest's key: never kept
+    shown = "\n".join(queue_admin.show(queue_admin.Spools(backend.outbound(configuration), spool, configuration),
+                                        queue_admin.QUARANTINED, entry_id).lines)  # as `invito queue show` tells it
+    assert "given on the RSVP page by guest@partner.example.org for uid=meeting-1" in shown
+    assert f"link {answer.token_tag}, browser 192.0.2.7" in shown and "out of order" in entry.reason
+    assert spool.pending() == []  # set aside, never queued
     assert guest_answer(storage) == "NEEDS-ACTION"
 
 
 def test_a_released_answer_is_given_again(pages: tuple[RsvpPages, Storage, str], configuration: Configuration,
-                                          tmp_path: Path, rewrite_copy: Callable[..., None]) -> None:
+                                          rewrite_copy: Callable[..., None]) -> None:
     site, storage, path = pages
     refused_on_the_page(site, rewrite_copy, path)
-    spool = InboundSpool(str(tmp_path / "spool" / "inbound"))
-    (record,) = [n for n in os.listdir(spool.quarantined) if n.endswith(".json")]
+    spool = backend.inbound(configuration)
+    (entry_id,) = spool.quarantined_ids()
     rewrite_copy("alice", "meeting-1", clock_fixed)  # what refused it is fixed
-    spool.release(record[:-len(".json")])
+    spool.release(entry_id)
     [released] = spool.pending()
-    assert released.id == record[:-len(".json")] and released.answer is not None
-    assert os.listdir(spool.quarantined) == []
+    assert released.id == entry_id and released.answer is not None
+    assert spool.quarantined_ids() == set()
     assert Processor(configuration, storage).process_batch() == 1
     assert guest_answer(storage) == "DECLINED"
-    assert spool.pending() == [] and os.listdir(spool.quarantined) == []
+    assert spool.pending() == [] and spool.quarantined_ids() == set()
 
 
 def test_a_released_answer_still_refused_is_kept_again(pages: tuple[RsvpPages, Storage, str],
-                                                       configuration: Configuration, tmp_path: Path, rewrite_copy: Callable[..., None]) -> None:
+                                                       configuration: Configuration, rewrite_copy: Callable[..., None]) -> None:
     site, storage, path = pages
     refused_on_the_page(site, rewrite_copy, path)
-    spool = InboundSpool(str(tmp_path / "spool" / "inbound"))
-    (record,) = [n for n in os.listdir(spool.quarantined) if n.endswith(".json")]
-    entry_id = record[:-len(".json")]
+    spool = backend.inbound(configuration)
+    (entry_id,) = spool.quarantined_ids()
     spool.release(entry_id)
     Processor(configuration, storage).process_batch()
     again = spool.quarantined_answer(entry_id)
     assert again is not None and "COMMENT:sorry" in again.calendar
-    assert "out of order" in (Path(spool.quarantined) / (entry_id + ".reason")).read_text()
+    assert "out of order" in spool.quarantined_entry(entry_id).reason
     assert guest_answer(storage) == "NEEDS-ACTION"
 
 
 def test_a_released_answer_whose_link_was_never_issued_is_not_given(pages: tuple[RsvpPages, Storage, str],
                                                                     configuration: Configuration,
-                                                                    tmp_path: Path, rewrite_copy: Callable[..., None]) -> None:
+                                                                    rewrite_copy: Callable[..., None]) -> None:
     """The record names the guest: edited to another guest, it is no answer of theirs (its tag is not theirs)."""
     site, storage, path = pages
     refused_on_the_page(site, rewrite_copy, path)
     rewrite_copy("alice", "meeting-1", clock_fixed)
-    spool = InboundSpool(str(tmp_path / "spool" / "inbound"))
-    (record,) = [Path(spool.quarantined) / n for n in os.listdir(spool.quarantined) if n.endswith(".json")]
-    record.write_text(record.read_text().replace("guest@partner.example.org", "other@partner.example.org"))
-    spool.release(record.stem)
+    spool = backend.inbound(configuration)
+    (entry_id,) = spool.quarantined_ids()
+    edit_kept_answer(spool, entry_id, "guest@partner.example.org", "other@partner.example.org")
+    answer = spool.quarantined_answer(entry_id)
+    assert answer is not None and answer.guest == "mailto:other@partner.example.org"
+    spool.release(entry_id)
     Processor(configuration, storage).process_batch()
-    reason = (Path(spool.quarantined) / (record.stem + ".reason")).read_text()
-    assert "is not one this server issued" in reason
+    assert "is not one this server issued" in spool.quarantined_entry(entry_id).reason
     assert guest_answer(storage) == "NEEDS-ACTION"
 
 
