@@ -119,8 +119,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         if not database:  # on the database a node keeps nothing of its own
             os.makedirs(data.root, mode=0o700, exist_ok=True)
-        if not database and configuration.get("storage", "type") == "invito.storage":  # else Radicale warns
-            os.makedirs(data.collection_root, mode=0o700, exist_ok=True)
+            if configuration.get("storage", "type") == "invito.storage":  # else Radicale warns on a first start
+                os.makedirs(data.collection_root, mode=0o700, exist_ok=True)
         if users_file and not os.path.exists(users_file):  # Radicale refuses to start without the file
             os.makedirs(os.path.dirname(users_file), mode=0o700, exist_ok=True)
             _write_users(users_file, [])

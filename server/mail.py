@@ -26,7 +26,7 @@ from invito.plugins.imip import mime
 from invito.plugins.imip.i18n import choose
 from invito.plugins.imip.sender import Sender
 from invito.plugins.imip.smtp import SmtpSettings
-from invito.plugins.imip.spool import FORWARD, OutboundSpool, SpoolEntry
+from invito.plugins.imip.spool import FORWARD, SpoolEntry
 from invito.plugins.imip.tokens import ReplyToken, reply_address
 from invito.plugins.itip.components import attendee_language, instance_key, scheduled
 from invito.plugins.rsvp import links
@@ -157,13 +157,14 @@ def send_outbound(configuration: Configuration, stop: threading.Event) -> None:
         logger.error("outbound mail disabled: [storage] type is not invito.storage")
         return
     spool = storage.scheduler.spool
-    if isinstance(spool, Outbox):
+    next_ready = None
+    if isinstance(spool, Outbox):  # commits with its event: nothing to recover, only leases to settle
         spool.lease = configuration.get("smtp", "lease_seconds")
-    if isinstance(spool, OutboundSpool):  # the database's outbox commits with its event: nothing to recover
+        spool.release_the_dead()  # what a killed sender of this host had claimed need not wait out its lease
+        next_ready = spool.next_ready
+    else:
         with storage.acquire_lock("w"):  # no write is halfway while we hold it, in any process
             recover(spool)
-    else:  # but what a killed sender of this host had claimed need not wait out its lease
-        spool.release_the_dead()
     spool.prune(KEEP_OUTCOMES_DAYS, time.time())
     status_writer = StatusWriter(storage)
     composer = Composer(configuration)
@@ -171,5 +172,5 @@ def send_outbound(configuration: Configuration, stop: threading.Event) -> None:
                     on_batch_end=status_writer.flush, envelope_from=composer.envelope_from, give_up=configuration.get("smtp", "give_up_days") * 86400,
                     first_retry=configuration.get("smtp", "retry_seconds"),
                     probe_every=configuration.get("smtp", "probe_seconds"),
-                    next_ready=spool.next_ready if isinstance(spool, Outbox) else None)
+                    next_ready=next_ready)
     sender.run(stop, wake=spool.arrived)
