@@ -129,6 +129,8 @@ class Processor:
                     logger.warning(_NO_SPACE, entry.id)  # not the message's fault: it stays queued, as do the rest
                     full = True
                     break
+                finally:
+                    spool.finish(entry)  # this run ended (a kill never gets here: it counts)
         for entry, problems in outcomes:
             try:
                 if problems:
@@ -153,7 +155,11 @@ class Processor:
             if mail is None:
                 return False
             db.not_waiting_for_disk(conn)  # the message stays queued until this commit is on disk too
-            problems = self._apply(mail, conn.transaction)  # a savepoint: a failure inside leaves the claim
+            try:
+                problems = self._apply(mail, conn.transaction)  # a savepoint: a failure inside leaves the claim
+            except BaseException:
+                queue.finish(mail)  # the run ended with a rollback (``done`` would have ended it in this one)
+                raise
             if problems:
                 queue.quarantine(mail, "\n".join(problems))
             else:
@@ -167,7 +173,8 @@ class Processor:
 
     def _apply(self, entry: InboundEntry | InboundMail, unit: Callable[[], ContextManager[object]]) -> list[str]:
         """Apply one queued message inside ``unit`` (undone as a whole when it fails); what could not be
-        applied, and why. A full disk or an unreachable database is raised: the message stays queued."""
+        applied, and why. A full disk or an unreachable database is raised: the message stays queued. The
+        run ``start`` counts here is ended by the caller (``finish``, ``done`` or ``quarantine``)."""
         if self.spool.start(entry) >= MAX_UNFINISHED:  # it crashed or hung the server before
             logger.error("inbound %s: processing crashed or timed out %d times; set aside", entry.id, MAX_UNFINISHED)
             return [f"processing crashed or timed out {MAX_UNFINISHED} times"]
@@ -181,8 +188,6 @@ class Processor:
                 raise
             logger.exception("inbound %s: unexpected error", entry.id)  # a bug must not stop the queue
             return ["internal error while processing (see the server log)"]
-        finally:
-            self.spool.finish(entry)  # this run ended (a kill never gets here: it counts)
 
     def _handle(self, entry: InboundEntry | InboundMail) -> list[str]:
         """Apply one spooled message for each of its recipients; what could not be applied, and why."""

@@ -191,6 +191,17 @@ class IndexedStorage(multifilesystem.Storage):
     def find_uid(self, principal_path: str, uid: str) -> list[tuple[str, str]]:
         """(collection path like "/alice/calendar/", href) of each item with ``uid`` in the calendars
         directly under ``principal_path``. The caller holds the storage lock."""
+        return [(pathutils.unstrip_path(collection.path, True), href)
+                for collection, href in self._hrefs_for_uid(principal_path, uid)]
+
+    def items_with_uid(self, principal_path: str, uid: str
+                       ) -> list[tuple[IndexedCollection, str, radicale_item.Item]]:
+        """Each item with ``uid`` in the calendars directly under ``principal_path``, with its collection
+        and href (the database answers it in one query)."""
+        return [(collection, href, item) for collection, href in self._hrefs_for_uid(principal_path, uid)
+                if (item := collection._get(href)) is not None]
+
+    def _hrefs_for_uid(self, principal_path: str, uid: str) -> list[tuple[IndexedCollection, str]]:
         principal = pathutils.strip_path(pathutils.sanitize_path(principal_path))
         try:
             folder = pathutils.path_to_filesystem(self._get_collection_root_folder(), principal,
@@ -202,10 +213,9 @@ class IndexedStorage(multifilesystem.Storage):
             return []
         found = []
         for name in names:
-            path = pathutils.unstrip_path(posixpath.join(principal, name), True)
-            collection = self._collection_class(self, path)
+            collection = self._collection_class(self, pathutils.unstrip_path(posixpath.join(principal, name), True))
             if collection.tag == "VCALENDAR":
-                found.extend((path, href) for href in collection.hrefs_for_uid(uid))
+                found.extend((collection, href) for href in collection.hrefs_for_uid(uid))
         return found
 
     def move(self, item: radicale_item.Item, to_collection: storage.BaseCollection,

@@ -425,11 +425,7 @@ class Scheduler:
     def find_copy(self, user: str, uid: str
                   ) -> tuple["Collection | None", str | None, radicale_item.Item | None]:
         """The user's stored copy of event ``uid`` (not inbox messages), via the UID index. Lock held."""
-        for path, href in self._storage.find_uid("/%s/" % user, uid):
-            if layout.is_inbox(path):
-                continue
-            collection = layout.collection(self._storage, path)
-            item = collection.get_item(href) if collection else None
-            if item is not None:
+        for collection, href, item in self._storage.items_with_uid("/%s/" % user, uid):
+            if not layout.is_inbox(collection.path):
                 return collection, href, item
         return None, None, None

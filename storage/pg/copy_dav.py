@@ -119,10 +119,8 @@ def copy_side_records(conn: psycopg.Connection, home: str, home_folder: str) -> 
         with open(os.path.join(folder, name), "rb") as f:
             kept = json.load(f)
         uid, versions = kept.get("uid"), kept.get("versions") or {}
-        for path, href in items.find_uid(conn, home, uid) if uid else ():
-            row = collections.load(conn, path)
-            item = items.get(conn, row.id, href) if row else None
-            version = side_records.digest(item.text) if item else None
+        for _, item in items.find_uid(conn, home, uid) if uid else ():
+            version = side_records.digest(item.text)
             if version in versions and versions[version]:
                 inserted = conn.execute(
                     "INSERT INTO invito_side_record (home, uid, version, record) VALUES (%s, %s, %s, %s) "

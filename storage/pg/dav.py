@@ -108,8 +108,7 @@ class Collection(storage.BaseCollection):
         if not pathutils.is_safe_filesystem_path_component(href):
             raise pathutils.UnsafePathError(href)
         conn = self._conn()
-        old = items.get(conn, self.id, href)
-        new = items.store(conn, self.id, self.owner, href, item)
+        new, old = items.store(conn, self.id, self.owner, href, item)
         self._changed({href: False})
         logger.debug("stored %r in %r (UID %s)", href, self.path, new.uid)
         return self._item(new), self._item(old) if old else None
@@ -143,11 +142,9 @@ class Collection(storage.BaseCollection):
         yield from items.hrefs(self._conn(), self.id)  # only when asked: PROPFIND wants just the token
 
     def _changed(self, changes: Mapping[str, bool]) -> None:
-        """Expired tombstones pruned, then a new revision for ``changes`` (href → deleted); the row as the
+        """A new revision for ``changes`` (href → deleted), expired tombstones pruned; the row as the
         revision left it."""
-        conn = self._conn()
-        sync.prune(conn, self.id, self._storage.max_sync_token_age)
-        self._row = sync.record(conn, self.id, changes)
+        self._row = sync.record(self._conn(), self.id, changes, self._storage.max_sync_token_age)
 
     def _reload(self) -> None:
         row = collections.load(self._conn(), self.path)
@@ -201,8 +198,7 @@ class Storage(storage.BaseStorage):
             return
         homes = {collections.owner_of(_stripped(p)) for p in (path, to_path) if p} or {user}
         with db.rerun_on_conflict(), self.db.write() as conn:
-            db.lock(conn, *self._meetings_written())  # meetings before homes, as every writer takes them
-            db.lock(conn, *(f"home:{home}" for home in homes))
+            db.lock(conn, *self._meetings_written(), *(f"home:{home}" for home in homes))
             yield
 
     def _meetings_written(self) -> list[str]:
@@ -281,9 +277,18 @@ class Storage(storage.BaseStorage):
     def find_uid(self, principal_path: str, uid: str) -> list[tuple[str, str]]:
         """(collection path like "/alice/calendar/", href) of each item with ``uid`` in the calendars
         directly under ``principal_path``, by a database index. The caller holds the storage lock."""
-        home = _stripped(principal_path)
-        return [(pathutils.unstrip_path(path, True), href)
-                for path, href in items.find_uid(self.connection(), home, uid)]
+        return [(pathutils.unstrip_path(collection.path, True), href) for collection, href, _ in
+                self.items_with_uid(principal_path, uid)]
+
+    def items_with_uid(self, principal_path: str, uid: str
+                       ) -> list[tuple[Collection, str, radicale_item.Item]]:
+        """Each item with ``uid`` in the calendars directly under ``principal_path``, with its collection
+        and href, in one query."""
+        found = []
+        for collection_row, item_row in items.find_uid(self.connection(), _stripped(principal_path), uid):
+            collection = self._collection_class(self, collection_row)
+            found.append((collection, item_row.href, collection._item(item_row)))
+        return found
 
 
 def _stripped(path: str) -> str:

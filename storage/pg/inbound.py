@@ -9,9 +9,10 @@ nodes take the next one), the storage writes it causes join that transaction (``
 a crash or a rollback before the commit leaves it pending, as if it had never been claimed.
 
 Quarantine is a state with its reason, not a folder. A message that crashes or hangs its processing
-must not be tried forever: ``start`` counts the runs that began and never reached ``finish`` in
+must not be tried forever: ``start`` counts the runs that began and never ended in
 ``invito_inbound_run``, committed on a connection of its own so that the count survives the processing
-transaction's rollback (or its node's death); the processor sets the message aside once the count reaches
+transaction's rollback (or its node's death); ``done`` and ``quarantine`` delete it with the outcome,
+``finish`` after a rollback; the processor sets the message aside once the count reaches
 ``MAX_UNFINISHED``, as with the file spool.
 
 An answer given on the RSVP page and refused there is no mail: ``set_aside_answer`` keeps it as a row of
@@ -128,23 +129,31 @@ class InboundQueue:
         """Processing of ``mail`` begins: how many earlier runs never finished; this one is counted, and
         committed on a connection of its own, before the caller starts it."""
         with self.db.pool.connection() as conn:
-            not_waiting_for_disk(conn)  # a crash that loses a count gives a poison message one more try
-            row = conn.execute("INSERT INTO invito_inbound_run (id, unfinished) VALUES (%s, 1) ON CONFLICT (id) "
-                               "DO UPDATE SET unfinished = invito_inbound_run.unfinished + 1 RETURNING unfinished",
-                               (mail.id,)).fetchone()
+            conn.autocommit = True  # one statement, its own transaction: no BEGIN and COMMIT round trips
+            try:
+                # Its commit does not wait for the disk: a crash that loses a count gives a poison message
+                # one more try.
+                row = conn.execute(
+                    "INSERT INTO invito_inbound_run (id, unfinished) "
+                    "SELECT %s, 1 FROM set_config('synchronous_commit', 'off', true) ON CONFLICT (id) "
+                    "DO UPDATE SET unfinished = invito_inbound_run.unfinished + 1 RETURNING unfinished",
+                    (mail.id,)).fetchone()
+            finally:
+                conn.autocommit = False
         return row[0] - 1
 
     def finish(self, mail: InboundMail) -> None:
-        """The processing run counted by ``start`` ended, however it ended."""
+        """The run counted by ``start`` ended without ``done`` or ``quarantine`` (which end it in the
+        processing transaction): its transaction was rolled back, so this one is of its own."""
         with self.db.pool.connection() as conn:
-            not_waiting_for_disk(conn)  # a crash that loses a count gives a poison message one more try
+            not_waiting_for_disk(conn)  # a crash that loses it gives a poison message one try less
             conn.execute("DELETE FROM invito_inbound_run WHERE id = %s", (mail.id,))
 
     def done(self, mail: InboundMail) -> None:
-        """``mail`` was applied: delete it (and its run count), in the transaction that applied it."""
+        """``mail`` was applied: delete it and its run count, in the transaction that applied it."""
         with self.db.write() as conn:
-            conn.execute("DELETE FROM invito_inbound WHERE id = %s", (mail.id,))
-            conn.execute("DELETE FROM invito_inbound_run WHERE id = %s", (mail.id,))
+            conn.execute("WITH run AS (DELETE FROM invito_inbound_run WHERE id = %(id)s) "
+                         "DELETE FROM invito_inbound WHERE id = %(id)s", {"id": mail.id})
 
     def quarantine(self, mail: InboundMail, reason: str) -> str:
         """Set ``mail`` aside with ``reason`` (in the open transaction, if any); returns where it is kept."""

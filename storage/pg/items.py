@@ -3,6 +3,7 @@
 parse its text for (UID, component, time range, etag), so reading never runs vobject."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable
@@ -10,7 +11,11 @@ from typing import Iterable
 import psycopg
 import radicale.item as radicale_item
 
+from invito.storage.pg.collections import COLUMNS, CollectionRow
+
 _COLUMNS = "href, uid, name, component, starts, ends, etag, text, modified"
+_ITEM_COLUMNS = ", ".join("i." + column for column in _COLUMNS.split(", "))
+_COLLECTION_COLUMNS = ", ".join("c." + column for column in COLUMNS.split(", "))
 
 
 @dataclass(frozen=True)
@@ -76,30 +81,38 @@ def href_for_uid(conn: psycopg.Connection, owner: str, collection_id: int, uid: 
     return row[0] if row else None
 
 
-def find_uid(conn: psycopg.Connection, home: str, uid: str) -> list[tuple[str, str]]:
-    """(collection path, href) of each item with ``uid`` in the calendars directly under ``home``, by the
-    index on (owner, uid)."""
-    return [(path, href) for path, href in conn.execute(
-        "SELECT c.path, i.href FROM dav_item i JOIN dav_collection c ON c.id = i.collection_id "
-        "WHERE i.owner = %s AND i.uid = %s AND c.parent = %s AND c.props->>'tag' = 'VCALENDAR' "
-        "ORDER BY c.path, i.href", (home, uid, home)).fetchall()]
+def find_uid(conn: psycopg.Connection, home: str, uid: str) -> list[tuple[CollectionRow, ItemRow]]:
+    """Each item with ``uid`` in the calendars directly under ``home`` and its collection, by the index on
+    (owner, uid): one query for what would be three (where, which collection, the item)."""
+    rows = conn.execute(
+        f"SELECT {_COLLECTION_COLUMNS}, {_ITEM_COLUMNS} FROM dav_item i JOIN dav_collection c "
+        "ON c.id = i.collection_id WHERE i.owner = %s AND i.uid = %s AND c.parent = %s "
+        "AND c.props->>'tag' = 'VCALENDAR' ORDER BY c.path, i.href", (home, uid, home)).fetchall()
+    width = len(dataclasses.fields(CollectionRow))
+    return [(CollectionRow(*row[:width]), ItemRow(*row[width:])) for row in rows]
 
 
 def store(conn: psycopg.Connection, collection_id: int, owner: str, href: str,
-          item: radicale_item.Item) -> ItemRow:
-    """Insert or replace the item at ``href`` from a parsed Radicale item (the one place text is parsed)."""
+          item: radicale_item.Item) -> tuple[ItemRow, ItemRow | None]:
+    """Insert or replace the item at ``href`` from a parsed Radicale item (the one place text is parsed);
+    the row written and the one it replaced, read in the same statement (one round trip, not two)."""
     text = item.serialize()
     starts, ends = item.time_range
     row = conn.execute(
-        "INSERT INTO dav_item (collection_id, href, owner, uid, name, component, starts, ends, etag, text) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (collection_id, href) DO UPDATE SET "
+        f"WITH old AS (SELECT {_COLUMNS} FROM dav_item WHERE collection_id = %(id)s AND href = %(href)s), "
+        "new AS (INSERT INTO dav_item (collection_id, href, owner, uid, name, component, starts, ends, etag, text) "
+        "VALUES (%(id)s, %(href)s, %(owner)s, %(uid)s, %(name)s, %(component)s, %(starts)s, %(ends)s, %(etag)s, "
+        "%(text)s) ON CONFLICT (collection_id, href) DO UPDATE SET "
         "owner = excluded.owner, uid = excluded.uid, name = excluded.name, component = excluded.component, "
         "starts = excluded.starts, ends = excluded.ends, etag = excluded.etag, text = excluded.text, "
-        f"modified = now() RETURNING {_COLUMNS}",
-        (collection_id, href, owner, item.uid, item.name, item.component_name, starts, ends,
-         radicale_item.get_etag(text), text)).fetchone()
+        f"modified = now() RETURNING {_COLUMNS}) "
+        "SELECT new.*, old.* FROM new LEFT JOIN old ON true",  # old: the row as it was before this statement
+        {"id": collection_id, "href": href, "owner": owner, "uid": item.uid, "name": item.name,
+         "component": item.component_name, "starts": starts, "ends": ends, "etag": radicale_item.get_etag(text),
+         "text": text}).fetchone()
     assert row is not None
-    return ItemRow(*row)
+    width = len(dataclasses.fields(ItemRow))
+    return ItemRow(*row[:width]), ItemRow(*row[width:]) if row[width] is not None else None
 
 
 def remove(conn: psycopg.Connection, collection_id: int, href: str) -> bool:

@@ -73,10 +73,7 @@ class DatabaseStorage(scheduled.Storage, dav.Storage):
         return DatabaseTransaction(self.connection(), self.scheduler.spool, self.scheduler.records)
 
     def hold(self, uid: str | None, *homes: str) -> None:
-        conn = self.connection()
-        if uid:
-            db.lock(conn, "uid:" + uid)
-        db.lock(conn, *("home:" + home for home in homes if home))
+        db.lock(self.connection(), *(["uid:" + uid] if uid else []), *("home:" + home for home in homes if home))
 
     def _meetings_written(self) -> list[str]:
         """The UIDs in a PUT's body: locked before the writer's home, as every writer of them does."""

@@ -44,39 +44,33 @@ def revision_of(old_token: str, collection_id: int, current: int, floor: int) ->
     return revision
 
 
-def bump(conn: psycopg.Connection, collection_id: int) -> CollectionRow:
-    """The collection's next revision (the row as it is now); the row stays locked until this transaction
-    ends."""
-    row = conn.execute(f"UPDATE dav_collection SET revision = revision + 1, modified = now() WHERE id = %s "
-                       f"RETURNING {collections.COLUMNS}", (collection_id,)).fetchone()
+def record(conn: psycopg.Connection, collection_id: int, changes: Mapping[str, bool],
+           max_age: int | None = None) -> CollectionRow:
+    """One new revision for ``changes`` (href → deleted), with tombstones older than ``max_age`` seconds
+    (None: none) forgotten (tokens from before them are refused from then on); the collection's row as it is now, locked
+    until this transaction ends. One statement: a scheduling write changes two collections, and each
+    statement is a round trip to the database."""
+    hrefs, deleted = list(changes), list(changes.values())
+    row = conn.execute(
+        # The hrefs written now are not pruned: their rows are replaced below, and one statement must not
+        # change a row twice.
+        "WITH pruned AS (DELETE FROM dav_change WHERE collection_id = %(id)s AND deleted "
+        "  AND changed_at < now() - make_interval(secs => %(age)s) AND NOT (href = ANY(%(hrefs)s::text[])) "
+        "  RETURNING revision), "
+        "bumped AS (UPDATE dav_collection SET revision = revision + 1, modified = now(), "
+        "  history_floor = greatest(history_floor, (SELECT max(revision) FROM pruned)) "
+        f"  WHERE id = %(id)s RETURNING {collections.COLUMNS}), "
+        "logged AS (INSERT INTO dav_change (collection_id, href, revision, deleted) "
+        "  SELECT %(id)s, href, bumped.revision, gone FROM bumped, unnest(%(hrefs)s::text[], %(deleted)s::bool[]) "
+        "  AS changed(href, gone) "
+        "  ON CONFLICT (collection_id, href) DO UPDATE SET revision = excluded.revision, "
+        "  deleted = excluded.deleted, changed_at = now()) "
+        "SELECT * FROM bumped", {"id": collection_id, "age": max_age, "hrefs": hrefs, "deleted": deleted}).fetchone()
     assert row is not None, "the collection vanished inside its own write lock"
     return CollectionRow(*row)
-
-
-def record(conn: psycopg.Connection, collection_id: int, changes: Mapping[str, bool]) -> CollectionRow:
-    """One new revision for ``changes`` (href → deleted); returns the collection's row with it."""
-    collection = bump(conn, collection_id)
-    revision = collection.revision
-    if changes:
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO dav_change (collection_id, href, revision, deleted) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (collection_id, href) DO UPDATE SET revision = excluded.revision, "
-                "deleted = excluded.deleted, changed_at = now()",
-                [(collection_id, href, revision, deleted) for href, deleted in changes.items()])
-    return collection
 
 
 def changed_since(conn: psycopg.Connection, collection_id: int, revision: int) -> Iterable[str]:
     rows = conn.execute("SELECT href FROM dav_change WHERE collection_id = %s AND revision > %s ORDER BY href",
                         (collection_id, revision)).fetchall()
     return [href for (href,) in rows]
-
-
-def prune(conn: psycopg.Connection, collection_id: int, max_age: int) -> None:
-    """Forget tombstones older than ``max_age`` seconds; tokens from before them are refused from now on."""
-    conn.execute(
-        "WITH pruned AS (DELETE FROM dav_change WHERE collection_id = %s AND deleted "
-        "AND changed_at < now() - make_interval(secs => %s) RETURNING revision) "
-        "UPDATE dav_collection SET history_floor = greatest(history_floor, (SELECT max(revision) FROM pruned)) "
-        "WHERE id = %s AND EXISTS (SELECT 1 FROM pruned)", (collection_id, max_age, collection_id))
