@@ -361,6 +361,12 @@ INVITO_SCHEMA: types.CONFIG_SCHEMA = OrderedDict([
             "help": "seconds the recurrence checks of one inbound message may take; a message needing more "
                     "is quarantined with the reason instead of holding up the server",
             "type": radicale_config.positive_float}),
+        ("processors", {
+            "value": "2",
+            "help": "inbound messages applied at the same time on the database backend, each by a thread "
+                    "of its own (messages of one meeting or one organizer still wait for each other); the "
+                    "filesystem backend applies one at a time",
+            "type": radicale_config.positive_int}),
         ("notify_organizer", {
             "value": "true",
             "help": "email the organizer when a guest answers or proposes a new time",

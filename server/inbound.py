@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Inbound iMIP in `invito serve`: the SMTP/LMTP listener → inbound spool → extract → triage → storage.
 
-The listener only spools (durably, before it answers 250); one processor thread takes the spooled mail
-in arrival order, so no two messages are ever applied at the same time, and each change goes through
-the storage layer under its write lock like any other scheduling write. Whatever is not applied is moved
+The listener only spools (durably, before it answers 250); on the filesystem one processor thread takes
+the spooled mail in arrival order, so no two messages are ever applied at the same time; on the database
+``[imip] processors`` threads (on every node) each claim the oldest message no other one holds, and
+messages of one meeting or home wait for each other in the storage's locks. Each change goes through the
+storage layer under its write lock like any other scheduling write. Whatever is not applied is moved
 to the quarantine folder with the reason, and the log names the UID, the attendee and the outcome.
 """
 from __future__ import annotations
@@ -69,6 +71,8 @@ class Processor:
         self._sender = configuration.get("smtp", "sender")
         self._language = configuration.get("scheduling", "language")
         self._time_limit = configuration.get("imip", "processing_timeout")
+        # Threads applying messages at once: claims on the database never overlap, the file spool has one.
+        self.processors = configuration.get("imip", "processors") if isinstance(self.spool, InboundQueue) else 1
 
     # -- the listener's question --------------------------------------------------------------------------
 
@@ -148,13 +152,12 @@ class Processor:
     def _process_claimed(self, queue: InboundQueue) -> int:
         """One database transaction per message, on any node: claimed, applied and removed (or set aside)
         together, so it is applied exactly once; rerun from the claim after a deadlock. Its commit does
-        not wait for the disk (the group commit of the file spool, in the database's terms): a crash that
-        loses it loses the message's removal with its effects, and the message is applied again."""
+        not wait for the disk (``claim``: the group commit of the file spool, in the database's terms): a
+        crash that loses it loses the message's removal with its effects, and the message is applied again."""
         def one(conn: psycopg.Connection) -> bool:
             mail = queue.claim()
             if mail is None:
                 return False
-            db.not_waiting_for_disk(conn)  # the message stays queued until this commit is on disk too
             try:
                 problems = self._apply(mail, conn.transaction)  # a savepoint: a failure inside leaves the claim
             except BaseException:
@@ -376,7 +379,13 @@ def receive_inbound(configuration: Configuration, stop: threading.Event) -> None
         listener.start()
     except OSError as e:  # mail already queued is still applied; the admin must fix the address
         logger.error("inbound mail NOT received: %s; check [imip] listen", e)
+    workers = [threading.Thread(target=processor.run, args=(stop,), name=f"inbound-{n}", daemon=True)
+               for n in range(2, processor.processors + 1)]
+    for worker in workers:
+        worker.start()
     try:
         processor.run(stop)
     finally:
         listener.stop()
+        for worker in workers:
+            worker.join()

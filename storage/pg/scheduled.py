@@ -13,11 +13,15 @@ one already open (the inbound processor applies a claimed message in a savepoint
 message that fails halfway leaves nothing behind and the claim usable). Each scheduling transaction
 (``transaction``) is a savepoint: Radicale answers some errors of a PUT itself (a ``ValueError`` becomes
 400) and then leaves its lock normally, which commits; the savepoint has undone the half-done scheduling
-by then.
+by then. Inside ``schedule`` none is taken: its unit of work is rolled back as a whole when it fails.
 """
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
+from typing import ContextManager
+
 import psycopg
 import radicale.item as radicale_item
 from radicale import config
@@ -48,6 +52,7 @@ class DatabaseCollection(scheduled.Collection, dav.Collection):
 
 class DatabaseStorage(scheduled.Storage, dav.Storage):
     _collection_class = DatabaseCollection
+    _undone_whole = threading.local()  # .active: this thread runs ``schedule``'s unit of work
 
     def _scheduling_parts(self, configuration: config.Configuration) -> tuple[Outbox, SideRecords]:
         return Outbox(self.db), SideRecords(self.db)  # self.db: this storage's, shared
@@ -62,15 +67,21 @@ class DatabaseStorage(scheduled.Storage, dav.Storage):
     def schedule(self, user: str, change: Change) -> Outcome:
         def work() -> Outcome:
             self.hold(changes.meeting(change), user)
-            return self.scheduler.schedule(user, change)
+            self._undone_whole.active = True
+            try:
+                return self.scheduler.schedule(user, change)
+            finally:
+                self._undone_whole.active = False
 
         if db.current() is None:
             return self.db.run(lambda _: work())
         return work()  # part of the caller's unit (the inbound processor's message)
 
     def transaction(self) -> SchedulingTransaction:
-        """A savepoint in the write's transaction."""
-        return DatabaseTransaction(self.connection(), self.scheduler.spool, self.scheduler.records)
+        """A savepoint in the write's transaction; none inside ``schedule``, whose whole unit is rolled
+        back when anything in it fails (a savepoint is two round trips to the database)."""
+        return DatabaseTransaction(self.connection(), self.scheduler.spool, self.scheduler.records,
+                                   savepoint=not getattr(self._undone_whole, "active", False))
 
     def hold(self, uid: str | None, *homes: str) -> None:
         db.lock(self.connection(), *(["uid:" + uid] if uid else []), *("home:" + home for home in homes if home))
@@ -89,8 +100,8 @@ class DatabaseTransaction:
     """The database's :class:`SchedulingTransaction`: a savepoint; every write, side record and outbox row
     is a statement in it."""
 
-    def __init__(self, conn: psycopg.Connection, outbox: Outbox, records: SideRecords) -> None:
-        self._savepoint = conn.transaction()
+    def __init__(self, conn: psycopg.Connection, outbox: Outbox, records: SideRecords, savepoint: bool = True) -> None:
+        self._savepoint: ContextManager[object] = conn.transaction() if savepoint else contextlib.nullcontext()
         self._outbox = outbox
         self._records = records
 

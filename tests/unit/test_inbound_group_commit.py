@@ -73,3 +73,8 @@ def test_a_message_applied_again_after_a_crash_changes_nothing(processor: Proces
         inbox_after = len(list(next(iter(storage.discover("/alice/schedule-inbox/"))).get_all()))
     assert inbox_after == inbox_before == 1 and processor.spool.pending() == []
     assert partstat(storage, "one") == "ACCEPTED"
+
+
+def test_the_file_spool_has_one_processor_whatever_is_configured(storage: Storage) -> None:
+    storage.configuration.update({"imip": {"processors": "4"}}, "test", privileged=True)
+    assert Processor(storage.configuration, storage).processors == 1
