@@ -67,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                 uid = uuid.uuid4().hex
                 client.put(uid + ".ics", meeting(uid, args.guests))
             storage = app._storage
-            status_writer = StatusWriter(storage)
-            sender = Sender(storage.scheduler.spool, smtp_settings(config), Composer(config), status_writer,
-                            on_batch_end=status_writer.flush)
+            sender = Sender(storage.scheduler.spool, smtp_settings(config), Composer(config), None,
+                            on_batch_end=StatusWriter(storage))
             start = time.perf_counter()
             sent = sender.process_due(time.time())  # returns once the relay accepted (or refused) each one
             seconds = time.perf_counter() - start

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from email.message import EmailMessage
-from typing import Callable
+from typing import Callable, Sequence
 
 import icalendar
 import radicale.storage
@@ -24,7 +24,7 @@ from radicale.config import Configuration
 
 from invito.plugins.imip import mime
 from invito.plugins.imip.i18n import choose
-from invito.plugins.imip.sender import Sender
+from invito.plugins.imip.sender import Sender, Settled
 from invito.plugins.imip.smtp import SmtpSettings
 from invito.plugins.imip.spool import FORWARD, SpoolEntry
 from invito.plugins.imip.tokens import ReplyToken, reply_address
@@ -126,21 +126,20 @@ class StatusWriter:
     The PUT stamped every guest's status as Invito knew it then (1.1 queued with a relay, 1.0 without);
     routine progress is the spool's outcome log, so the client's object (and its ETag) stays as the client
     last saw it. The Schedule-Tag ignores SCHEDULE-STATUS, so a failure written here does not make the
-    organizer's next If-Schedule-Tag-Match fail. Verdicts are collected during a send batch and written
-    once per event at its end (``flush``): 50 refused guests rewrite the event once, not 50 times.
+    organizer's next If-Schedule-Tag-Match fail. Called with a send batch's final outcomes (the sender's
+    ``on_batch_end``), it writes each event once: 50 refused guests rewrite the event once, not 50 times.
+    It keeps nothing between calls, so the database's ``together`` can run it again after a deadlock.
     """
 
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
-        self._pending: dict[tuple[str, str], dict[str, str]] = {}  # (organizer, UID) → guest → status
 
-    def __call__(self, entry: SpoolEntry, status: str, detail: str) -> None:
-        if entry.method in STATUS_METHODS and (status.startswith("5.") or entry.after_failure):
-            self._pending.setdefault((entry.sender, entry.uid), {})[entry.recipient] = status
-
-    def flush(self) -> None:
-        pending, self._pending = self._pending, {}
-        for (organizer, uid), statuses in pending.items():
+    def __call__(self, settled: Sequence[Settled]) -> None:
+        by_event: dict[tuple[str, str], dict[str, str]] = {}  # (organizer, UID) → guest → status
+        for entry, status, _ in settled:
+            if entry.method in STATUS_METHODS and (status.startswith("5.") or entry.after_failure):
+                by_event.setdefault((entry.sender, entry.uid), {})[entry.recipient] = status
+        for (organizer, uid), statuses in by_event.items():
             user = self._storage.directory.user_for(organizer)
             if user is None:
                 continue
@@ -166,10 +165,9 @@ def send_outbound(configuration: Configuration, stop: threading.Event) -> None:
         with storage.acquire_lock("w"):  # no write is halfway while we hold it, in any process
             recover(spool)
     spool.prune(KEEP_OUTCOMES_DAYS, time.time())
-    status_writer = StatusWriter(storage)
     composer = Composer(configuration)
-    sender = Sender(spool, smtp_settings(configuration), composer, status_writer,
-                    on_batch_end=status_writer.flush, envelope_from=composer.envelope_from, give_up=configuration.get("smtp", "give_up_days") * 86400,
+    sender = Sender(spool, smtp_settings(configuration), composer, None, on_batch_end=StatusWriter(storage),
+                    envelope_from=composer.envelope_from, give_up=configuration.get("smtp", "give_up_days") * 86400,
                     first_retry=configuration.get("smtp", "retry_seconds"),
                     probe_every=configuration.get("smtp", "probe_seconds"),
                     next_ready=next_ready)

@@ -279,10 +279,7 @@ def drop_waiting(spools: Spools, entry_id: str) -> str:
     message, entries = spools.outbound.drop(entry_id, NOT_DELIVERED, "dropped by the admin")
     storage = radicale.storage.load(spools.configuration)
     if entries and isinstance(storage, Storage):
-        status = StatusWriter(storage)
-        for entry in entries:
-            status(entry, NOT_DELIVERED, "dropped by the admin")
-        status.flush()
+        StatusWriter(storage)([(entry, NOT_DELIVERED, "dropped by the admin") for entry in entries])
     return f"dropped {entry_id}: {_outbound_description(message)}"
 
 

@@ -14,9 +14,10 @@ Every final outcome goes to the spool's outcome log before the recipient leaves 
 ``spool``). The organizer's copy already says ``1.1`` (or ``1.0`` with no relay) since the PUT, and a
 temporary failure changes nothing while we retry with exponential backoff; the spool file keeps
 attempts, next try and last error. Only what the organizer must see in the event is written there, by
-``on_outcome`` and ``on_batch_end``: a permanent failure, or the success that corrects one. Such an
-entry leaves the queue only after ``on_batch_end`` returned, so a kill before sends it again (its status
-is then written again) instead of losing its status.
+````on_batch_end``, handed the batch's outcomes of that kind: a permanent failure, or the success that
+corrects one. Such an entry leaves the queue in the spool's ``together`` with that write: on the
+database in one transaction (both or neither); on the file spool just after it, so a kill between sends
+the message again, with the same Message-ID, and writes its status again, instead of losing it.
 
 A relay outage (down, TLS, login: ``Stage.RELAY``) is the relay's, not each message's: it costs no
 message an attempt or a backoff, so an invitation goes within ``probe_every`` seconds of the relay's
@@ -37,7 +38,7 @@ import re
 import threading
 import time
 from email.message import EmailMessage
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 from invito.plugins.imip.smtp import Delivery, Outcome, SmtpSettings, SmtpTransport, Stage
 from invito.plugins.imip.spool import RELAY_STAGE, OutboundSpool, SpoolEntry
@@ -59,7 +60,9 @@ STOP_POLL = 0.5             # threading cannot wait for either of two events: ch
 _POLICY = re.compile(r"\d{3} 5\.7\.")  # enhanced status 5.7.x: security or policy (RFC 3463)
 
 Build = Callable[[SpoolEntry], EmailMessage]
+Settled = tuple[SpoolEntry, str, str]  # an entry, its final status and the relay's words
 OnOutcome = Callable[[SpoolEntry, str, str], None]
+OnBatchEnd = Callable[[Sequence[Settled]], None]
 
 
 class Transport(Protocol):
@@ -76,8 +79,8 @@ class Outage:
 
 
 class Sender:
-    def __init__(self, spool: OutboundSpool, settings: SmtpSettings, build: Build, on_outcome: OnOutcome, *,
-                 transport: Transport | None = None, on_batch_end: Callable[[], None] | None = None,
+    def __init__(self, spool: OutboundSpool, settings: SmtpSettings, build: Build, on_outcome: OnOutcome | None, *,
+                 transport: Transport | None = None, on_batch_end: OnBatchEnd | None = None,
                  envelope_from: Callable[[SpoolEntry], str | None] | None = None,
                  next_ready: Callable[[float], float | None] | None = None,
                  give_up: float = GIVE_UP, first_retry: float = FIRST_RETRY, max_retry: float = MAX_RETRY,
@@ -86,7 +89,7 @@ class Sender:
         self.settings = settings
         self.build = build
         self.on_outcome = on_outcome
-        self.on_batch_end = on_batch_end  # e.g. write the batch's outcomes back in one go
+        self.on_batch_end = on_batch_end  # e.g. write the batch's statuses into the organizers' events
         self.envelope_from = envelope_from  # where bounces go, when not to [smtp] sender
         # When the next entry may be tried, from a queue that can say so without reading every message
         # (the database outbox's ``next_ready``); None: the earliest ``ready_at`` of ``spool.queued()``.
@@ -99,7 +102,7 @@ class Sender:
         self.probe_every = probe_every
         self.outage: Outage | None = None  # None: the relay took the last try (or none was made yet)
         self._warned: tuple[str, float] | None = None  # newest entry id and time of the last reminder
-        self._settle_later: list[tuple[SpoolEntry, str, str]] = []  # this batch's, see ``_settle``
+        self._settle_later: list[Settled] = []  # this batch's, see ``_settle``
 
     def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
         """Send until ``stop`` is set. Setting ``wake`` (new entries committed) sends them right away;
@@ -161,23 +164,38 @@ class Sender:
         finally:
             self.transport.close()
             self.spool.sync()  # the removals of sent entries, at once
-            if self.on_batch_end is not None:
-                try:
-                    self.on_batch_end()
-                except Exception:  # the mail went all the same; the next batch must still flow
-                    logger.exception("outbound mail: could not record the batch's outcomes")
-            for entry, status, detail in self._settle_later:  # their status is in the event now
-                self.spool.record(entry, status, detail)
-                if status == SENT:
-                    self.spool.remove(entry)
-                else:
-                    self.spool.fail(entry, detail)
+            if self._settle_later:
+                self._end_batch(self._settle_later)
             self.spool.sync()
         return sent
 
+    def _end_batch(self, batch: list[Settled]) -> None:
+        """The organizers' statuses for ``batch`` and its outcomes, in the spool's ``together``. When the
+        statuses cannot be written, the outcomes are recorded alone: the mail went (or failed) all the
+        same, and a refused message must not be sent again at every batch."""
+        def statuses_and_outcomes() -> None:
+            if self.on_batch_end is not None:
+                self.on_batch_end(batch)
+            self._settle_all(batch)
+
+        try:
+            self.spool.together(statuses_and_outcomes)
+        except Exception:
+            logger.exception("outbound mail: could not record SCHEDULE-STATUS for %d outcome%s; recording "
+                             "the outcomes alone", len(batch), "" if len(batch) == 1 else "s")
+            self._settle_all(batch)
+
+    def _settle_all(self, batch: list[Settled]) -> None:
+        for entry, status, detail in batch:
+            self.spool.record(entry, status, detail)
+            if status == SENT:
+                self.spool.remove(entry)
+            else:
+                self.spool.fail(entry, detail)
+
     def _settle(self, entry: SpoolEntry, status: str, detail: str, *, later: bool) -> None:
         """Hand the outcome to ``on_outcome``; record it and take the recipient out of the queue now, or,
-        ``later``, after ``on_batch_end`` wrote it into the organizer's event."""
+        ``later``, with ``on_batch_end``'s write into the organizer's event."""
         self._notify(entry, status, detail)
         if later:
             self._settle_later.append((entry, status, detail))
@@ -242,6 +260,8 @@ class Sender:
         self._settle(entry, status, reason, later=True)
 
     def _notify(self, entry: SpoolEntry, status: str, detail: str) -> None:
+        if self.on_outcome is None:
+            return
         try:
             self.on_outcome(entry, status, detail)
         except Exception:  # the mail went (or failed) all the same; the rest of the batch must flow

@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import icalendar
 
@@ -255,6 +255,12 @@ class OutboundSpool:
                 return
             record["recipients"].pop(entry.recipient, None)
             self._rewrite(record, sync=False)
+
+    def together(self, work: Callable[[], None]) -> None:
+        """``work`` writes the organizers' statuses, then records outcomes and removes recipients: here
+        simply one after the other (the status write takes the storage lock itself); a kill between sends
+        those messages again and writes their status again."""
+        work()
 
     def sync(self) -> None:
         """The outcomes recorded since the last call, then the queue's removals, onto the disk."""

@@ -16,7 +16,9 @@ re-send carries the same Message-ID (``mime.message_id`` is derived from the mes
 a FORWARD's is inside its stored mail), so it is recognisable: the SMTP boundary stays at-least-once.
 Each outcome is then written in one transaction with the delivery's change (sent: removed; temporary:
 its new state, the lease released; final failure: state ``failed`` with its reason), and renews the
-leases this sender still holds, so a long batch does not lose them.
+leases this sender still holds, so a long batch does not lose them. The outcomes the organizer must see
+in the event (a failure, the success that corrects one) commit in one transaction with that
+SCHEDULE-STATUS write (``together``).
 
 ``arrived`` is set by ``LISTEN invito_outbox`` (``wake.Waker``) when any node commits messages, and on a
 poll that covers lost notifications.
@@ -36,7 +38,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import psycopg
 from psycopg.rows import dict_row
@@ -234,6 +236,23 @@ class Outbox:
             conn.execute("UPDATE invito_outbox_delivery SET state = 'failed', reason = %s, leased_until = 0, "
                          "holder = '' WHERE message = %s AND recipient = %s", (reason, entry.id, entry.recipient))
             self._renew(conn)
+
+    def together(self, work: Callable[[], None]) -> None:
+        """``work`` (the organizers' statuses written through the storage, then outcomes, removals and
+        failures) in one transaction: the organizer's event says 5.x exactly when the delivery is failed,
+        after a kill too. Rerun whole after a deadlock, with the outcomes it had recorded forgotten; when
+        it fails they are as before it, for the caller to record without the statuses."""
+        recorded = list(self._outcomes)
+
+        def once(conn: psycopg.Connection) -> None:
+            self._outcomes = list(recorded)
+            work()
+
+        try:
+            self.db.run(once)
+        except BaseException:
+            self._outcomes = recorded
+            raise
 
     def sync(self) -> None:
         """Outcomes recorded without a removal or failure after them, written now."""

@@ -48,7 +48,7 @@ def test_a_refusal_is_written_to_the_event_before_the_guest_leaves_the_queue(spo
     outcomes = []
     sender = Sender(spool, SETTINGS, build, lambda entry, status, detail: outcomes.append((entry.uid, status)),
                     transport=ScriptedRelay(NO_SUCH_USER),
-                    on_batch_end=lambda: seen_at_batch_end.append([e.uid for e in spool.queued()]))
+                    on_batch_end=lambda settled: seen_at_batch_end.append([e.uid for e in spool.queued()]))
     sender.process_due(2e9)
     assert outcomes == [("m1", "5.2")]
     assert seen_at_batch_end == [["m1"]]  # a kill before this point sends it again; nothing is lost
@@ -66,7 +66,7 @@ def test_an_admins_retry_after_a_failure_is_settled_after_the_event_is_corrected
     assert entry.after_failure
     seen_at_batch_end = []
     Sender(spool, SETTINGS, build, lambda *outcome: None, transport=ScriptedRelay(SENT),
-           on_batch_end=lambda: seen_at_batch_end.append(len(spool.queued()))).process_due(2e9)
+           on_batch_end=lambda settled: seen_at_batch_end.append(len(spool.queued()))).process_due(2e9)
     assert seen_at_batch_end == [1] and spool.queued() == []
 
 
