@@ -14,7 +14,7 @@ Every final outcome goes to the spool's outcome log before the recipient leaves 
 ``spool``). The organizer's copy already says ``1.1`` (or ``1.0`` with no relay) since the PUT, and a
 temporary failure changes nothing while we retry with exponential backoff; the spool file keeps
 attempts, next try and last error. Only what the organizer must see in the event is written there, by
-````on_batch_end``, handed the batch's outcomes of that kind: a permanent failure, or the success that
+``on_batch_end``, handed the batch's outcomes of that kind: a permanent failure, or the success that
 corrects one. Such an entry leaves the queue in the spool's ``together`` with that write: on the
 database in one transaction (both or neither); on the file spool just after it, so a kill between sends
 the message again, with the same Message-ID, and writes its status again, instead of losing it.

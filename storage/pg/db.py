@@ -139,6 +139,17 @@ class Database:
             with _opened(conn, writable=True):
                 yield conn
 
+    @contextlib.contextmanager
+    def one_statement(self) -> Iterator[psycopg.Connection]:
+        """A connection of its own whose statements each commit alone (autocommit): one round trip where a
+        transaction adds BEGIN and COMMIT. Never the thread's open transaction."""
+        with self.pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                conn.autocommit = False
+
     def run(self, work: Callable[[psycopg.Connection], T], attempts: int = RETRIES) -> T:
         """``work`` in a write transaction, rerun from the start after a deadlock or serialization failure
         (its writes were rolled back; ``work`` must not have acted outside the database). Must be the
@@ -209,11 +220,15 @@ def _opened(conn: psycopg.Connection, writable: bool) -> Iterator[None]:
         _open.conn = None
 
 
+# ``not_waiting_for_disk`` as a FROM item, for a statement that says so itself instead of a round trip more.
+NOT_WAITING_FOR_DISK = "set_config('synchronous_commit', 'off', true)"
+
+
 def not_waiting_for_disk(conn: psycopg.Connection) -> None:
     """This transaction's commit returns before its WAL is on disk (``synchronous_commit = off``): for work
     whose input stays queued until it commits, so a crash that loses the commit loses the work and its
     removal from the queue together, and it is simply done again."""
-    conn.execute("SET LOCAL synchronous_commit = off")
+    conn.execute("SELECT " + NOT_WAITING_FOR_DISK)
 
 
 def lock(conn: psycopg.Connection, *keys: str) -> None:

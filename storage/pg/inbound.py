@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from invito.plugins.imip.inbound_spool import PageAnswer, QuarantinedEntry
 from invito.plugins.imip.tokens import redact
-from invito.storage.pg.db import Database, current, not_waiting_for_disk
+from invito.storage.pg.db import NOT_WAITING_FOR_DISK, Database, current, not_waiting_for_disk
 from invito.storage.pg.wake import POLL_SECONDS, Wakeup, notify
 
 logger = logging.getLogger("invito.imip")
@@ -99,18 +99,14 @@ class InboundQueue:
         # Never the thread's open transaction: this commit is what the 250 promises. One statement in a
         # transaction of its own (no BEGIN and COMMIT round trips before the 250), waking every node's
         # processor when it commits.
-        with self.db.pool.connection() as conn:
-            conn.autocommit = True
-            try:
-                conn.execute("INSERT INTO invito_inbound (id, raw, mail_from, recipients, peer, received, state, "
-                             "reason, kind, answer) SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s "
-                             "FROM (SELECT CASE WHEN %s THEN pg_notify(%s, '') END) AS woken",
-                             (mail.id, raw, mail_from, list(recipients), peer, mail.received, state, reason,
-                              "mail" if answer is None else "answer",
-                              None if answer is None else json.dumps(dataclasses.asdict(answer)),
-                              state == "pending", CHANNEL))
-            finally:
-                conn.autocommit = False
+        with self.db.one_statement() as conn:
+            conn.execute("INSERT INTO invito_inbound (id, raw, mail_from, recipients, peer, received, state, "
+                         "reason, kind, answer) SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s "
+                         "FROM (SELECT CASE WHEN %s THEN pg_notify(%s, '') END) AS woken",
+                         (mail.id, raw, mail_from, list(recipients), peer, mail.received, state, reason,
+                          "mail" if answer is None else "answer",
+                          None if answer is None else json.dumps(dataclasses.asdict(answer)),
+                          state == "pending", CHANNEL))
         return mail
 
     # -- the processor's side ----------------------------------------------------------------------
@@ -128,28 +124,19 @@ class InboundQueue:
         conn = current()
         if conn is None:
             raise NoTransaction("claim a message inside the database write that applies it")
-        # The claiming transaction's commit does not wait for the disk: the message stays queued until that
-        # commit is on disk too, so a crash that loses it loses the message's removal with its effects.
-        row = conn.execute(f"SELECT {_COLUMNS} FROM invito_inbound, set_config('synchronous_commit', 'off', true) "
-                           "WHERE state = 'pending' ORDER BY id LIMIT 1 FOR UPDATE OF invito_inbound SKIP LOCKED"
-                           ).fetchone()
+        row = conn.execute(f"SELECT {_COLUMNS} FROM invito_inbound, {NOT_WAITING_FOR_DISK} WHERE state = 'pending' "
+                           "ORDER BY id LIMIT 1 FOR UPDATE OF invito_inbound SKIP LOCKED").fetchone()
         return _mail(row) if row else None
 
     def start(self, mail: InboundMail) -> int:
         """Processing of ``mail`` begins: how many earlier runs never finished; this one is counted, and
         committed on a connection of its own, before the caller starts it."""
-        with self.db.pool.connection() as conn:
-            conn.autocommit = True  # one statement, its own transaction: no BEGIN and COMMIT round trips
-            try:
-                # Its commit does not wait for the disk: a crash that loses a count gives a poison message
-                # one more try.
-                row = conn.execute(
-                    "INSERT INTO invito_inbound_run (id, unfinished) "
-                    "SELECT %s, 1 FROM set_config('synchronous_commit', 'off', true) ON CONFLICT (id) "
-                    "DO UPDATE SET unfinished = invito_inbound_run.unfinished + 1 RETURNING unfinished",
-                    (mail.id,)).fetchone()
-            finally:
-                conn.autocommit = False
+        # Its commit does not wait for the disk: a crash that loses a count gives a poison message one more try.
+        with self.db.one_statement() as conn:
+            row = conn.execute(
+                f"INSERT INTO invito_inbound_run (id, unfinished) SELECT %s, 1 FROM {NOT_WAITING_FOR_DISK} "
+                "ON CONFLICT (id) DO UPDATE SET unfinished = invito_inbound_run.unfinished + 1 RETURNING unfinished",
+                (mail.id,)).fetchone()
         return row[0] - 1
 
     def finish(self, mail: InboundMail) -> None:
